@@ -1,0 +1,64 @@
+"""h2pool: multiplexed HTTP/2 connections for asyncio, with tickless health checks.
+
+The public API is flat: import everything from ``h2pool``. Modules whose
+names start with an underscore are private.
+"""
+
+from h2.errors import ErrorCodes as ErrorCode
+
+from ._core.config import H2Config
+from ._core.endpoints import (
+    open_connection,
+    open_unix_connection,
+    start_server,
+    start_unix_server,
+)
+from ._core.headers import HeaderList, HeadersIn
+from ._core.priority import Priority
+from ._core.protocol import H2Protocol
+from ._core.tls import client_ssl_context, server_ssl_context
+from ._exceptions import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionDead,
+    ConnectionLost,
+    ConnectTimeout,
+    H2ConnectionError,
+    H2PoolError,
+    H2ProtocolError,
+    H2TimeoutError,
+    StreamClosed,
+    StreamError,
+    StreamRefused,
+    StreamReset,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionDead",
+    "ConnectionLost",
+    "ErrorCode",
+    "H2Config",
+    "H2ConnectionError",
+    "H2PoolError",
+    "H2Protocol",
+    "H2ProtocolError",
+    "H2TimeoutError",
+    "HeaderList",
+    "HeadersIn",
+    "Priority",
+    "StreamClosed",
+    "StreamError",
+    "StreamRefused",
+    "StreamReset",
+    "client_ssl_context",
+    "open_connection",
+    "open_unix_connection",
+    "server_ssl_context",
+    "start_server",
+    "start_unix_server",
+]

@@ -1,0 +1,1 @@
+"""The core protocol module: one HTTP/2 connection on asyncio, client and server."""

@@ -1,0 +1,53 @@
+"""Tuning knobs of one HTTP/2 connection, as a validated frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["H2Config"]
+
+_MAX_WINDOW = 2**31 - 1
+_MIN_FRAME, _MAX_FRAME = 2**14, 2**24 - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class H2Config:
+    """Settings of one HTTP/2 connection; the defaults suit most uses.
+
+    Received data is acknowledged to the peer (WINDOW_UPDATE) only as the
+    application reads it, so ``stream_window`` bounds the unread data buffered
+    per stream and ``connection_window`` bounds it per connection.
+
+    Attributes:
+        stream_window: Initial receive window of each stream, in bytes
+            (SETTINGS_INITIAL_WINDOW_SIZE). Large windows let one stream
+            reach high throughput when the round trip is short.
+        connection_window: Receive window of the whole connection, in bytes.
+        max_frame_size: Largest frame the peer may send us
+            (SETTINGS_MAX_FRAME_SIZE), 16 KiB to 16 MiB - 1.
+        max_header_list_size: Largest decoded header block accepted
+            (SETTINGS_MAX_HEADER_LIST_SIZE); larger ones are a protocol error.
+        validate_headers: Let h2 check every header block sent and received
+            against RFC 9113 section 8.2. Turning it off trades safety for speed.
+        write_buffer_high: Bytes queued in the transport above which sending
+            pauses until the socket drains (transport back-pressure).
+    """
+
+    stream_window: int = 16 * 1024 * 1024
+    connection_window: int = 32 * 1024 * 1024
+    max_frame_size: int = 2**14
+    max_header_list_size: int = 64 * 1024
+    validate_headers: bool = True
+    write_buffer_high: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 65_535 <= self.stream_window <= _MAX_WINDOW:
+            raise ValueError(f"stream_window must be 65535..{_MAX_WINDOW}")
+        if not 65_535 <= self.connection_window <= _MAX_WINDOW:
+            raise ValueError(f"connection_window must be 65535..{_MAX_WINDOW}")
+        if not _MIN_FRAME <= self.max_frame_size <= _MAX_FRAME:
+            raise ValueError(f"max_frame_size must be {_MIN_FRAME}..{_MAX_FRAME}")
+        if self.max_header_list_size < 1024:
+            raise ValueError("max_header_list_size must be at least 1024")
+        if self.write_buffer_high < 16 * 1024:
+            raise ValueError("write_buffer_high must be at least 16384")

@@ -1,0 +1,137 @@
+"""h2's connection state machine, with the changes h2pool depends on.
+
+Three behaviours of h2 4.x do not fit a client that must finish streams after
+a GOAWAY or a server that refuses excess streams, so this subclass changes
+them (each override names the h2 behaviour it replaces):
+
+* Receiving or sending GOAWAY moves h2's state machine to CLOSED, after which
+  every frame (DATA of streams allowed to finish, a PING) raises
+  ProtocolError (python-hyper/h2 issues 1181 and 1199). Here GOAWAY is only
+  reported; :class:`~h2pool._core.protocol.H2Protocol` tracks the drain.
+* Counting open streams scans every stream, and exceeding our own
+  MAX_CONCURRENT_STREAMS is a connection error. Here the counts come from
+  the protocol, which refuses excess streams with REFUSED_STREAM as
+  RFC 9113 section 5.1.2 allows.
+* Closed streams linger in ``streams`` until the next scan. Here the protocol
+  forgets each stream as soon as it closes.
+"""
+
+from __future__ import annotations
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated, Event
+from h2.frame_buffer import FrameBuffer
+from h2.settings import SettingCodes, Settings
+from h2.stream import StreamClosedBy
+from hyperframe.frame import Frame, GoAwayFrame
+
+from .config import H2Config
+
+__all__ = ["Connection"]
+
+MAX_STREAM_ID = 2**31 - 1
+
+
+class Connection(H2Connection):
+    """An h2 ``H2Connection`` that survives GOAWAY and leaves admission to its owner."""
+
+    def __init__(self, *, client_side: bool, config: H2Config, concurrency: int) -> None:
+        super().__init__(
+            H2Configuration(
+                client_side=client_side,
+                header_encoding=None,
+                validate_outbound_headers=config.validate_headers,
+                normalize_outbound_headers=config.validate_headers,
+                validate_inbound_headers=config.validate_headers,
+                normalize_inbound_headers=config.validate_headers,
+            )
+        )
+        #: Open streams we initiated / the peer initiated, kept by H2Protocol.
+        self.outbound_open = 0
+        self.inbound_open = 0
+        initial: dict[SettingCodes, int] = {
+            SettingCodes.MAX_CONCURRENT_STREAMS: concurrency,
+            SettingCodes.INITIAL_WINDOW_SIZE: config.stream_window,
+            SettingCodes.MAX_FRAME_SIZE: config.max_frame_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+        }
+        if client_side:
+            initial[SettingCodes.ENABLE_PUSH] = 0
+        # Initial values are sent in the one SETTINGS frame of the preface and
+        # apply to our side at once: accepting more than the peer knows we
+        # accept is always safe.
+        self.local_settings = Settings(client=client_side, initial_values=initial)
+        self.max_inbound_frame_size = config.max_frame_size
+        self.decoder.max_header_list_size = config.max_header_list_size
+        self.incoming_buffer = FrameBuffer(server=not client_side)
+
+    # Replaces h2's O(n) scan (which also culls closed streams): H2Protocol
+    # keeps exact counts and forgets streams as they close.
+    @property
+    def open_outbound_streams(self) -> int:
+        return self.outbound_open
+
+    # Zero keeps h2 from turning an excess stream into a connection error;
+    # H2Protocol admits or refuses each new stream itself.
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Drop a closed stream's h2 state, remembering only how it closed.
+
+        h2 keeps a bounded record of closed streams so that frames still in
+        flight for them are handled as stream errors, not connection errors.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
+    def abandon_stream(self, stream_id: int) -> None:
+        """Forget a stream the peer will never process (above a GOAWAY's last id).
+
+        Nothing is sent: RFC 9113 section 6.8 says the peer ignores such
+        streams. Late frames for it are then treated as for a reset stream.
+        """
+        if self.streams.pop(stream_id, None) is not None:
+            self._closed_streams[stream_id] = StreamClosedBy.SEND_RST_STREAM
+
+    def send_goaway(
+        self,
+        error_code: int = ErrorCodes.NO_ERROR,
+        last_stream_id: int | None = None,
+        debug_data: bytes = b"",
+    ) -> None:
+        """Queue a GOAWAY frame without closing h2's state machine.
+
+        Unlike h2's ``close_connection()``, streams up to ``last_stream_id``
+        can still send and receive afterwards, as RFC 9113 section 6.8 intends.
+        """
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = (
+            self.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+        )
+        frame.error_code = int(error_code)
+        frame.additional_data = debug_data
+        self._prepare_for_sending([frame])
+
+    def take_output(self) -> bytearray:
+        """Return and clear the bytes waiting to be sent (no copy, unlike ``data_to_send``)."""
+        data: bytearray = self._data_to_send
+        self._data_to_send = bytearray()
+        return data
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
+        # h2 moves to CLOSED and clears queued output (acks we owe) here; only
+        # report the GOAWAY and leave the drain to H2Protocol.
+        event = ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]

@@ -1,0 +1,221 @@
+"""Opening client connections and starting servers (TCP and Unix sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._exceptions import ConnectError, ConnectTimeout, H2PoolError
+from .config import H2Config
+from .protocol import ConnectedCallback, H2Protocol
+from .tls import client_ssl_context
+
+__all__ = ["open_connection", "open_unix_connection", "start_server", "start_unix_server"]
+
+SSLArg = ssl_module.SSLContext | bool | None
+
+
+def _client_context(ssl: SSLArg) -> ssl_module.SSLContext | None:
+    if ssl is True:
+        return client_ssl_context()
+    if ssl is False or ssl is None:
+        return None
+    return ssl
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _connect(
+    what: str,
+    connect: Callable[[], Awaitable[tuple[asyncio.Transport, H2Protocol]]],
+    timeout: float | None,
+) -> H2Protocol:
+    """Run a connect coroutine, mapping every failure to an h2pool error."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, protocol = await connect()
+    except TimeoutError:
+        raise ConnectTimeout(f"connecting to {what} timed out after {timeout}s") from None
+    except ssl_module.SSLCertVerificationError as exc:
+        raise ConnectError(
+            f"TLS certificate verification failed for {what}: {exc.verify_message}"
+        ) from exc
+    except ssl_module.SSLError as exc:
+        raise ConnectError(f"TLS handshake with {what} failed: {exc}") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {what}: {exc}") from exc
+    if not protocol.functional:  # e.g. ALPN chose another protocol
+        protocol.close_connection()
+        try:
+            await protocol.wait_functional()
+        except H2PoolError as exc:
+            raise ConnectError(f"{what}: {exc}") from None
+    return protocol
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    ssl: SSLArg = None,
+    server_hostname: str | None = None,
+    functional_timeout: float | None = None,
+    concurrency: int = 100,
+    config: H2Config | None = None,
+    connect_timeout: float | None = None,
+    ping_interval: float | None = None,
+    **kwargs: Any,
+) -> H2Protocol:
+    """Open an HTTP/2 client connection over TCP.
+
+    Args:
+        host: Host name or address to connect to.
+        port: TCP port.
+        ssl: None or False for cleartext h2c (prior knowledge), True for TLS
+            with certifi's CAs, or an ``ssl.SSLContext`` (offer ALPN ``h2``;
+            see :func:`h2pool.client_ssl_context`).
+        server_hostname: TLS SNI and certificate name, and the default
+            ``:authority``, when they differ from ``host``.
+        functional_timeout: See :class:`H2Protocol`; None disables the
+            health check.
+        concurrency: Local cap on open streams (the peer's limit also applies).
+        config: Window sizes and other settings.
+        connect_timeout: Bound on TCP and TLS set-up, in seconds.
+        ping_interval: Silence before a health PING, if not functional_timeout.
+        **kwargs: Passed to ``loop.create_connection`` (e.g. ``local_addr``).
+
+    Raises:
+        ConnectError: TCP, TLS or ALPN failed.
+        ConnectTimeout: ``connect_timeout`` ran out.
+    """
+    loop = asyncio.get_running_loop()
+    context = _client_context(ssl)
+    authority = _authority(server_hostname or host, port)
+
+    def factory() -> H2Protocol:
+        return H2Protocol(
+            client_side=True,
+            functional_timeout=functional_timeout,
+            concurrency=concurrency,
+            config=config,
+            ping_interval=ping_interval,
+            authority=authority,
+        )
+
+    if context is not None:
+        kwargs["server_hostname"] = server_hostname or host
+    return await _connect(
+        authority,
+        lambda: loop.create_connection(factory, host, port, ssl=context, **kwargs),
+        connect_timeout,
+    )
+
+
+async def open_unix_connection(
+    path: str,
+    *,
+    ssl: SSLArg = None,
+    server_hostname: str | None = None,
+    functional_timeout: float | None = None,
+    concurrency: int = 100,
+    config: H2Config | None = None,
+    connect_timeout: float | None = None,
+    ping_interval: float | None = None,
+    authority: str = "localhost",
+    **kwargs: Any,
+) -> H2Protocol:
+    """Open an HTTP/2 client connection over a Unix socket.
+
+    Same arguments as :func:`open_connection`, with ``path`` instead of host
+    and port, and ``authority`` for the default ``:authority`` of requests.
+    """
+    loop = asyncio.get_running_loop()
+    context = _client_context(ssl)
+
+    def factory() -> H2Protocol:
+        return H2Protocol(
+            client_side=True,
+            functional_timeout=functional_timeout,
+            concurrency=concurrency,
+            config=config,
+            ping_interval=ping_interval,
+            authority=server_hostname or authority,
+        )
+
+    if context is not None:
+        kwargs["server_hostname"] = server_hostname or authority
+    return await _connect(
+        path,
+        lambda: loop.create_unix_connection(factory, path, ssl=context, **kwargs),
+        connect_timeout,
+    )
+
+
+def _server_factory(
+    client_connected_cb: ConnectedCallback,
+    concurrency: int,
+    functional_timeout: float | None,
+    config: H2Config | None,
+) -> Callable[[], H2Protocol]:
+    def factory() -> H2Protocol:
+        return H2Protocol(
+            client_side=False,
+            functional_timeout=functional_timeout,
+            concurrency=concurrency,
+            config=config,
+            on_connected=client_connected_cb,
+        )
+
+    return factory
+
+
+async def start_server(
+    client_connected_cb: ConnectedCallback,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    concurrency: int = 100,
+    functional_timeout: float | None = None,
+    config: H2Config | None = None,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """Start an HTTP/2 server on TCP.
+
+    Args:
+        client_connected_cb: Called with the server-side :class:`H2Protocol`
+            of each new connection. It may be an async function (run as a
+            task) or a plain callable (for example one that creates a task).
+        host: Address to listen on (``"127.0.0.1"`` for local only).
+        port: TCP port; 0 picks a free one.
+        ssl: A server context offering ALPN ``h2`` (see
+            :func:`h2pool.server_ssl_context`), or None for h2c.
+        concurrency: MAX_CONCURRENT_STREAMS advertised; excess streams are
+            refused with REFUSED_STREAM.
+        functional_timeout: Health check of each connection, as for clients.
+        config: Window sizes and other settings.
+        **kwargs: Passed to ``loop.create_server``.
+    """
+    loop = asyncio.get_running_loop()
+    factory = _server_factory(client_connected_cb, concurrency, functional_timeout, config)
+    return await loop.create_server(factory, host, port, ssl=ssl, **kwargs)
+
+
+async def start_unix_server(
+    client_connected_cb: ConnectedCallback,
+    path: str | None = None,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    concurrency: int = 100,
+    functional_timeout: float | None = None,
+    config: H2Config | None = None,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """Start an HTTP/2 server on a Unix socket; see :func:`start_server`."""
+    loop = asyncio.get_running_loop()
+    factory = _server_factory(client_connected_cb, concurrency, functional_timeout, config)
+    return await loop.create_unix_server(factory, path, ssl=ssl, **kwargs)

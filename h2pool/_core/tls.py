@@ -1,0 +1,56 @@
+"""TLS contexts for HTTP/2: ALPN ``h2``, certifi's CA bundle by default."""
+
+from __future__ import annotations
+
+import ssl
+
+import certifi
+
+__all__ = ["client_ssl_context", "server_ssl_context"]
+
+
+def client_ssl_context(
+    *,
+    verify: bool = True,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> ssl.SSLContext:
+    """A client TLS context offering ALPN ``h2``.
+
+    Args:
+        verify: Verify the server's certificate and host name. False accepts
+            any certificate: only for tests against servers you control.
+        cafile: CA bundle to trust instead of certifi's.
+        certfile: Client certificate chain, for mutual TLS.
+        keyfile: Private key of ``certfile``.
+    """
+    context = ssl.create_default_context(cafile=cafile or certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9113 section 9.2
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def server_ssl_context(
+    certfile: str, keyfile: str | None = None, *, client_cafile: str | None = None
+) -> ssl.SSLContext:
+    """A server TLS context selecting ALPN ``h2``.
+
+    Args:
+        certfile: Server certificate chain (PEM).
+        keyfile: Its private key, if not in ``certfile``.
+        client_cafile: Require client certificates signed by this CA (mTLS).
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cafile is not None:
+        context.load_verify_locations(client_cafile)
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["h2"])
+    return context

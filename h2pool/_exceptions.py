@@ -1,0 +1,111 @@
+"""The one exception tree of h2pool.
+
+Everything the package raises derives from :class:`H2PoolError`. The families
+follow what a caller must decide: whether the connection is gone, whether a
+stream failed, whether time ran out, and, for retries, whether the server
+provably never processed the request (``never_processed``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "ConnectionDead",
+    "ConnectionLost",
+    "H2ConnectionError",
+    "H2PoolError",
+    "H2ProtocolError",
+    "H2TimeoutError",
+    "StreamClosed",
+    "StreamError",
+    "StreamRefused",
+    "StreamReset",
+]
+
+
+class H2PoolError(Exception):
+    """Root of every error raised by h2pool.
+
+    Attributes:
+        error_code: The HTTP/2 error code involved (RFC 9113 section 7), if any.
+        stream_id: The stream the error concerns, or None for the connection.
+        never_processed: True when the peer provably did not process the
+            request (GOAWAY above last_stream_id, REFUSED_STREAM, or the
+            request never left this process): retrying it is always safe.
+    """
+
+    never_processed: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: int | None = None,
+        stream_id: int | None = None,
+        never_processed: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.stream_id = stream_id
+        if never_processed is not None:
+            self.never_processed = never_processed
+
+
+class H2ProtocolError(H2PoolError):
+    """The peer broke the HTTP/2 protocol, or the caller asked for something it forbids."""
+
+
+class H2ConnectionError(H2PoolError, ConnectionError):
+    """The connection is unusable: it failed, was lost, or was closed."""
+
+
+class ConnectError(H2ConnectionError):
+    """Opening the connection failed (TCP, TLS or ALPN); nothing was sent."""
+
+    never_processed = True
+
+
+class ConnectionLost(H2ConnectionError):
+    """The transport closed or failed while the operation was pending."""
+
+
+class ConnectionDead(H2ConnectionError):
+    """The functional-timeout health check declared the connection dead."""
+
+
+class ConnectionClosed(H2ConnectionError):
+    """The connection was closed locally, or is draining after a GOAWAY."""
+
+
+class StreamError(H2PoolError):
+    """A single stream failed; the connection itself may still be usable."""
+
+
+class StreamReset(StreamError):
+    """The peer reset the stream with RST_STREAM; ``error_code`` says why."""
+
+
+class StreamRefused(StreamError):
+    """The peer refused the stream before processing it (GOAWAY or REFUSED_STREAM).
+
+    The request never reached the application on the other side, so it can be
+    retried on another connection whatever its method.
+    """
+
+    never_processed = True
+
+
+class StreamClosed(StreamError):
+    """The stream is closed (or unknown) for the operation that was asked."""
+
+
+class H2TimeoutError(H2PoolError, TimeoutError):
+    """An h2pool operation ran out of time."""
+
+
+class ConnectTimeout(H2TimeoutError):
+    """Opening the connection took longer than allowed; nothing was sent."""
+
+    never_processed = True
