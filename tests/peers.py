@@ -44,6 +44,7 @@ import trustme
 
 __all__ = [
     "BIG_BIN_SIZE",
+    "HOST",
     "INDEX_HTML",
     "SMALL_TXT",
     "Certificates",
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+"""The address every peer listens on."""
 
 INDEX_HTML = b"hello world\n"
 """Contents of ``index.html`` in the docroot."""
@@ -376,7 +378,9 @@ class Nghttpd:
     """An nghttpd process serving a directory on 127.0.0.1, h2c or TLS.
 
     Use it as a context manager, or call ``start()`` and ``stop()``. It is synchronous, but
-    starting takes milliseconds, so it is fine to use from async tests too.
+    starting takes milliseconds, so it is fine to use from async tests too. Once started, it
+    keeps its port: ``start()`` after ``stop()`` or ``kill()`` (or ``restart()``) listens on the
+    same port again, so a client sees the same server go away and come back.
 
     Useful ``extra_args`` (nghttpd 1.52): ``-m N`` (SETTINGS_MAX_CONCURRENT_STREAMS, default 100),
     ``-w N`` / ``--window-bits=N`` (stream initial window 2**N-1), ``-W N`` /
@@ -387,7 +391,7 @@ class Nghttpd:
         docroot: The directory served.
         certificates: The TLS certificate, or None for h2c.
         extra_args: Additional command-line options, placed before the port.
-        log_dir: Where ``nghttpd.stdout`` and ``nghttpd.stderr`` are written.
+        returncode: Exit status once stopped (-15, i.e. -SIGTERM, after a normal ``stop()``).
     """
 
     def __init__(
@@ -407,21 +411,20 @@ class Nghttpd:
             certificates: Serve TLS with this certificate; h2c (``--no-tls``) if None.
             extra_args: Additional nghttpd options, e.g. ``["-m", "10", "--window-bits=16"]``.
             log_dir: Directory for stdout/stderr logs (e.g. pytest's ``tmp_path``, which pytest
-                keeps for inspection); a temporary directory removed on ``stop()`` if None.
+                keeps for inspection); if None, a temporary directory removed by ``stop()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """
         self.docroot = docroot
         self.certificates = certificates
         self.extra_args = list(extra_args)
+        self._log_dir = log_dir
         self._own_log_dir = log_dir is None
-        self.log_dir = Path(tempfile.mkdtemp(prefix="nghttpd-")) if log_dir is None else log_dir
-        self._requested_port = port
-        self._port: int | None = None
+        self._port = port
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self.returncode: int | None = None
-        """Exit status after ``stop()`` (negative for a signal, -15 after a normal stop)."""
 
     @property
     def port(self) -> int:
@@ -445,6 +448,13 @@ class Nghttpd:
         return f"{self.scheme}://{self.authority}{path}"
 
     @property
+    def log_dir(self) -> Path:
+        """Directory holding ``nghttpd.stdout`` and ``nghttpd.stderr``."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="nghttpd-"))
+        return self._log_dir
+
+    @property
     def stdout_path(self) -> Path:
         """File receiving nghttpd's stdout (frame dumps with ``-v``)."""
         return self.log_dir / "nghttpd.stdout"
@@ -453,6 +463,11 @@ class Nghttpd:
     def stderr_path(self) -> Path:
         """File receiving nghttpd's stderr."""
         return self.log_dir / "nghttpd.stderr"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running (or last) nghttpd, or None if never started."""
+        return self._pid
 
     @property
     def running(self) -> bool:
@@ -481,52 +496,68 @@ class Nghttpd:
         if self._process is not None:
             raise RuntimeError("nghttpd is already running")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        attempts = 1 if self._requested_port is not None else _BIND_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            port = free_port() if self._requested_port is None else self._requested_port
-            # The child gets its own copies of the descriptors, so ours can be closed right away;
-            # files rather than pipes, since nobody drains a pipe and a full one would block it.
-            with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
-                process = subprocess.Popen(
-                    _guarded(self.command(port)),
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                )
-            self._process = process
-            self.returncode = None
-            try:
-                wait_for_port(
-                    port,
-                    self._startup_timeout,
-                    process=process,
-                    stderr_path=self.stderr_path,
-                )
-            except PeerExitedError as exc:
-                self._process = None
-                self.returncode = process.wait()
-                if "Address already in use" in exc.stderr and attempt < attempts:
-                    continue  # Lost the race for the port to another process: pick another.
-                raise
-            except BaseException:
-                self.stop()
-                raise
-            self._port = port
-            return self
-        raise AssertionError("unreachable")
+        fixed_port = self._port
+        attempts = 1 if fixed_port is not None else _BIND_ATTEMPTS
+        try:
+            for attempt in range(1, attempts + 1):
+                port = free_port() if fixed_port is None else fixed_port
+                try:
+                    self._spawn_and_wait(port)
+                except PeerExitedError as exc:
+                    if "Address already in use" in exc.stderr and attempt < attempts:
+                        continue  # Lost the race for the port to another process: pick another.
+                    raise
+                self._port = port
+                return self
+            raise AssertionError("unreachable")
+        except BaseException:
+            self._cleanup_logs()
+            raise
+
+    def _spawn_and_wait(self, port: int) -> None:
+        """Start nghttpd on ``port`` and wait for it; reap it again if that fails."""
+        # The child gets its own copies of the descriptors, so ours can be closed right away.
+        # Files rather than pipes: nobody drains a pipe, and a full one would block nghttpd.
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                _guarded(self.command(port)),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        self._process, self._pid, self.returncode = process, process.pid, None
+        try:
+            wait_for_port(
+                port, self._startup_timeout, process=process, stderr_path=self.stderr_path
+            )
+        except BaseException:
+            self._terminate()
+            raise
+
+    def _terminate(self) -> None:
+        """Terminate nghttpd (SIGKILL if it lingers) and reap it; a no-op if not running."""
+        process, self._process = self._process, None
+        if process is not None:
+            self.returncode = _stop_process(process)
+
+    def _cleanup_logs(self) -> None:
+        """Remove the log directory if we created it."""
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
 
     def stop(self) -> None:
         """Terminate nghttpd (SIGKILL if it lingers) and reap it; a no-op if not running."""
-        process, self._process = self._process, None
         try:
-            if process is not None:
-                self.returncode = _stop_process(process)
+            self._terminate()
         finally:
-            if self._own_log_dir:
-                shutil.rmtree(self.log_dir, ignore_errors=True)
+            self._cleanup_logs()
 
     def kill(self) -> None:
-        """Kill nghttpd abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test."""
+        """Kill nghttpd abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test.
+
+        The log directory is kept, and ``start()`` brings nghttpd back on the same port.
+        """
         process, self._process = self._process, None
         if process is not None:
             if process.poll() is None:
@@ -535,17 +566,8 @@ class Nghttpd:
 
     def restart(self) -> None:
         """Stop nghttpd and start it again on the same port (nghttpd sets SO_REUSEADDR)."""
-        port = self.port
-        own_log_dir, self._own_log_dir = self._own_log_dir, False  # keep the dir across restart
-        try:
-            self.stop()
-        finally:
-            self._own_log_dir = own_log_dir
-        requested, self._requested_port = self._requested_port, port
-        try:
-            self.start()
-        finally:
-            self._requested_port = requested
+        self._terminate()
+        self.start()
 
     def stderr_text(self) -> str:
         """Return what nghttpd has written to stderr so far."""
@@ -883,6 +905,10 @@ class GrpcEchoServer:
 
     def wait_for_slow_calls(self, count: int = 1, timeout: float = 10.0) -> None:
         """Block until at least ``count`` ``Slow`` calls have reached the handler in total.
+
+        Args:
+            count: How many calls, counted since the server was created.
+            timeout: Seconds to wait.
 
         Raises:
             TimeoutError: Fewer calls arrived within ``timeout`` seconds.

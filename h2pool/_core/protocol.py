@@ -430,7 +430,9 @@ class H2Protocol(asyncio.Protocol):
         if stream.end_queued:
             raise StreamClosed(f"stream {stream_id} was already ended", stream_id=stream_id)
         stream.end_queued = True
-        stream.outbound.append(encode_headers(trailers))
+        block = encode_headers(trailers)
+        # h2 cannot send an empty header block: end with empty DATA instead.
+        stream.outbound.append(block if block else (memoryview(b""), True))
         self._sendable[stream_id] = stream
         self._pump()
         await self._wait_sent(stream)
@@ -513,22 +515,22 @@ class H2Protocol(asyncio.Protocol):
         """
         stream = self._streams.get(stream_id)
         if stream is not None:
-            if not stream.closed and self._error is None:
-                try:
-                    self._conn.reset_stream(stream_id, error_code)
-                except H2Error:
-                    pass  # h2 already sees it closed
-                self._schedule_flush()
-            stream.fail(
-                StreamClosed(
-                    f"stream {stream_id} was reset locally ({_error_name(error_code)})",
-                    stream_id=stream_id,
-                    error_code=error_code,
-                )
+            error = StreamClosed(
+                f"stream {stream_id} was reset locally ({_error_name(error_code)})",
+                stream_id=stream_id,
+                error_code=error_code,
             )
-            stream.reset = True
-            self._close_stream(stream)
+            self._abort_stream(stream, error_code, error)
         return self._done
+
+    def _abort_stream(self, stream: Stream, error_code: int, error: H2PoolError) -> None:
+        if not stream.closed and self._error is None:
+            with contextlib.suppress(H2Error):  # h2 may already see it closed
+                self._conn.reset_stream(stream.id, error_code)
+            self._schedule_flush()
+        stream.fail(error)
+        stream.reset = True
+        self._close_stream(stream)
 
     def set_priority(self, stream_id: int, priority: Priority) -> None:
         """Set the RFC 9218 priority by which this side schedules the stream's DATA."""
@@ -979,7 +981,11 @@ class H2Protocol(asyncio.Protocol):
             item = stream.outbound[0]
             if isinstance(item, list):
                 stream.outbound.popleft()
-                self._send_headers(stream, item, end_stream=True)
+                try:
+                    self._send_headers(stream, item, end_stream=True)
+                except H2ProtocolError as exc:  # invalid trailers: the stream cannot end well
+                    self._abort_stream(stream, ErrorCodes.INTERNAL_ERROR, exc)
+                    continue
             else:
                 view, end = item
                 size = min(

@@ -1,0 +1,270 @@
+"""Self-tests of ``tests.peers``, using only third-party clients (curl, h2load, nghttp, grpcio)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.peers import (
+    BIG_BIN_SIZE,
+    INDEX_HTML,
+    SMALL_TXT,
+    Certificates,
+    GrpcEchoServer,
+    H2loadResult,
+    Nghttpd,
+    PeerExitedError,
+    client_ssl_context,
+    free_port,
+    run_command,
+    run_curl,
+    run_h2load,
+    server_ssl_context,
+    wait_for_port,
+)
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
+
+# curl: print the negotiated HTTP version on stderr, keeping stdout for the body.
+CURL_VERSION_ON_STDERR = ["-sS", "-w", "%{stderr}%{http_version}"]
+
+
+def test_docroot_contents(docroot: Path, big_bin_sha256: str) -> None:
+    assert (docroot / "index.html").read_bytes() == INDEX_HTML
+    assert (docroot / "small.txt").read_bytes() == SMALL_TXT
+    assert len(SMALL_TXT) == 100
+    big = (docroot / "big.bin").read_bytes()
+    assert len(big) == BIG_BIN_SIZE
+    assert hashlib.sha256(big).hexdigest() == big_bin_sha256
+
+
+async def test_curl_h2c_prior_knowledge(nghttpd_h2c: Nghttpd) -> None:
+    args = [*CURL_VERSION_ON_STDERR, "--http2-prior-knowledge", nghttpd_h2c.url("/index.html")]
+    returncode, stdout, stderr = await run_curl(args, timeout=10)
+    assert (returncode, stdout, stderr) == (0, INDEX_HTML, b"2")
+
+
+async def test_curl_tls_verifies_certificate(
+    nghttpd_tls: Nghttpd, certificates: Certificates
+) -> None:
+    for host in ("127.0.0.1", "localhost"):
+        url = f"https://{host}:{nghttpd_tls.port}/small.txt"
+        args = [*CURL_VERSION_ON_STDERR, "--cacert", str(certificates.ca_pem), url]
+        returncode, stdout, stderr = await run_curl(args, timeout=10)
+        assert (returncode, stdout, stderr) == (0, SMALL_TXT, b"2"), host
+    # Without the CA, verification fails: the certificate really is checked.
+    returncode, _, _ = await run_curl(["-sS", nghttpd_tls.url("/small.txt")], timeout=10)
+    assert returncode == 60  # CURLE_PEER_FAILED_VERIFICATION
+
+
+async def test_curl_big_file_with_small_windows(
+    docroot: Path, big_bin_sha256: str, tmp_path: Path
+) -> None:
+    # Small windows force many WINDOW_UPDATE round trips through a 16 MiB body.
+    extra = ["--window-bits=14", "--connection-window-bits=16"]
+    with Nghttpd(docroot, extra_args=extra, log_dir=tmp_path) as server:
+        args = ["-sS", "--http2-prior-knowledge", server.url("/big.bin")]
+        returncode, stdout, stderr = await run_curl(args, timeout=20)
+    assert returncode == 0, stderr
+    assert hashlib.sha256(stdout).hexdigest() == big_bin_sha256
+
+
+async def test_nghttpd_extra_args_reach_settings(docroot: Path, tmp_path: Path) -> None:
+    extra = ["-m", "7", "--window-bits=18"]
+    with Nghttpd(docroot, extra_args=extra, log_dir=tmp_path) as server:
+        returncode, stdout, _ = await run_command(
+            ["nghttp", "-nv", server.url("/index.html")], timeout=10
+        )
+    assert returncode == 0
+    assert b"[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7]" in stdout
+    assert b"[SETTINGS_INITIAL_WINDOW_SIZE(0x04):262143]" in stdout
+
+
+async def test_h2load_h2c(nghttpd_h2c: Nghttpd) -> None:
+    result = await run_h2load(
+        nghttpd_h2c.url("/index.html"), requests=2000, clients=4, streams=10, timeout=20
+    )
+    assert (result.succeeded, result.failed, result.errored, result.timeout) == (2000, 0, 0, 0)
+    assert result.status_2xx == 2000
+    assert "Application protocol: h2c" in result.output
+
+
+async def test_h2load_tls(nghttpd_tls: Nghttpd) -> None:
+    result = await run_h2load(
+        nghttpd_tls.url("/small.txt"), requests=200, clients=2, streams=10, timeout=20
+    )
+    assert (result.succeeded, result.failed, result.status_2xx) == (200, 0, 200)
+    assert "Application protocol: h2\n" in result.output
+
+
+async def test_h2load_counts_404_as_failed_not_errored(nghttpd_h2c: Nghttpd) -> None:
+    result = await run_h2load(
+        nghttpd_h2c.url("/missing"), requests=10, clients=1, streams=1, timeout=20
+    )
+    assert (result.succeeded, result.failed, result.errored, result.status_4xx) == (0, 10, 0, 10)
+    assert result.returncode == 0  # h2load does not report failures in its exit status
+
+
+async def test_h2load_connection_refused_counts_as_errored() -> None:
+    url = f"http://127.0.0.1:{free_port()}/"
+    result = await run_h2load(url, requests=10, clients=1, streams=1, timeout=20)
+    assert (result.started, result.failed, result.errored) == (0, 10, 10)
+
+
+def test_h2load_parse_rejects_output_without_summary() -> None:
+    with pytest.raises(ValueError, match="no h2load summary"):
+        H2loadResult.parse(1, "", "h2load: invalid option")
+
+
+async def test_run_curl_kills_a_hung_curl() -> None:
+    # A listener that never accepts: curl connects (backlog) and then waits forever.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"did not finish within 0\.5 s"):
+            await run_curl(["-sS", "--http2-prior-knowledge", url], timeout=0.5)
+        assert time.monotonic() - started < 5
+
+
+async def test_ssl_contexts_negotiate_h2(certificates: Certificates, nghttpd_tls: Nghttpd) -> None:
+    client = client_ssl_context(certificates)
+
+    async def alpn_of(port: int) -> str | None:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client, server_hostname="localhost", ssl_handshake_timeout=5
+        )
+        try:
+            protocol: str | None = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+            return protocol
+        finally:
+            # Abort rather than close: nghttpd's SETTINGS arriving after our close_notify would
+            # make the TLS shutdown fail with APPLICATION_DATA_AFTER_CLOSE_NOTIFY.
+            writer.transport.abort()
+            async with asyncio.timeout(5):
+                await writer.wait_closed()
+
+    # Our client context against nghttpd.
+    assert await alpn_of(nghttpd_tls.port) == "h2"
+
+    # Our server context against our client context.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(
+        handle, "127.0.0.1", 0, ssl=server_ssl_context(certificates), ssl_handshake_timeout=5
+    )
+    async with server:
+        assert await alpn_of(server.sockets[0].getsockname()[1]) == "h2"
+
+
+def test_wait_for_port_reports_a_crashed_server_at_once(docroot: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(PeerExitedError, match="unrecognized option") as caught:
+        Nghttpd(docroot, extra_args=["--no-such-flag"], log_dir=tmp_path).start()
+    assert caught.value.returncode == 1
+    assert time.monotonic() - started < 5
+
+
+def test_wait_for_port_times_out() -> None:
+    with pytest.raises(TimeoutError, match="nothing accepted connections"):
+        wait_for_port(free_port(), timeout=0.2)
+
+
+def test_nghttpd_retries_when_its_port_is_taken(
+    docroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another listener holds the first port handed out; the connect to it must not fool us.
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = free_port
+        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
+        with Nghttpd(docroot, log_dir=tmp_path) as server:
+            assert server.port != taken
+            assert server.running
+
+
+async def test_nghttpd_comes_back_on_the_same_port(docroot: Path) -> None:
+    server = Nghttpd(docroot)  # no log_dir: a temporary one, removed by stop()
+    args = ["-sS", "--http2-prior-knowledge", "-o", "/dev/null"]
+    with server:
+        port = server.port
+        server.restart()
+        assert server.port == port
+        server.kill()
+        assert (server.running, server.returncode) == (False, -signal.SIGKILL)
+        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
+        assert returncode == 7  # CURLE_COULDNT_CONNECT
+        server.start()
+        assert server.port == port
+        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
+        assert returncode == 0
+        log_dir = server.log_dir
+    assert (server.running, server.returncode) == (False, -signal.SIGTERM)
+    assert not log_dir.exists()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_grpc_unary_echo(grpc_echo_server: GrpcEchoServer) -> None:
+    with grpc.insecure_channel(grpc_echo_server.target) as channel:
+        unary = channel.unary_unary(
+            "/test.Echo/Unary", request_serializer=None, response_deserializer=None
+        )
+        assert unary(b"\x00ping\xff", timeout=10) == b"\x00ping\xff"
+
+
+def test_grpc_graceful_stop_lets_a_call_in_flight_finish(
+    grpc_echo_server: GrpcEchoServer,
+) -> None:
+    with grpc.insecure_channel(grpc_echo_server.target) as channel:
+        slow = channel.unary_unary(
+            "/test.Echo/Slow", request_serializer=None, response_deserializer=None
+        )
+        call = slow.future(b"", timeout=10)  # empty: wait until released
+        grpc_echo_server.wait_for_slow_calls(1)
+        stopped = grpc_echo_server.stop(grace=10)
+        grpc_echo_server.release()
+        assert call.result(timeout=10) == b""
+        assert stopped.wait(10)
+
+
+def test_grpc_stop_cancels_calls_when_grace_expires(grpc_echo_server: GrpcEchoServer) -> None:
+    with grpc.insecure_channel(grpc_echo_server.target) as channel:
+        slow = channel.unary_unary(
+            "/test.Echo/Slow", request_serializer=None, response_deserializer=None
+        )
+        call = slow.future(b"", timeout=10)
+        grpc_echo_server.wait_for_slow_calls(1)
+        assert grpc_echo_server.stop(grace=0.2).wait(10)
+        with pytest.raises(grpc.RpcError) as caught:
+            call.result(timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_grpc_slow_waits_for_the_requested_time(grpc_echo_server: GrpcEchoServer) -> None:
+    with grpc.insecure_channel(grpc_echo_server.target) as channel:
+        slow = channel.unary_unary(
+            "/test.Echo/Slow", request_serializer=None, response_deserializer=None
+        )
+        started = time.monotonic()
+        assert slow(b"0.2", timeout=10) == b"0.2"
+        assert 0.2 <= time.monotonic() - started < 5
+
+
+def test_stopped_nghttpd_is_reaped(docroot: Path, tmp_path: Path) -> None:
+    with Nghttpd(docroot, log_dir=tmp_path) as server:
+        pid = server.pid
+    assert pid is not None
+    # Waited for, not just signalled: no zombie is left behind.
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert not Path(f"/proc/{pid}").exists()
