@@ -20,7 +20,7 @@ async def on_connected(proto: h2pool.H2Protocol) -> None:
     try:
         while True:
             # Receive a request from the queue.
-            stream_id, headers = await proto.recv_request()
+            stream_id, _headers = await proto.recv_request()
             # Send response headers, and the start of the body.
             await proto.start_response(stream_id, {":status": "200"})
             await proto.send_data(stream_id, b"hello, ")

@@ -9,19 +9,20 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 
 import pytest
 
 import h2pool
 from tests.peers import Certificates
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 GET = {":method": "GET", ":path": "/"}
 POST = {":method": "POST", ":path": "/upload"}
 
-Handler = Callable[[h2pool.H2Protocol, int, h2pool.HeaderList], Awaitable[None]]
+Handler = Callable[[h2pool.H2Protocol, int, h2pool.HeaderList], Coroutine[None, None, None]]
 
 
 class Server:
@@ -105,7 +106,8 @@ async def test_seed_example_runs() -> None:
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
-    assert lines[0].startswith("Round-trip time: ") and lines[0].endswith("ms")
+    assert lines[0].startswith("Round-trip time: ")
+    assert lines[0].endswith("ms")
     assert lines[1:] == [
         "Response headers: [(':status', '200')]",
         "Response body: b'hello, world'",
@@ -209,9 +211,13 @@ async def test_server_refuses_streams_beyond_its_concurrency() -> None:
         # Sent before the server's SETTINGS arrive, so the client cannot know the limit.
         ids = [await client.start_request(GET, end_stream=True) for _ in range(5)]
         results = [asyncio.ensure_future(client.recv_response(i)) for i in ids]
+        done: set[asyncio.Future[h2pool.HeaderList]] = set()
+        pending = set(results)
         async with asyncio.timeout(5):
-            while sum(r.done() for r in results) < 3:
-                await asyncio.sleep(0.01)
+            while len(done) < 3:  # the refusals come at once; the others wait for release
+                finished, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
+                done |= finished
+        assert all(isinstance(r.exception(), h2pool.StreamRefused) for r in done)
         release.set()
         outcomes = await asyncio.gather(*results, return_exceptions=True)
         refused = [o for o in outcomes if isinstance(o, h2pool.StreamRefused)]
@@ -259,9 +265,7 @@ async def test_server_graceful_shutdown_finishes_in_flight_streams() -> None:
         stream_id = await client.start_request(GET, end_stream=True)
         await started.wait()
         shutdown = asyncio.ensure_future(server.protocols[0].shutdown(timeout=5))
-        async with asyncio.timeout(5):
-            while not client.goaway_received:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: client.goaway_received)
         with pytest.raises(h2pool.ConnectionClosed) as refused:
             await client.start_request(GET)
         assert refused.value.never_processed
@@ -289,6 +293,7 @@ async def test_shutdown_timeout_abandons_streams() -> None:
 async def test_server_side_awaits_fail_when_the_client_vanishes() -> None:
     seen: dict[str, BaseException] = {}
     reading = asyncio.Event()
+    failed = asyncio.Event()
 
     async def read_forever(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
         reading.set()
@@ -296,6 +301,7 @@ async def test_server_side_awaits_fail_when_the_client_vanishes() -> None:
             await proto.read_stream(stream_id, -1)
         except h2pool.H2PoolError as exc:
             seen["read_stream"] = exc
+            failed.set()
 
     async with Server(read_forever) as server:
         client = await h2pool.open_connection("127.0.0.1", server.port)
@@ -307,8 +313,7 @@ async def test_server_side_awaits_fail_when_the_client_vanishes() -> None:
         async with asyncio.timeout(5):
             with pytest.raises(h2pool.H2ConnectionError):
                 await next_request
-            while "read_stream" not in seen:
-                await asyncio.sleep(0.01)
+            await failed.wait()
         assert isinstance(seen["read_stream"], h2pool.H2ConnectionError)
 
 

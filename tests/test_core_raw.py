@@ -224,7 +224,8 @@ async def test_every_pending_await_fails_when_the_connection_is_lost(peer: RawPe
     for name, task in tasks.items():
         assert isinstance(task.exception(), h2pool.H2ConnectionError), name
     slot_error = tasks["start_request (slot)"].exception()
-    assert isinstance(slot_error, h2pool.H2PoolError) and slot_error.never_processed
+    assert isinstance(slot_error, h2pool.H2PoolError)
+    assert slot_error.never_processed
     assert not client.functional
 
 
@@ -326,3 +327,69 @@ def _drain(conn: RawConnection) -> list[h2.events.Event]:
     while not conn.events.empty():
         events.append(conn.events.get_nowait())
     return events
+
+
+async def pending_awaits(
+    client: h2pool.H2Protocol, conn: RawConnection
+) -> tuple[int, dict[str, asyncio.Future[object]]]:
+    """Open streams so that every kind of await is pending on the last one.
+
+    The peer allows 3 streams with a 10-byte window: stream A waits for its
+    response, stream B has its response and waits for data and trailers while
+    its upload waits for window, and a fourth request waits for a slot.
+    """
+    conn.h2.update_settings(
+        {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10,
+        }
+    )
+    conn.flush()
+    await conn.next_event(h2.events.SettingsAcknowledged)
+    first = await client.start_request(GET, end_stream=True)
+    second = await client.start_request({":method": "POST", ":path": "/"})
+    await requests_seen(conn, 2)
+    conn.respond(second, end_stream=False)
+    await client.recv_response(second)
+    awaits: dict[str, object] = {
+        "recv_response": client.recv_response(first),
+        "read_stream": client.read_stream(second),
+        "recv_trailers": client.recv_trailers(second),
+        "send_data": client.send_data(second, b"x" * 100),
+        "start_request": client.start_request(GET),
+    }
+    tasks = {name: asyncio.ensure_future(aw) for name, aw in awaits.items()}  # type: ignore[call-overload]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in tasks.values())
+    return first, tasks
+
+
+async def test_every_pending_await_fails_on_goaway_above_it(peer: RawPeer) -> None:
+    client, conn = await connect(peer)
+    _, tasks = await pending_awaits(client, conn)
+    conn.goaway(last_stream_id=0)  # nothing was processed
+    async with asyncio.timeout(2):
+        await asyncio.wait(tasks.values())
+    for name, task in tasks.items():
+        error = task.exception()
+        assert isinstance(error, h2pool.H2PoolError), name
+        assert error.never_processed, name
+        kind = h2pool.ConnectionClosed if name == "start_request" else h2pool.StreamRefused
+        assert isinstance(error, kind), name
+
+
+async def test_every_pending_stream_await_fails_on_reset(peer: RawPeer) -> None:
+    client, conn = await connect(peer)
+    first, tasks = await pending_awaits(client, conn)
+    slot = tasks.pop("start_request")
+    for stream_id in (first, first + 2):
+        conn.h2.reset_stream(stream_id, h2pool.ErrorCode.CANCEL)
+    conn.flush()
+    async with asyncio.timeout(2):
+        await asyncio.wait(tasks.values())
+        new_stream = await slot  # the resets freed slots
+    for name, task in tasks.items():
+        error = task.exception()
+        assert isinstance(error, h2pool.StreamReset), name
+        assert error.error_code == h2pool.ErrorCode.CANCEL
+    assert new_stream == first + 4

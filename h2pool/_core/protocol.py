@@ -218,6 +218,11 @@ class H2Protocol(asyncio.Protocol):
         """Whether the peer sent GOAWAY (the connection is draining)."""
         return self._goaway_last_id is not None
 
+    @property
+    def goaway_last_stream_id(self) -> int | None:
+        """The lowest last_stream_id of the GOAWAY frames received, or None."""
+        return self._goaway_last_id
+
     async def wait_closed(self) -> None:
         """Wait until the transport is closed."""
         await asyncio.shield(self._closed)
