@@ -346,6 +346,7 @@ async def test_misuse_gets_clear_errors(echo_server: Server) -> None:
     await client.shutdown()
 
 
+@pytest.mark.timeout(240)
 async def test_many_streams_leave_no_state_behind(echo_server: Server) -> None:
     client = await h2pool.open_connection("127.0.0.1", echo_server.port)
     total, workers = 100_000, 100
@@ -427,3 +428,21 @@ async def test_alpn_without_h2_is_refused(certificates: Certificates) -> None:
     async with mute_listener(ssl=context) as port:
         with pytest.raises(h2pool.ConnectError, match="ALPN"):
             await h2pool.open_connection("localhost", port, ssl=client_context)
+
+
+async def test_unread_bodies_do_not_stall_the_connection() -> None:
+    async def big(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
+        await proto.start_response(stream_id, {":status": "200"})
+        await proto.send_data(stream_id, b"u" * 60_000, end_stream=True)
+
+    async with Server(big) as server:
+        # The connection window holds two unread bodies at most.
+        config = h2pool.H2Config(stream_window=65_535, connection_window=131_070)
+        client = await h2pool.open_connection("127.0.0.1", server.port, config=config)
+        async with asyncio.timeout(10):
+            for _ in range(10):  # ignore each body: later responses must still come
+                stream_id = await client.start_request(GET, end_stream=True)
+                await client.recv_response(stream_id)
+            last = await client.start_request(GET, end_stream=True)
+            assert len(await client.read_stream(last, -1)) == 60_000
+        await client.shutdown()

@@ -33,8 +33,8 @@ class H2Config:
             pauses until the socket drains (transport back-pressure).
     """
 
-    stream_window: int = 16 * 1024 * 1024
-    connection_window: int = 32 * 1024 * 1024
+    stream_window: int = 4 * 1024 * 1024
+    connection_window: int = 16 * 1024 * 1024
     max_frame_size: int = 2**14
     max_header_list_size: int = 64 * 1024
     validate_headers: bool = True

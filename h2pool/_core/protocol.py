@@ -862,7 +862,7 @@ class H2Protocol(asyncio.Protocol):
     def _consumed(self, stream: Stream, size: int) -> None:
         # Flow control: the window reopens only as the application reads.
         stream.buffered -= size
-        if size and self._error is None:
+        if size and self._error is None and not stream.closed:  # closed: acked already
             self._conn.acknowledge_received_data(size, stream.id)
             self._schedule_flush()
         if not stream.chunks and stream.closed:
@@ -894,12 +894,15 @@ class H2Protocol(asyncio.Protocol):
         else:
             conn.inbound_open -= 1
         conn.forget_stream(stream_id)
-        if stream.reset and stream.chunks and not stream.ended:
-            # Never to be read: hand the connection window back.
+        if stream.chunks:
+            # The stream is over, so its unread data no longer needs to hold
+            # the connection window: a body nobody reads must not stall the
+            # other streams. Data of an ended stream stays readable.
             if self._error is None:
                 conn.acknowledge_received_data(stream.buffered, stream_id)
-            stream.chunks.clear()
-            stream.buffered = 0
+            if not stream.ended:  # reset mid-body: never to be read
+                stream.chunks.clear()
+                stream.buffered = 0
         if not stream.chunks:
             self._finish(stream)
         self._close_if_drained()
