@@ -9,63 +9,19 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import h2pool
 from tests.peers import Certificates
+from tests.servers import Server, echo, hold
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 GET = {":method": "GET", ":path": "/"}
 POST = {":method": "POST", ":path": "/upload"}
-
-Handler = Callable[[h2pool.H2Protocol, int, h2pool.HeaderList], Coroutine[None, None, None]]
-
-
-class Server:
-    """An h2pool server running ``handler`` as a task per request."""
-
-    def __init__(self, handler: Handler, **kwargs: object) -> None:
-        self.handler = handler
-        self.kwargs = kwargs
-        self.protocols: list[h2pool.H2Protocol] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def _serve(self, proto: h2pool.H2Protocol) -> None:
-        self.protocols.append(proto)
-        while True:
-            stream_id, headers = await proto.recv_request()
-            task = asyncio.create_task(self.handler(proto, stream_id, headers))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def __aenter__(self) -> Server:
-        self.server = await h2pool.start_server(self._serve, "127.0.0.1", 0, **self.kwargs)  # type: ignore[arg-type]
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for proto in self.protocols:
-            proto.close_connection()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-
-async def echo(proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList) -> None:
-    """Answer with the request body, and the request headers as trailers."""
-    body = await proto.read_stream(stream_id, -1)
-    await proto.start_response(stream_id, [(":status", "200"), ("x-echo", "1")])
-    await proto.send_data(stream_id, body)
-    await proto.send_trailers(stream_id, [(n, v) for n, v in headers if not n.startswith(":")])
 
 
 @contextlib.asynccontextmanager
@@ -201,12 +157,7 @@ async def test_slow_reader_bounds_what_is_buffered() -> None:
 
 async def test_server_refuses_streams_beyond_its_concurrency() -> None:
     release = asyncio.Event()
-
-    async def hold(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
-        await release.wait()
-        await proto.start_response(stream_id, {":status": "200"}, end_stream=True)
-
-    async with Server(hold, concurrency=2) as server:
+    async with Server(hold(release), concurrency=2) as server:
         client = await h2pool.open_connection("127.0.0.1", server.port)
         # Sent before the server's SETTINGS arrive, so the client cannot know the limit.
         ids = [await client.start_request(GET, end_stream=True) for _ in range(5)]
@@ -230,12 +181,7 @@ async def test_server_refuses_streams_beyond_its_concurrency() -> None:
 
 async def test_client_waits_for_a_free_stream_slot() -> None:
     release = asyncio.Event()
-
-    async def hold(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
-        await release.wait()
-        await proto.start_response(stream_id, {":status": "200"}, end_stream=True)
-
-    async with Server(hold, concurrency=2) as server:
+    async with Server(hold(release), concurrency=2) as server:
         client = await h2pool.open_connection("127.0.0.1", server.port)
         await client.wait_functional()  # SETTINGS received: the limit is known
         first = [await client.start_request(GET, end_stream=True) for _ in range(2)]

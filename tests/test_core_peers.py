@@ -19,6 +19,7 @@ from tests.peers import (
     run_curl,
     run_h2load,
 )
+from tests.servers import Server, hello
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.peer
@@ -70,58 +71,13 @@ async def test_nghttpd_tls_with_alpn(
         await h2pool.open_connection("localhost", nghttpd_tls.port, ssl=True)
 
 
-class HelloServer:
-    """h2pool's server answering every request: 200, "hello <path>" or the posted body."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.protocols: list[h2pool.H2Protocol] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def _on_connected(self, proto: h2pool.H2Protocol) -> None:
-        self.protocols.append(proto)
-        while True:
-            stream_id, headers = await proto.recv_request()
-            task = asyncio.create_task(self._answer(proto, stream_id, dict(headers)))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _answer(
-        self, proto: h2pool.H2Protocol, stream_id: int, headers: dict[str, str]
-    ) -> None:
-        body = await proto.read_stream(stream_id, -1)
-        reply = body if headers[":method"] == "POST" else f"hello {headers[':path']}".encode()
-        await proto.start_response(stream_id, {":status": "200", "content-length": str(len(reply))})
-        await proto.send_data(stream_id, reply, end_stream=True)
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        self.server = await h2pool.start_server(self._on_connected, "127.0.0.1", 0)
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for proto in self.protocols:
-            proto.close_connection()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-
 @pytest.fixture
-async def hello_server() -> AsyncIterator[HelloServer]:
-    server = HelloServer()
-    await server.start()
-    yield server
-    await server.close()
+async def hello_server() -> AsyncIterator[Server]:
+    async with Server(hello) as server:
+        yield server
 
 
-async def test_curl_drives_h2pool_server(hello_server: HelloServer) -> None:
+async def test_curl_drives_h2pool_server(hello_server: Server) -> None:
     url = f"http://127.0.0.1:{hello_server.port}/curl"
     code, out, err = await run_curl(
         ["-sS", "--http2-prior-knowledge", "-w", "%{stderr}%{http_version}", url], timeout=20
@@ -133,7 +89,7 @@ async def test_curl_drives_h2pool_server(hello_server: HelloServer) -> None:
     assert (code, out) == (0, b"posted body")
 
 
-async def test_h2load_drives_h2pool_server_without_errors(hello_server: HelloServer) -> None:
+async def test_h2load_drives_h2pool_server_without_errors(hello_server: Server) -> None:
     result = await run_h2load(
         f"http://127.0.0.1:{hello_server.port}/load",
         requests=20_000,

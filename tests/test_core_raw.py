@@ -165,15 +165,11 @@ async def test_too_many_pings_doubles_ping_interval(peer: RawPeer) -> None:
 
 async def test_lowered_stream_limit_below_open_streams_does_not_deadlock(peer: RawPeer) -> None:
     client, conn = await connect(peer)
-    conn.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 3})
-    conn.flush()
-    await conn.next_event(h2.events.SettingsAcknowledged)
+    await apply_settings(conn, {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 3})
     opened = [await client.start_request(GET, end_stream=True) for _ in range(3)]
     fourth = asyncio.create_task(client.start_request(GET, end_stream=True))
     await requests_seen(conn, 3)
-    conn.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
-    conn.flush()
-    await conn.next_event(h2.events.SettingsAcknowledged)
+    await apply_settings(conn, {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
     assert client.max_streams == 1
     conn.respond(opened[0])
     conn.respond(opened[1])
@@ -187,14 +183,13 @@ async def test_lowered_stream_limit_below_open_streams_does_not_deadlock(peer: R
 
 async def test_every_pending_await_fails_when_the_connection_is_lost(peer: RawPeer) -> None:
     client, conn = await connect(peer)
-    conn.h2.update_settings(
+    await apply_settings(
+        conn,
         {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10,
-        }
+        },
     )
-    conn.flush()
-    await conn.next_event(h2.events.SettingsAcknowledged)
     no_response = await client.start_request(GET, end_stream=True)
     no_body = await client.start_request(GET, end_stream=True)
     no_trailers = await client.start_request(GET, end_stream=True)
@@ -268,12 +263,13 @@ async def test_unusual_but_legal_frames_do_not_disturb_the_connection(peer: RawP
     conn.unknown_frame(0x10, b"\x00\x00\x00\x01u=1")  # PRIORITY_UPDATE to a client
     conn.write_frame(PriorityFrame(stream_id, depends_on=0, stream_weight=200))
     conn.h2.advertise_alternative_service(b'h2=":8443"', origin=b"http://127.0.0.1")
-    conn.h2.update_settings(
+    await apply_settings(
+        conn,
         {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20,
             h2.settings.SettingCodes.HEADER_TABLE_SIZE: 1024,
             0xFE03: 1,  # grpcio sends this unknown setting
-        }
+        },
     )
     conn.h2.send_headers(stream_id, [(":status", "103"), ("link", "</a.css>; rel=preload")])
     conn.respond(stream_id, b"final")
@@ -322,6 +318,13 @@ async def test_priority_schedules_outgoing_data(peer: RawPeer) -> None:
     ]  # fmt: skip
 
 
+async def apply_settings(conn: RawConnection, settings: dict[int, int]) -> None:
+    """Change the peer's settings and wait until the client has acknowledged them."""
+    conn.h2.update_settings(settings)
+    conn.flush()
+    await conn.next_event(h2.events.SettingsAcknowledged)
+
+
 def _drain(conn: RawConnection) -> list[h2.events.Event]:
     events = []
     while not conn.events.empty():
@@ -334,9 +337,9 @@ async def pending_awaits(
 ) -> tuple[int, dict[str, asyncio.Future[object]]]:
     """Open streams so that every kind of await is pending on the last one.
 
-    The peer allows 3 streams with a 10-byte window: stream A waits for its
+    The peer allows 2 streams with a 10-byte window: stream A waits for its
     response, stream B has its response and waits for data and trailers while
-    its upload waits for window, and a fourth request waits for a slot.
+    its upload waits for window, and a third request waits for a slot.
     """
     conn.h2.update_settings(
         {
@@ -344,8 +347,6 @@ async def pending_awaits(
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 10,
         }
     )
-    conn.flush()
-    await conn.next_event(h2.events.SettingsAcknowledged)
     first = await client.start_request(GET, end_stream=True)
     second = await client.start_request({":method": "POST", ":path": "/"})
     await requests_seen(conn, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,17 +30,26 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _connect(
+async def _open_client(
     what: str,
-    connect: Callable[[], Awaitable[tuple[asyncio.Transport, H2Protocol]]],
-    timeout: float | None,
+    create: Callable[..., Awaitable[tuple[asyncio.BaseTransport, H2Protocol]]],
+    *,
+    ssl: SSLArg,
+    tls_name: str,
+    connect_timeout: float | None,
+    protocol_options: dict[str, Any],
+    kwargs: dict[str, Any],
 ) -> H2Protocol:
-    """Run a connect coroutine, mapping every failure to an h2pool error."""
+    """Connect with ``create`` (a loop method), mapping every failure to an h2pool error."""
+    context = _client_context(ssl)
+    if context is not None:
+        kwargs["server_hostname"] = tls_name
+    factory = functools.partial(H2Protocol, client_side=True, **protocol_options)
     try:
-        async with asyncio.timeout(timeout):
-            _, protocol = await connect()
+        async with asyncio.timeout(connect_timeout):
+            _, protocol = await create(factory, ssl=context, **kwargs)
     except TimeoutError:
-        raise ConnectTimeout(f"connecting to {what} timed out after {timeout}s") from None
+        raise ConnectTimeout(f"connecting to {what} timed out after {connect_timeout}s") from None
     except ssl_module.SSLCertVerificationError as exc:
         raise ConnectError(
             f"TLS certificate verification failed for {what}: {exc.verify_message}"
@@ -49,7 +59,6 @@ async def _connect(
     except OSError as exc:
         raise ConnectError(f"cannot connect to {what}: {exc}") from exc
     if not protocol.functional:  # e.g. ALPN chose another protocol
-        protocol.close_connection()
         try:
             await protocol.wait_functional()
         except H2PoolError as exc:
@@ -92,26 +101,21 @@ async def open_connection(
         ConnectError: TCP, TLS or ALPN failed.
         ConnectTimeout: ``connect_timeout`` ran out.
     """
-    loop = asyncio.get_running_loop()
-    context = _client_context(ssl)
     authority = _authority(server_hostname or host, port)
-
-    def factory() -> H2Protocol:
-        return H2Protocol(
-            client_side=True,
-            functional_timeout=functional_timeout,
-            concurrency=concurrency,
-            config=config,
-            ping_interval=ping_interval,
-            authority=authority,
-        )
-
-    if context is not None:
-        kwargs["server_hostname"] = server_hostname or host
-    return await _connect(
+    return await _open_client(
         authority,
-        lambda: loop.create_connection(factory, host, port, ssl=context, **kwargs),
-        connect_timeout,
+        functools.partial(asyncio.get_running_loop().create_connection, host=host, port=port),
+        ssl=ssl,
+        tls_name=server_hostname or host,
+        connect_timeout=connect_timeout,
+        protocol_options={
+            "functional_timeout": functional_timeout,
+            "concurrency": concurrency,
+            "config": config,
+            "ping_interval": ping_interval,
+            "authority": authority,
+        },
+        kwargs=kwargs,
     )
 
 
@@ -133,25 +137,20 @@ async def open_unix_connection(
     Same arguments as :func:`open_connection`, with ``path`` instead of host
     and port, and ``authority`` for the default ``:authority`` of requests.
     """
-    loop = asyncio.get_running_loop()
-    context = _client_context(ssl)
-
-    def factory() -> H2Protocol:
-        return H2Protocol(
-            client_side=True,
-            functional_timeout=functional_timeout,
-            concurrency=concurrency,
-            config=config,
-            ping_interval=ping_interval,
-            authority=server_hostname or authority,
-        )
-
-    if context is not None:
-        kwargs["server_hostname"] = server_hostname or authority
-    return await _connect(
+    return await _open_client(
         path,
-        lambda: loop.create_unix_connection(factory, path, ssl=context, **kwargs),
-        connect_timeout,
+        functools.partial(asyncio.get_running_loop().create_unix_connection, path=path),
+        ssl=ssl,
+        tls_name=server_hostname or authority,
+        connect_timeout=connect_timeout,
+        protocol_options={
+            "functional_timeout": functional_timeout,
+            "concurrency": concurrency,
+            "config": config,
+            "ping_interval": ping_interval,
+            "authority": server_hostname or authority,
+        },
+        kwargs=kwargs,
     )
 
 
@@ -161,16 +160,14 @@ def _server_factory(
     functional_timeout: float | None,
     config: H2Config | None,
 ) -> Callable[[], H2Protocol]:
-    def factory() -> H2Protocol:
-        return H2Protocol(
-            client_side=False,
-            functional_timeout=functional_timeout,
-            concurrency=concurrency,
-            config=config,
-            on_connected=client_connected_cb,
-        )
-
-    return factory
+    return functools.partial(
+        H2Protocol,
+        client_side=False,
+        functional_timeout=functional_timeout,
+        concurrency=concurrency,
+        config=config,
+        on_connected=client_connected_cb,
+    )
 
 
 async def start_server(
