@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import h2.connection
 import h2.events
 import h2.settings
 import pytest
@@ -394,3 +395,63 @@ async def test_every_pending_stream_await_fails_on_reset(peer: RawPeer) -> None:
         assert isinstance(error, h2pool.StreamReset), name
         assert error.error_code == h2pool.ErrorCode.CANCEL
     assert new_stream == first + 4
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff" * 64,  # a frame header announcing 16 MiB, over the advertised maximum
+        b"\x00\x00\x05\x04\x00\x00\x00\x00\x00" + b"\x01" * 5,  # SETTINGS of 5 bytes
+        b"\x00\x00\x04\x00\x00\x00\x00\x00\x00abcd",  # DATA on stream 0
+    ],
+)
+async def test_garbage_fails_only_its_own_connection_with_a_clear_error(
+    peer: RawPeer, garbage: bytes
+) -> None:
+    client, conn = await connect(peer)
+    bystander, other = await connect(peer)
+    stream_id = await client.start_request(GET, end_stream=True)
+    kept = await bystander.start_request(GET, end_stream=True)
+    await requests_seen(conn, 1)
+    await requests_seen(other, 1)
+    conn.write_raw(garbage)
+    with pytest.raises(h2pool.H2ProtocolError, match="violated HTTP/2") as error:
+        await client.recv_response(stream_id)
+    assert error.value.error_code in (
+        h2pool.ErrorCode.PROTOCOL_ERROR,
+        h2pool.ErrorCode.FRAME_SIZE_ERROR,
+    )
+    assert not client.functional
+    goaway = await conn.next_event(h2.events.ConnectionTerminated)
+    assert goaway.error_code == error.value.error_code  # the peer is told why
+    other.respond(kept, b"unharmed")
+    assert await bystander.read_stream(kept, -1) == b"unharmed"
+
+
+async def test_server_declares_a_silent_client_dead() -> None:
+    failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def serve(proto: h2pool.H2Protocol) -> None:
+        stream_id, _ = await proto.recv_request()
+        try:
+            await proto.read_stream(stream_id, -1)
+        except h2pool.H2PoolError as exc:
+            failed.set_result(exc)
+
+    server = await h2pool.start_server(serve, "127.0.0.1", 0, functional_timeout=0.2)
+    port = server.sockets[0].getsockname()[1]
+    silent = h2.connection.H2Connection()
+    silent.initiate_connection()
+    silent.send_headers(
+        1, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
+    )
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(silent.data_to_send())  # a request, then nothing: PINGs go unanswered
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(3):
+        error = await failed
+    assert isinstance(error, h2pool.ConnectionDead)
+    assert asyncio.get_running_loop().time() - started <= 0.2 * 4
+    writer.close()
+    server.close()
+    await server.wait_closed()

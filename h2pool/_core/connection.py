@@ -14,6 +14,9 @@ them (each override names the h2 behaviour it replaces):
   RFC 9113 section 5.1.2 allows.
 * Closed streams linger in ``streams`` until the next scan. Here the protocol
   forgets each stream as soon as it closes.
+* A frame header announcing more than our SETTINGS_MAX_FRAME_SIZE is only
+  rejected once the whole body has arrived, so a peer that announces 16 MiB
+  and stops parks the connection. Here it is rejected on its header.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ from .config import H2Config
 __all__ = ["Connection"]
 
 MAX_STREAM_ID = 2**31 - 1
+
+
+class _FrameBuffer(FrameBuffer):
+    """h2's frame buffer, rejecting an oversized frame as soon as its header is in."""
+
+    def __next__(self) -> Frame:
+        if len(self._data) >= 9:
+            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        return super().__next__()
 
 
 class Connection(H2Connection):
@@ -65,7 +77,7 @@ class Connection(H2Connection):
         self.local_settings = Settings(client=client_side, initial_values=initial)
         self.max_inbound_frame_size = config.max_frame_size
         self.decoder.max_header_list_size = config.max_header_list_size
-        self.incoming_buffer = FrameBuffer(server=not client_side)
+        self.incoming_buffer = _FrameBuffer(server=not client_side)
 
     # Replaces h2's O(n) scan (which also culls closed streams): H2Protocol
     # keeps exact counts and forgets streams as they close.
