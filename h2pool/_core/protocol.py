@@ -126,7 +126,7 @@ class H2Protocol(asyncio.Protocol):
         self._authority = authority
         self._scheme = b"http"
         self._on_connected = on_connected
-        self._handler: asyncio.Future[Any] | None = None
+        self._handler: asyncio.Future[Any] | None = None  # referenced so it is not collected
 
         self._streams: dict[int, Stream] = {}
         self._finished: dict[int, Stream] = {}
@@ -420,7 +420,10 @@ class H2Protocol(asyncio.Protocol):
         if not data and not end_stream:
             return
         stream.end_queued = end_stream
-        stream.outbound.append((memoryview(data), end_stream))
+        view = memoryview(data)
+        if view.itemsize != 1:  # count bytes, not items, of typed buffers
+            view = view.cast("B")
+        stream.outbound.append((view, end_stream))
         self._sendable[stream_id] = stream
         self._pump()
         await self._wait_sent(stream)
@@ -529,10 +532,15 @@ class H2Protocol(asyncio.Protocol):
         return self._done
 
     def _abort_stream(self, stream: Stream, error_code: int, error: H2PoolError) -> None:
+        """Reset a stream from this side (RST_STREAM) and drop it."""
         if not stream.closed and self._error is None:
             with contextlib.suppress(H2Error):  # h2 may already see it closed
                 self._conn.reset_stream(stream.id, error_code)
             self._schedule_flush()
+        self._drop_stream(stream, error)
+
+    def _drop_stream(self, stream: Stream, error: H2PoolError) -> None:
+        """Fail every wait on a stream that is over, and free it."""
         stream.fail(error)
         stream.reset = True
         self._close_stream(stream)
@@ -607,7 +615,10 @@ class H2Protocol(asyncio.Protocol):
         conn.send_goaway(error_code, last_stream_id, debug_data)
         for stream in list(self._streams.values()):
             if not self._locally_initiated(stream.id) and stream.id > last_stream_id:
-                self._refuse_inbound(stream)
+                error = StreamRefused(
+                    f"stream {stream.id} refused by our GOAWAY", stream_id=stream.id
+                )
+                self._abort_stream(stream, ErrorCodes.REFUSED_STREAM, error)
         self._drop_requests_above(last_stream_id)
         self._fail_slot_waiters()
         self._wake_request_waiter()
@@ -653,7 +664,6 @@ class H2Protocol(asyncio.Protocol):
 
     def _on_request(self, event: ev.RequestReceived) -> None:
         stream_id: int = event.stream_id
-        headers = decode_headers(event.headers)
         refuse = (self._goaway_sent_id is not None and stream_id > self._goaway_sent_id) or (
             self._conn.inbound_open >= self._concurrency
         )
@@ -663,7 +673,7 @@ class H2Protocol(asyncio.Protocol):
             self._conn.forget_stream(stream_id)
             return
         stream = Stream(stream_id)
-        stream.headers = headers
+        stream.headers = headers = decode_headers(event.headers)
         for name, value in headers:
             if name == "priority":
                 priority = Priority.parse(value)
@@ -745,9 +755,7 @@ class H2Protocol(asyncio.Protocol):
                 stream_id=stream_id,
                 error_code=code,
             )
-        stream.fail(error)
-        stream.reset = True
-        self._close_stream(stream)
+        self._drop_stream(stream, error)
 
     def _on_window_updated(self, event: ev.WindowUpdated) -> None:
         if self._sendable:
@@ -793,15 +801,12 @@ class H2Protocol(asyncio.Protocol):
             if self._locally_initiated(stream.id) and stream.id > last_id and not stream.closed:
                 # RFC 9113 section 6.8: never processed, safe to retry anywhere.
                 self._conn.abandon_stream(stream.id)
-                stream.fail(
-                    StreamRefused(
-                        f"stream {stream.id} not processed: GOAWAY last_stream_id={last_id}",
-                        stream_id=stream.id,
-                        error_code=code,
-                    )
+                error = StreamRefused(
+                    f"stream {stream.id} not processed: GOAWAY last_stream_id={last_id}",
+                    stream_id=stream.id,
+                    error_code=code,
                 )
-                stream.reset = True
-                self._close_stream(stream)
+                self._drop_stream(stream, error)
         self._fail_slot_waiters()
         self._wake_request_waiter()
         self._close_if_drained()
@@ -915,13 +920,6 @@ class H2Protocol(asyncio.Protocol):
         finished[stream.id] = stream
         if len(finished) > _FINISHED_KEPT:
             del finished[next(iter(finished))]
-
-    def _refuse_inbound(self, stream: Stream) -> None:
-        if not stream.closed:
-            self._conn.reset_stream(stream.id, ErrorCodes.REFUSED_STREAM)
-        stream.fail(StreamRefused(f"stream {stream.id} refused by our GOAWAY", stream_id=stream.id))
-        stream.reset = True
-        self._close_stream(stream)
 
     def _drop_requests_above(self, last_stream_id: int) -> None:
         self._requests = deque(item for item in self._requests if item[0] <= last_stream_id)
@@ -1110,9 +1108,7 @@ class H2Protocol(asyncio.Protocol):
             self._health_timer = None
         for stream in list(self._streams.values()):
             # Data of streams that had ended stays readable (see _close_stream).
-            stream.fail(error)
-            stream.reset = True
-            self._close_stream(stream)
+            self._drop_stream(stream, error)
         self._sendable.clear()
         self._fail_slot_waiters()
         self._wake_request_waiter()
