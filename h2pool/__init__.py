@@ -15,7 +15,7 @@ from ._core.endpoints import (
 )
 from ._core.headers import HeaderList, HeadersIn
 from ._core.priority import Priority
-from ._core.protocol import H2Protocol
+from ._core.protocol import ConnectionEvent, H2Protocol
 from ._core.tls import client_ssl_context, server_ssl_context
 from ._exceptions import (
     ConnectError,
@@ -27,20 +27,33 @@ from ._exceptions import (
     H2PoolError,
     H2ProtocolError,
     H2TimeoutError,
+    PoolClosed,
+    PoolOverloaded,
+    RequestTimeout,
+    ResponseNotRead,
     StreamClosed,
     StreamError,
     StreamRefused,
     StreamReset,
 )
+from ._pool.endpoint import ConnectivityState, EndpointStats
+from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
+from ._pool.pool import Pool, PoolStats
+from ._pool.response import Response
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
+    "ConnectionBackoff",
     "ConnectionClosed",
     "ConnectionDead",
+    "ConnectionEvent",
     "ConnectionLost",
+    "ConnectivityState",
+    "EjectionPolicy",
+    "EndpointStats",
     "ErrorCode",
     "H2Config",
     "H2ConnectionError",
@@ -50,7 +63,15 @@ __all__ = [
     "H2TimeoutError",
     "HeaderList",
     "HeadersIn",
+    "Pool",
+    "PoolClosed",
+    "PoolOverloaded",
+    "PoolStats",
     "Priority",
+    "RequestTimeout",
+    "Response",
+    "ResponseNotRead",
+    "RetryPolicy",
     "StreamClosed",
     "StreamError",
     "StreamRefused",

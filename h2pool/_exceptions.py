@@ -18,6 +18,10 @@ __all__ = [
     "H2PoolError",
     "H2ProtocolError",
     "H2TimeoutError",
+    "PoolClosed",
+    "PoolOverloaded",
+    "RequestTimeout",
+    "ResponseNotRead",
     "StreamClosed",
     "StreamError",
     "StreamRefused",
@@ -109,3 +113,23 @@ class ConnectTimeout(H2TimeoutError):
     """Opening the connection took longer than allowed; nothing was sent."""
 
     never_processed = True
+
+
+class RequestTimeout(H2TimeoutError):
+    """A pool request's ``timeout`` ran out (retries and backoff included)."""
+
+
+class PoolClosed(H2PoolError):
+    """The pool is closed or closing: it takes no new requests."""
+
+    never_processed = True
+
+
+class PoolOverloaded(H2PoolError):
+    """Too many requests are already waiting for a connection (``max_pending``)."""
+
+    never_processed = True
+
+
+class ResponseNotRead(H2PoolError):
+    """``Response.content`` was used before the body was read (``await response.aread()``)."""

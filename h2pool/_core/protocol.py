@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import itertools
 import logging
@@ -50,12 +51,25 @@ from .health import HealthAction, check_health
 from .priority import PRIORITY_UPDATE_FRAME, Priority, parse_priority_update
 from .stream import Stream
 
-__all__ = ["ConnectedCallback", "H2Protocol"]
+__all__ = ["ConnectedCallback", "ConnectionEvent", "H2Protocol", "Listener"]
 
 logger = logging.getLogger("h2pool.core")
 
 #: What ``start_server`` calls with each new server-side protocol.
 ConnectedCallback = Callable[["H2Protocol"], Any]
+
+
+class ConnectionEvent(enum.Enum):
+    """What changed on a connection, as told to its listener (see ``set_listener``)."""
+
+    SLOT_FREED = "slot_freed"  #: a stream this side opened has closed
+    LIMIT_CHANGED = "limit_changed"  #: the peer changed MAX_CONCURRENT_STREAMS
+    DRAINING = "draining"  #: GOAWAY sent or received: no new streams
+    CLOSED = "closed"  #: the connection is unusable; ``error`` says why
+
+
+#: A function told of every :class:`ConnectionEvent` of a connection.
+Listener = Callable[["H2Protocol", ConnectionEvent], None]
 
 # How many ended streams keep their final state (headers, trailers, error) so
 # that late calls such as recv_trailers() still answer; older ones are
@@ -127,6 +141,7 @@ class H2Protocol(asyncio.Protocol):
         self._scheme = b"http"
         self._on_connected = on_connected
         self._handler: asyncio.Future[Any] | None = None  # referenced so it is not collected
+        self._listener: Listener | None = None
 
         self._streams: dict[int, Stream] = {}
         self._finished: dict[int, Stream] = {}
@@ -184,6 +199,11 @@ class H2Protocol(asyncio.Protocol):
         return self._error is None
 
     @property
+    def error(self) -> H2PoolError | None:
+        """Why the connection is unusable (dead, lost, closed), or None while it is usable."""
+        return self._error
+
+    @property
     def rtt(self) -> float | None:
         """Round-trip time in seconds of the latest PING answered, or None."""
         return self._rtt
@@ -226,6 +246,23 @@ class H2Protocol(asyncio.Protocol):
     async def wait_closed(self) -> None:
         """Wait until the transport is closed."""
         await asyncio.shield(self._closed)
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Call ``listener(self, event)`` on every :class:`ConnectionEvent` from now on.
+
+        The listener runs synchronously inside h2pool's event handling: it
+        must not block or raise. The pool uses it to wake requests waiting
+        for capacity and to notice failures without polling.
+        """
+        self._listener = listener
+
+    def _notify(self, event: ConnectionEvent) -> None:
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener(self, event)
+            except Exception:  # a listener bug must not break the connection
+                logger.exception("connection listener failed")
 
     # ------------------------------------------------------------------
     # asyncio.Protocol
@@ -414,19 +451,30 @@ class H2Protocol(asyncio.Protocol):
         Cancelling the wait does not take back what was accepted: reset the
         stream to abandon it.
         """
+        await self._wait_sent(self._queue_data(stream_id, data, end_stream))
+
+    def queue_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+        """Queue ``data`` on a stream and return at once, without back-pressure.
+
+        The data leaves as flow control allows, like with :meth:`send_data`;
+        a failure shows on the stream's next call (such as ``recv_response``).
+        For callers that already hold the whole body in memory.
+        """
+        self._queue_data(stream_id, data, end_stream)
+
+    def _queue_data(self, stream_id: int, data: bytes, end_stream: bool) -> Stream:
         stream = self._get_live_stream(stream_id)
         if stream.end_queued:
             raise StreamClosed(f"stream {stream_id} was already ended", stream_id=stream_id)
-        if not data and not end_stream:
-            return
-        stream.end_queued = end_stream
-        view = memoryview(data)
-        if view.itemsize != 1:  # count bytes, not items, of typed buffers
-            view = view.cast("B")
-        stream.outbound.append((view, end_stream))
-        self._sendable[stream_id] = stream
-        self._pump()
-        await self._wait_sent(stream)
+        if data or end_stream:
+            stream.end_queued = end_stream
+            view = memoryview(data)
+            if view.itemsize != 1:  # count bytes, not items, of typed buffers
+                view = view.cast("B")
+            stream.outbound.append((view, end_stream))
+            self._sendable[stream_id] = stream
+            self._pump()
+        return stream
 
     async def end_stream(self, stream_id: int) -> None:
         """End the local side of a stream (an empty DATA frame with END_STREAM)."""
@@ -623,6 +671,7 @@ class H2Protocol(asyncio.Protocol):
         self._fail_slot_waiters()
         self._wake_request_waiter()
         self._schedule_flush()
+        self._notify(ConnectionEvent.DRAINING)
         self._close_if_drained()
 
     async def shutdown(self, timeout: float | None = None) -> None:
@@ -768,6 +817,7 @@ class H2Protocol(asyncio.Protocol):
             self._outbound_limit = min(self._concurrency, peer_limit)
             # Woken waiters re-check the limit, so a lowered limit is safe too.
             self._wake_slot_waiters()
+            self._notify(ConnectionEvent.LIMIT_CHANGED)
         if self._sendable and (
             SettingCodes.INITIAL_WINDOW_SIZE in changed or SettingCodes.MAX_FRAME_SIZE in changed
         ):
@@ -809,6 +859,7 @@ class H2Protocol(asyncio.Protocol):
                 self._drop_stream(stream, error)
         self._fail_slot_waiters()
         self._wake_request_waiter()
+        self._notify(ConnectionEvent.DRAINING)
         self._close_if_drained()
 
     def _on_unknown_frame(self, event: ev.UnknownFrameReceived) -> None:
@@ -896,6 +947,7 @@ class H2Protocol(asyncio.Protocol):
         if self._locally_initiated(stream_id):
             conn.outbound_open -= 1
             self._wake_slot_waiters()
+            self._notify(ConnectionEvent.SLOT_FREED)
         else:
             conn.inbound_open -= 1
         conn.forget_stream(stream_id)
@@ -1100,8 +1152,9 @@ class H2Protocol(asyncio.Protocol):
     def _fail(self, error: H2PoolError) -> None:
         """Make the connection unusable: fail every pending and later operation."""
         if self._error is None:
-            self._error = error
-        error = self._error
+            self._error, first = error, True
+        else:
+            error, first = self._error, False
         self._draining = True
         if self._health_timer is not None:
             self._health_timer.cancel()
@@ -1116,6 +1169,8 @@ class H2Protocol(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(error)
+        if first:
+            self._notify(ConnectionEvent.CLOSED)
 
     def _close_if_drained(self) -> None:
         if self._draining and self._error is None and self.open_streams == 0:

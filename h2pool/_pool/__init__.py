@@ -1,0 +1,1 @@
+"""The pool: connections to the replicas of one service, health-aware routing, retries."""

@@ -1,0 +1,159 @@
+"""One replica of the service: its connections, connectivity state, backoff and ejection."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .._core.protocol import H2Protocol
+from .policies import (
+    ConnectionBackoff,
+    EjectionPolicy,
+    backoff_delay,
+    ejection_duration,
+)
+
+__all__ = ["ConnectivityState", "Endpoint", "EndpointStats", "split_address"]
+
+
+class ConnectivityState(enum.Enum):
+    """Connectivity of an endpoint, as gRPC names them."""
+
+    IDLE = "idle"  #: no connection and none being opened
+    CONNECTING = "connecting"  #: a connection is being opened, none is ready
+    READY = "ready"  #: at least one connection takes new streams
+    TRANSIENT_FAILURE = "transient_failure"  #: the last attempt failed; backing off
+    SHUTDOWN = "shutdown"  #: the pool is closed
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """A snapshot of one endpoint, for people and metrics exporters.
+
+    Attributes:
+        address: ``"host:port"``.
+        state: Connectivity state.
+        connections: Connections taking new streams.
+        draining: Connections finishing their streams after GOAWAY.
+        open_streams: Streams open over all its connections.
+        rtt: Latest PING round trip of its connections, in seconds.
+        consecutive_failures: Failures since the last success.
+        ejections: How many times it was ejected so far.
+        ejected: Whether it is ejected now.
+        last_error: The latest failure, as text.
+    """
+
+    address: str
+    state: ConnectivityState
+    connections: int
+    draining: int
+    open_streams: int
+    rtt: float | None
+    consecutive_failures: int
+    ejections: int
+    ejected: bool
+    last_error: str | None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[v6]:port"`` for IPv6) into host and port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"endpoint {address!r} is not 'host:port'")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """Mutable state of one endpoint, owned and changed by the pool only.
+
+    Attributes:
+        address: ``"host:port"`` as given or resolved.
+        connections: Its open connections, live or draining.
+        connecting: Connection attempts in progress.
+        stream_capacity: The peer's latest MAX_CONCURRENT_STREAMS (capped by
+            the pool), used to guess what a connection being opened will hold.
+        ping_interval: Silence before a PING, once a peer asked for fewer pings.
+    """
+
+    address: str
+    connections: list[H2Protocol] = field(default_factory=list)
+    connecting: int = 0
+    stream_capacity: int = 100
+    consecutive_failures: int = 0
+    next_attempt_at: float = 0.0
+    ejections: int = 0
+    ejected_until: float = 0.0
+    last_error: str | None = None
+    ping_interval: float | None = None
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.host, self.port = split_address(self.address)
+
+    def live(self) -> list[H2Protocol]:
+        """Connections that take new streams, dropping those that ended."""
+        kept = []
+        for conn in self.connections:
+            if conn.functional:
+                kept.append(conn)
+            elif conn.ping_interval > (self.ping_interval or 0):
+                self.ping_interval = conn.ping_interval  # the peer asked for fewer pings
+        self.connections = kept
+        return [conn for conn in kept if conn.accepting_streams]
+
+    def ejected(self, now: float) -> bool:
+        """Whether the endpoint is out of rotation at ``now``."""
+        return now < self.ejected_until
+
+    def may_connect(self, now: float) -> bool:
+        """Whether a new connection attempt is allowed (not backing off, not ejected)."""
+        return not self.closed and now >= self.next_attempt_at and not self.ejected(now)
+
+    def state(self, now: float) -> ConnectivityState:
+        """The connectivity state at ``now``."""
+        if self.closed:
+            return ConnectivityState.SHUTDOWN
+        if self.live():
+            return ConnectivityState.READY
+        if self.connecting:
+            return ConnectivityState.CONNECTING
+        if self.consecutive_failures:
+            return ConnectivityState.TRANSIENT_FAILURE
+        return ConnectivityState.IDLE
+
+    def record_success(self) -> None:
+        """A connection opened or a request went through: forget past failures."""
+        self.consecutive_failures = 0
+        self.next_attempt_at = 0.0
+
+    def record_failure(self, now: float, error: BaseException, backoff: ConnectionBackoff) -> None:
+        """A connection attempt failed or a connection died: back off."""
+        self.consecutive_failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
+
+    def eject(self, now: float, policy: EjectionPolicy) -> float:
+        """Take the endpoint out of rotation; returns for how long."""
+        self.ejections += 1
+        duration = ejection_duration(policy, self.ejections)
+        self.ejected_until = now + duration
+        self.consecutive_failures = 0
+        return duration
+
+    def stats(self, now: float) -> EndpointStats:
+        """A snapshot of the endpoint."""
+        live = self.live()
+        rtts = [conn.rtt for conn in self.connections if conn.rtt is not None]
+        return EndpointStats(
+            address=self.address,
+            state=self.state(now),
+            connections=len(live),
+            draining=len(self.connections) - len(live),
+            open_streams=sum(conn.open_streams for conn in self.connections),
+            rtt=min(rtts) if rtts else None,
+            consecutive_failures=self.consecutive_failures,
+            ejections=self.ejections,
+            ejected=self.ejected(now),
+            last_error=self.last_error,
+        )

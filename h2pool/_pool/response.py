@@ -1,0 +1,156 @@
+"""Responses of the pool, with bodies read from their stream on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from .._core.headers import HeaderList
+from .._core.protocol import H2Protocol
+from .._exceptions import RequestTimeout, ResponseNotRead
+
+__all__ = ["Body", "Response", "deadline_scope"]
+
+
+@contextlib.asynccontextmanager
+async def deadline_scope(deadline: float | None, what: str) -> AsyncIterator[None]:
+    """Bound the block by an absolute event-loop deadline; expiry raises RequestTimeout.
+
+    Only the expiry of this deadline becomes RequestTimeout (an
+    ``H2PoolError`` and a ``TimeoutError``); other timeouts raised inside, a
+    connect timeout say, pass through unchanged.
+    """
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if scope.expired():
+            raise RequestTimeout(f"{what}: timed out") from None
+        raise
+
+
+class Body:
+    """The receiving side of one exchange: body chunks, then trailers, then release.
+
+    ``on_close`` is called exactly once, when the stream is finished or
+    abandoned, so that the pool can count the slot free again.
+    """
+
+    def __init__(
+        self,
+        connection: H2Protocol,
+        stream_id: int,
+        *,
+        deadline: float | None,
+        on_close: Callable[[], None],
+        sender: asyncio.Task[None] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self._deadline = deadline
+        self._on_close: Callable[[], None] | None = on_close
+        self._sender = sender
+        self.trailers: HeaderList = []
+        self.done = False
+
+    async def read(self) -> bytes:
+        """The next chunk of the body; ``b""`` once it ended (trailers are read then)."""
+        if self.done:
+            return b""
+        try:
+            async with deadline_scope(self._deadline, "reading the response body"):
+                chunk = await self._connection.read_stream(self._stream_id)
+                if not chunk:
+                    self.trailers = await self._connection.recv_trailers(self._stream_id)
+        except BaseException:
+            await self.aclose()
+            raise
+        if not chunk:
+            self.done = True
+            await self.aclose()
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop: reset the stream unless it ended, stop the request body, release the slot."""
+        if not self.done:
+            self._connection.reset_stream(self._stream_id)
+        sender, self._sender = self._sender, None
+        if sender is not None and not sender.done():
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+
+class Response:
+    """An HTTP response from the pool.
+
+    Attributes:
+        status_code: The status, as an int.
+        headers: Response header fields, (name, value) in wire order.
+        trailers: Trailer fields, available once the body was read.
+        http_version: ``"HTTP/2"``.
+        endpoint: The ``"host:port"`` of the endpoint that served it.
+    """
+
+    http_version = "HTTP/2"
+
+    def __init__(
+        self, status_code: int, headers: HeaderList, endpoint: str, body: Body | None
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.endpoint = endpoint
+        self._body = body
+        self._content: bytes | None = None if body is not None else b""
+
+    @property
+    def trailers(self) -> HeaderList:
+        """Trailer fields; empty until the body has been read to its end."""
+        return self._body.trailers if self._body is not None else []
+
+    @property
+    def content(self) -> bytes:
+        """The whole body, once read.
+
+        Raises:
+            ResponseNotRead: The body was not read yet (use ``await aread()``).
+        """
+        if self._content is None:
+            raise ResponseNotRead("the response body was not read: await response.aread() first")
+        return self._content
+
+    async def aread(self) -> bytes:
+        """Read the rest of the body (and the trailers) and return the whole body."""
+        if self._content is None:
+            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+        return self._content
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Yield the body in chunks as they arrive; the trailers are read at its end."""
+        if self._content is not None:
+            if self._content:
+                yield self._content
+            return
+        assert self._body is not None
+        while chunk := await self._body.read():
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Release the stream; an unread body is abandoned (RST_STREAM CANCEL)."""
+        if self._body is not None:
+            await self._body.aclose()
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header field ``name`` (lower case), or ``default``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code}] from {self.endpoint}>"
