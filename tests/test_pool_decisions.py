@@ -93,7 +93,6 @@ class TestRouting:
 
     def test_waits_when_connections_being_opened_will_hold_the_waiters(self) -> None:
         ep = endpoint("a:1", FakeConnection(open_streams=100), connecting=1, stream_capacity=100)
-        )
         assert decide([ep], waiting=100).endpoint is None  # wait
         assert decide([ep], waiting=101).endpoint is ep  # one more connection
 
