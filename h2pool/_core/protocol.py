@@ -585,10 +585,16 @@ class H2Protocol(asyncio.Protocol):
             with contextlib.suppress(H2Error):  # h2 may already see it closed
                 self._conn.reset_stream(stream.id, error_code)
             self._schedule_flush()
+        # Abandoned here: what was received must not be read as if complete
+        # (a stream refused by our GOAWAY must never be processed).
+        stream.ended = False
         self._drop_stream(stream, error)
 
     def _drop_stream(self, stream: Stream, error: H2PoolError) -> None:
-        """Fail every wait on a stream that is over, and free it."""
+        """Fail every wait on a stream that is over, and free it.
+
+        Data of a stream whose receiving side had ended stays readable.
+        """
         stream.fail(error)
         stream.reset = True
         self._close_stream(stream)

@@ -127,11 +127,18 @@ class Endpoint:
         self.consecutive_failures = 0
         self.next_attempt_at = 0.0
 
-    def record_failure(self, now: float, error: BaseException, backoff: ConnectionBackoff) -> None:
-        """A connection attempt failed or a connection died: back off."""
+    def record_failure(
+        self, now: float, error: BaseException, backoff: ConnectionBackoff | None
+    ) -> None:
+        """Count a failure: a connection attempt (``backoff`` given) or a connection died.
+
+        Only failed attempts delay the next one; a connection that worked and
+        then died is replaced at once, as gRPC does.
+        """
         self.consecutive_failures += 1
         self.last_error = f"{type(error).__name__}: {error}"
-        self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
+        if backoff is not None:
+            self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
 
     def eject(self, now: float, policy: EjectionPolicy) -> float:
         """Take the endpoint out of rotation; returns for how long."""

@@ -613,7 +613,7 @@ class Pool:
             if connection is not None:
                 connection.close_connection()
             logger.warning("connecting to %s failed: %s", endpoint.address, exc)
-            self._endpoint_failed(endpoint, exc)
+            self._endpoint_failed(endpoint, exc, self._backoff)
         except BaseException:
             if connection is not None:
                 connection.close_connection()
@@ -640,14 +640,15 @@ class Pool:
             endpoint = next((ep for ep in self._endpoints if connection in ep.connections), None)
             if endpoint is not None and error is not None and is_endpoint_failure(error):
                 logger.warning("connection to %s failed: %s", endpoint.address, error)
-                self._endpoint_failed(endpoint, error)
+                self._endpoint_failed(endpoint, error, None)
         self._wake_all()  # draining, closed, or a new limit: routing may change
 
-    def _endpoint_failed(self, endpoint: Endpoint, error: BaseException) -> None:
-        """Count a failure against an endpoint: back off, maybe eject, maybe re-resolve."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        endpoint.record_failure(now, error, self._backoff)
+    def _endpoint_failed(
+        self, endpoint: Endpoint, error: BaseException, backoff: ConnectionBackoff | None
+    ) -> None:
+        """Count a failure against an endpoint: maybe back off, eject, re-resolve."""
+        now = asyncio.get_running_loop().time()
+        endpoint.record_failure(now, error, backoff)
         if (
             endpoint.consecutive_failures >= self._ejection.consecutive_failures
             and not endpoint.ejected(now)
