@@ -41,6 +41,8 @@ class EndpointStats:
         ejections: How many times it was ejected so far.
         ejected: Whether it is ejected now.
         last_error: The latest failure, as text.
+        ping_interval: Silence before a health PING, once the peer asked
+            for fewer pings (GOAWAY ``too_many_pings``); None before.
     """
 
     address: str
@@ -53,6 +55,7 @@ class EndpointStats:
     ejections: int
     ejected: bool
     last_error: str | None
+    ping_interval: float | None
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -163,4 +166,5 @@ class Endpoint:
             ejections=self.ejections,
             ejected=self.ejected(now),
             last_error=self.last_error,
+            ping_interval=self.ping_interval,
         )
