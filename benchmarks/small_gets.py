@@ -1,10 +1,12 @@
 """Small GETs at 100 concurrent requests against nghttpd (h2c), side by side.
 
-Clients, each on one connection, in one run:
+Clients, in one run:
 
-* a plain ``h2`` client: the minimal asyncio protocol around h2's state
-  machine, the reference every Python HTTP/2 client pays at least;
-* h2pool's core ``H2Protocol``;
+* a plain ``h2`` client on one connection: the minimal asyncio protocol
+  around h2's state machine, the reference every Python HTTP/2 client pays
+  at least;
+* h2pool's core ``H2Protocol`` on one connection;
+* h2pool's ``Pool`` (routing, health, retries; one endpoint);
 * httpx with ``http2=True``, if installed.
 
 Prints requests per second and the ratio to the plain h2 client.
@@ -98,6 +100,16 @@ async def run_core(port: int, requests: int, concurrency: int) -> float:
         client.close_connection()
 
 
+async def run_pool(port: int, requests: int, concurrency: int) -> float:
+    async with h2pool.Pool(f"http://127.0.0.1:{port}") as pool:
+        await pool.request("GET", "/small")  # connected
+
+        async def get() -> bytes:
+            return (await pool.request("GET", "/small")).content
+
+        return await measure(get, requests, concurrency)
+
+
 async def run_httpx(port: int, requests: int, concurrency: int) -> float:
     import httpx
 
@@ -134,6 +146,7 @@ def main() -> None:
     clients: dict[str, Callable[[int, int, int], Coroutine[Any, Any, float]]] = {
         "plain h2, one connection": run_plain,
         "h2pool core H2Protocol": run_core,
+        "h2pool Pool": run_pool,
     }
     try:
         import httpx  # noqa: F401

@@ -300,7 +300,8 @@ class Pool:
         request = self._build(method, path, headers, content)
         deadline = self._deadline(timeout)
         async with self._request_scope(request, deadline):
-            return await self._send(request, deadline, read_body=True)
+            # This scope also bounds reading the body: no deadline of its own.
+            return await self._send(request, None, read_body=True)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -375,6 +376,9 @@ class Pool:
         self, request: _Request, deadline: float | None
     ) -> AsyncIterator[None]:
         """Bound a request by its deadline; say what was going on when it ran out."""
+        if deadline is None:
+            yield
+            return
         try:
             async with deadline_scope(deadline, request.target):
                 yield
@@ -395,9 +399,18 @@ class Pool:
     async def _send(
         self, request: _Request, deadline: float | None, *, read_body: bool
     ) -> Response:
-        """Run attempts under the retry policy (tenacity drives the loop and the sleeps)."""
-        # The policy only raises _Retry when another attempt is allowed (it
-        # counts attempts and watches the deadline), so tenacity never stops.
+        """Run attempts under the retry policy; tenacity drives retries and their sleeps.
+
+        The first attempt runs directly (most requests need no other); if
+        the policy allows a retry, its outcome opens tenacity's loop as
+        attempt 1. The policy raises ``_Retry`` only when another attempt is
+        allowed (it counts attempts and watches the deadline), so tenacity
+        never has to stop on its own.
+        """
+        try:
+            return await self._attempt(request, deadline, 1, read_body)
+        except _Retry as retry:
+            first: _Retry | None = retry
         retrying = tenacity.AsyncRetrying(
             wait=_planned_delay,
             retry=tenacity.retry_if_exception_type(_Retry),
@@ -405,9 +418,11 @@ class Pool:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(
-                    request, deadline, attempt.retry_state.attempt_number, read_body
-                )
+                if first is not None:
+                    outcome, first = first, None
+                    raise outcome  # attempt 1, already run
+                number = attempt.retry_state.attempt_number
+                return await self._attempt(request, deadline, number, read_body)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:

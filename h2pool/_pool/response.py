@@ -55,21 +55,31 @@ class Body:
         self.trailers: HeaderList = []
         self.done = False
 
-    async def read(self) -> bytes:
-        """The next chunk of the body; ``b""`` once it ended (trailers are read then)."""
+    async def read(self, size: int | None = None) -> bytes:
+        """Body data: the next chunk (``size`` None) or all the rest (-1).
+
+        Returns ``b""`` once the body ended; the trailers are read at its end.
+        """
         if self.done:
             return b""
         try:
-            async with deadline_scope(self._deadline, "reading the response body"):
-                chunk = await self._connection.read_stream(self._stream_id)
-                if not chunk:
-                    self.trailers = await self._connection.recv_trailers(self._stream_id)
+            if self._deadline is None:
+                chunk = await self._read(size)
+            else:
+                async with deadline_scope(self._deadline, "reading the response body"):
+                    chunk = await self._read(size)
         except BaseException:
             await self.aclose()
             raise
-        if not chunk:
-            self.done = True
+        if self.done:
             await self.aclose()
+        return chunk
+
+    async def _read(self, size: int | None) -> bytes:
+        chunk = await self._connection.read_stream(self._stream_id, size)
+        if not chunk or size == -1:
+            self.trailers = await self._connection.recv_trailers(self._stream_id)
+            self.done = True
         return chunk
 
     async def aclose(self) -> None:
@@ -127,7 +137,8 @@ class Response:
     async def aread(self) -> bytes:
         """Read the rest of the body (and the trailers) and return the whole body."""
         if self._content is None:
-            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+            assert self._body is not None
+            self._content = await self._body.read(-1)
         return self._content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
