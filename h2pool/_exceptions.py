@@ -14,6 +14,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionDead",
     "ConnectionLost",
+    "DrainInterrupted",
     "H2ConnectionError",
     "H2PoolError",
     "H2ProtocolError",
@@ -73,6 +74,15 @@ class ConnectError(H2ConnectionError):
 
 class ConnectionLost(H2ConnectionError):
     """The transport closed or failed while the operation was pending."""
+
+
+class DrainInterrupted(ConnectionLost):
+    """The peer sent GOAWAY, then the connection ended before this stream finished.
+
+    The stream was at or below the GOAWAY's last_stream_id, so the peer may
+    have processed it (RFC 9113 section 6.8): only idempotent requests may be
+    sent again. Servers that mishandle their own drain cause this.
+    """
 
 
 class ConnectionDead(H2ConnectionError):

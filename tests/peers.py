@@ -8,6 +8,7 @@ The module is both a helper library and a pytest plugin (``tests/conftest.py`` l
 * ``certificates`` (session): a trustme CA and a server certificate for localhost/127.0.0.1.
 * ``nghttpd_h2c`` / ``nghttpd_tls`` (function): nghttpd serving ``docroot``.
 * ``grpc_echo_server`` (function): a grpcio server with the ``test.Echo`` service.
+* ``hypercorn_factory`` (function): starts hypercorn (h2c, ``tests.asgi_app``) on demand.
 
 Every wait has a deadline, and every process started here is terminated, killed if it ignores
 that, and reaped, including when the test using it fails. Peers are started, where possible,
@@ -21,6 +22,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import re
@@ -33,10 +35,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import grpc
 import pytest
@@ -50,6 +52,9 @@ __all__ = [
     "Certificates",
     "GrpcEchoServer",
     "H2loadResult",
+    "Hypercorn",
+    "HypercornFactory",
+    "HypercornOption",
     "Nghttpd",
     "PeerExitedError",
     "big_bin_sha256",
@@ -58,6 +63,7 @@ __all__ = [
     "docroot",
     "free_port",
     "grpc_echo_server",
+    "hypercorn_factory",
     "make_certificates",
     "make_docroot",
     "nghttpd_h2c",
@@ -1046,3 +1052,355 @@ def grpc_echo_server() -> Iterator[GrpcEchoServer]:
     """A running ``GrpcEchoServer``."""
     with GrpcEchoServer() as server:
         yield server
+
+
+# --- hypercorn -----------------------------------------------------------------------------------
+
+
+# Root of the repository: hypercorn runs there, so that it can import ``tests.asgi_app``.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Extra seconds, beyond hypercorn's graceful_timeout, that stop() waits after SIGTERM.
+_HYPERCORN_STOP_MARGIN = 2.0
+
+HypercornOption = bool | int | float | str
+"""A value for a hypercorn configuration key, as written to its TOML file."""
+
+
+def _toml_value(value: HypercornOption) -> str:
+    """Render a scalar as TOML; JSON's string escapes are valid TOML basic strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
+
+
+class Hypercorn:
+    """hypercorn 0.18 serving ``tests.asgi_app:app`` over h2c on 127.0.0.1, in a subprocess.
+
+    hypercorn accepts HTTP/2 with prior knowledge on a cleartext port (as well as HTTP/1.1 and
+    the h2c upgrade), so ``curl --http2-prior-knowledge``, h2load and h2pool can talk h2c to it.
+    It runs as a single process (``workers = 0``), so signals reach the server itself. Use it as
+    a context manager, or call ``start()`` and ``stop()``, as with ``Nghttpd``.
+
+    It is here as a *misbehaving* peer. What hypercorn 0.18 (with h2 4.x) does on the wire once
+    a connection reaches ``keep_alive_max_requests`` (observed with a raw client, nghttp -nv and
+    h2load; ``test_peers.py`` pins the deterministic parts):
+
+    1. Requests 1 to N (N = ``keep_alive_max_requests``) are served normally. Receiving request
+       N+1 makes it send GOAWAY(NO_ERROR) with last_stream_id = the highest stream id it has
+       received so far, i.e. that request's id or higher if more requests came in the same read.
+       So it drains *after* N requests, not at request N.
+    2. It sends one such GOAWAY per further request that was received in the same read (nghttp
+       -m 8 against N = 5 got three identical GOAWAYs; h2load -m 10 against N = 50 got ten).
+    3. It finishes *none* of the streams still open at that point, although every one of them is
+       at or below last_stream_id: not request N+1, and not earlier requests that were still in
+       flight (e.g. ``/slow?ms=300``). Their responses are dropped silently, with no RST_STREAM:
+       after its GOAWAY, h2 refuses to send anything else and hypercorn swallows the error.
+    4. The next frame the client sends, of any kind (a SETTINGS ACK, PING, WINDOW_UPDATE or a
+       new HEADERS), is answered with GOAWAY(PROTOCOL_ERROR, same last_stream_id) and a TCP
+       close.
+    5. A client that sends nothing more gets no further frame: the connection just sits there
+       until ``keep_alive_timeout`` (default 5 s) closes it with a plain FIN.
+
+    So a client that trusts last_stream_id waits for responses that never come; the streams
+    must be treated as failed (retrying them elsewhere is unsafe in general: the application did
+    run them). h2load, for one, counts them as errored and does not reconnect.
+
+    Also: SIGTERM while a request is still running after ``graceful_timeout`` leaves hypercorn
+    0.18 hung (it sends that response's HEADERS, then never exits). ``stop()`` waits
+    ``graceful_timeout`` plus 2 s and then kills it, so such a test costs those seconds at
+    teardown, not ``_STOP_TIMEOUT``.
+
+    Attributes:
+        keep_alive_max_requests: Requests served per connection before it sends GOAWAY.
+        keep_alive_timeout: Seconds an idle connection is kept open.
+        graceful_timeout: Seconds requests in flight get after SIGTERM.
+        options: Further hypercorn configuration keys (see ``hypercorn.config.Config``).
+        returncode: Exit status once stopped (0 after a normal ``stop()``).
+    """
+
+    APP = "tests.asgi_app:app"
+    """The ASGI application served, imported by hypercorn from the repository root."""
+
+    def __init__(
+        self,
+        *,
+        keep_alive_max_requests: int = 1000,
+        keep_alive_timeout: float = 5.0,
+        graceful_timeout: float = 0.5,
+        options: Mapping[str, HypercornOption] | None = None,
+        log_dir: Path | None = None,
+        port: int | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        """Prepare, but do not start, a hypercorn process.
+
+        Args:
+            keep_alive_max_requests: hypercorn's ``keep_alive_max_requests`` (its default is
+                1000).
+            keep_alive_timeout: hypercorn's ``keep_alive_timeout`` in seconds (default 5).
+            graceful_timeout: hypercorn's ``graceful_timeout`` in seconds; short by default
+                (hypercorn's is 3) so that ``stop()`` is quick.
+            options: More configuration keys, e.g. ``{"h2_max_concurrent_streams": 10}``.
+            log_dir: Directory for the config file and the logs (``hypercorn.stdout`` has the
+                access log, ``hypercorn.stderr`` the error log); if None, a temporary
+                directory removed by ``stop()``.
+            port: Port to listen on; a free one is picked if None.
+            startup_timeout: Seconds to wait for the port to accept connections (Python and
+                hypercorn take a few hundred milliseconds to start).
+
+        Raises:
+            ValueError: An option is not a hypercorn configuration key (hypercorn itself would
+                silently ignore it).
+        """
+        from hypercorn.config import Config  # only this class needs it
+
+        self.keep_alive_max_requests = keep_alive_max_requests
+        self.keep_alive_timeout = keep_alive_timeout
+        self.graceful_timeout = graceful_timeout
+        self.options = dict(options or {})
+        unknown = sorted(key for key in self.options if not hasattr(Config, key))
+        if unknown:
+            raise ValueError(f"not hypercorn configuration keys: {', '.join(unknown)}")
+        self._log_dir = log_dir
+        self._own_log_dir = log_dir is None
+        self._port = port
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self.returncode: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The port hypercorn listens on; only valid once started."""
+        if self._port is None:
+            raise RuntimeError("hypercorn has not been started")
+        return self._port
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` to connect to."""
+        return f"{HOST}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        """Return the (h2c) URL of ``path``, which must start with ``/``."""
+        return f"http://{self.authority}{path}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Directory holding ``hypercorn.toml``, ``hypercorn.stdout`` and ``hypercorn.stderr``."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="hypercorn-"))
+        return self._log_dir
+
+    @property
+    def config_path(self) -> Path:
+        """The TOML configuration file passed with ``--config``."""
+        return self.log_dir / "hypercorn.toml"
+
+    @property
+    def stdout_path(self) -> Path:
+        """File receiving hypercorn's stdout: the access log, a line per request."""
+        return self.log_dir / "hypercorn.stdout"
+
+    @property
+    def stderr_path(self) -> Path:
+        """File receiving hypercorn's stderr: the error log."""
+        return self.log_dir / "hypercorn.stderr"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running (or last) hypercorn, or None if never started."""
+        return self._pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    def config_text(self) -> str:
+        """Return the TOML configuration written to ``config_path``."""
+        settings: dict[str, HypercornOption] = {
+            # One process: no multiprocessing child that SIGTERM/SIGKILL and pdeathsig miss.
+            "workers": 0,
+            "keep_alive_max_requests": self.keep_alive_max_requests,
+            "keep_alive_timeout": self.keep_alive_timeout,
+            "graceful_timeout": self.graceful_timeout,
+            "accesslog": "-",
+            "errorlog": "-",
+            **self.options,
+        }
+        return "".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items())
+
+    def command(self, port: int) -> list[str]:
+        """Return the hypercorn command line for ``port``."""
+        return [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--config",
+            str(self.config_path),
+            "--bind",
+            f"{HOST}:{port}",
+            self.APP,
+        ]
+
+    def start(self) -> Self:
+        """Start hypercorn and wait until its port accepts connections.
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            RuntimeError: Already running.
+            PeerExitedError: hypercorn exited during startup (its stderr is in the message).
+            TimeoutError: The port did not open within ``startup_timeout``.
+        """
+        if self._process is not None:
+            raise RuntimeError("hypercorn is already running")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        fixed_port = self._port
+        attempts = 1 if fixed_port is not None else _BIND_ATTEMPTS
+        try:
+            self.config_path.write_text(self.config_text())
+            for attempt in range(1, attempts + 1):
+                port = free_port() if fixed_port is None else fixed_port
+                try:
+                    self._spawn_and_wait(port)
+                except PeerExitedError as exc:
+                    if "Address already in use" in exc.stderr and attempt < attempts:
+                        continue  # Lost the race for the port to another process: pick another.
+                    raise
+                self._port = port
+                return self
+            raise AssertionError("unreachable")
+        except BaseException:
+            self._cleanup_logs()
+            raise
+
+    def _spawn_and_wait(self, port: int) -> None:
+        """Start hypercorn on ``port`` and wait for it; reap it again if that fails."""
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                _guarded(self.command(port)),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=_REPO_ROOT,
+            )
+        self._process, self._pid, self.returncode = process, process.pid, None
+        try:
+            wait_for_port(
+                port, self._startup_timeout, process=process, stderr_path=self.stderr_path
+            )
+        except BaseException:
+            self._terminate()
+            raise
+
+    def _terminate(self) -> None:
+        """SIGTERM hypercorn (SIGKILL if it lingers) and reap it; a no-op if not running."""
+        process, self._process = self._process, None
+        if process is not None:
+            self.returncode = _stop_process(process, self.graceful_timeout + _HYPERCORN_STOP_MARGIN)
+
+    def _cleanup_logs(self) -> None:
+        """Remove the log directory if we created it."""
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def stop(self) -> None:
+        """Stop hypercorn (SIGTERM, then SIGKILL if it lingers) and reap it; idempotent."""
+        try:
+            self._terminate()
+        finally:
+            self._cleanup_logs()
+
+    def kill(self) -> None:
+        """Kill hypercorn abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test.
+
+        The log directory is kept, and ``start()`` brings hypercorn back on the same port.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            self.returncode = process.wait(_STOP_TIMEOUT)
+
+    def restart(self) -> None:
+        """Stop hypercorn and start it again on the same port (it sets SO_REUSEADDR)."""
+        self._terminate()
+        self.start()
+
+    def stderr_text(self) -> str:
+        """Return what hypercorn has written to stderr so far."""
+        return _read_log(self.stderr_path)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        port = self._port if self._port is not None else "?"
+        state = "running" if self.running else "stopped"
+        return (
+            f"<Hypercorn http://{HOST}:{port} "
+            f"keep_alive_max_requests={self.keep_alive_max_requests} {state}>"
+        )
+
+
+class HypercornFactory(Protocol):
+    """The callable yielded by the ``hypercorn_factory`` fixture."""
+
+    def __call__(
+        self,
+        *,
+        keep_alive_max_requests: int = 1000,
+        keep_alive_timeout: float = 5.0,
+        graceful_timeout: float = 0.5,
+        options: Mapping[str, HypercornOption] | None = None,
+    ) -> Hypercorn:
+        """Start a ``Hypercorn`` with these settings (see its constructor); it is stopped at
+        teardown, and its logs are kept in the test's ``tmp_path``."""
+        ...
+
+
+@pytest.fixture
+def hypercorn_factory(tmp_path: Path) -> Iterator[HypercornFactory]:
+    """Start ``Hypercorn`` servers on demand; all are stopped at teardown.
+
+    Logs of the n-th server are in ``tmp_path / "hypercorn-n"``.
+    """
+    servers: list[Hypercorn] = []
+
+    def make(
+        *,
+        keep_alive_max_requests: int = 1000,
+        keep_alive_timeout: float = 5.0,
+        graceful_timeout: float = 0.5,
+        options: Mapping[str, HypercornOption] | None = None,
+    ) -> Hypercorn:
+        server = Hypercorn(
+            keep_alive_max_requests=keep_alive_max_requests,
+            keep_alive_timeout=keep_alive_timeout,
+            graceful_timeout=graceful_timeout,
+            options=options,
+            log_dir=tmp_path / f"hypercorn-{len(servers) + 1}",
+        )
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in reversed(servers):
+            server.stop()

@@ -17,6 +17,7 @@ from hyperframe.frame import PriorityFrame
 
 import h2pool
 from tests.rawpeer import RawConnection, RawPeer, raw_peer
+from tests.waiting import eventually
 
 GET = {":method": "GET", ":path": "/"}
 
@@ -455,3 +456,18 @@ async def test_server_declares_a_silent_client_dead() -> None:
     writer.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_streams_cut_off_by_a_drain_say_so(peer: RawPeer) -> None:
+    client, conn = await connect(peer)
+    s1, s3 = [await client.start_request(GET, end_stream=True) for _ in range(2)]
+    await requests_seen(conn, 2)
+    conn.goaway(last_stream_id=s3)  # both allowed to finish...
+    await eventually(lambda: client.goaway_received)
+    conn.abort()  # ...but the peer closes without finishing them
+    for stream_id in (s1, s3):
+        with pytest.raises(h2pool.DrainInterrupted) as cut:
+            await client.recv_response(stream_id)
+        assert isinstance(cut.value, h2pool.ConnectionLost)
+        assert not cut.value.never_processed  # at or below last_stream_id: maybe processed
+        assert cut.value.stream_id == stream_id

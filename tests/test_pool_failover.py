@@ -11,7 +11,7 @@ import pytest
 
 import h2pool
 from tests.faultproxy import FaultProxy
-from tests.peers import INDEX_HTML, Nghttpd
+from tests.peers import INDEX_HTML, HypercornFactory, Nghttpd
 
 pytestmark = pytest.mark.peer
 
@@ -106,3 +106,24 @@ async def test_a_slow_endpoint_is_still_served(docroot: Path) -> None:
                 rtt = pool.stats().endpoints[0].rtt
                 assert rtt is not None
                 assert rtt >= 0.1
+
+
+async def test_hypercorn_goaway_every_few_requests_fails_no_get(
+    hypercorn_factory: HypercornFactory,
+) -> None:
+    # Hypercorn sends GOAWAY after 20 requests per connection, then never
+    # answers the streams still in flight below last_stream_id: the pool's
+    # health PING makes it close, and those GETs are retried elsewhere.
+    server = hypercorn_factory(keep_alive_max_requests=20)
+    async with h2pool.Pool(
+        f"http://127.0.0.1:{server.port}", functional_timeout=0.3, timeout=10
+    ) as pool:
+        paths = [f"/item/{i}" for i in range(600)]
+        semaphore = asyncio.Semaphore(15)
+
+        async def get(path: str) -> bytes:
+            async with semaphore:
+                return (await pool.request("GET", path)).content
+
+        bodies = await asyncio.gather(*(get(path) for path in paths))
+    assert bodies == [f"hello {path}".encode() for path in paths]

@@ -36,6 +36,7 @@ from .._exceptions import (
     ConnectionClosed,
     ConnectionDead,
     ConnectionLost,
+    DrainInterrupted,
     H2ConnectionError,
     H2PoolError,
     H2ProtocolError,
@@ -1165,9 +1166,19 @@ class H2Protocol(asyncio.Protocol):
         if self._health_timer is not None:
             self._health_timer.cancel()
             self._health_timer = None
+        drain_cut = self._goaway_last_id is not None and isinstance(
+            error, ConnectionLost | ConnectionDead
+        )
         for stream in list(self._streams.values()):
             # Data of streams that had ended stays readable (see _close_stream).
-            self._drop_stream(stream, error)
+            stream_error = error
+            if drain_cut and self._locally_initiated(stream.id):
+                stream_error = DrainInterrupted(
+                    f"{error}; the peer had sent GOAWAY(last_stream_id={self._goaway_last_id})"
+                    f" and did not finish stream {stream.id}",
+                    stream_id=stream.id,
+                )
+            self._drop_stream(stream, stream_error)
         self._sendable.clear()
         self._fail_slot_waiters()
         self._wake_request_waiter()

@@ -28,6 +28,7 @@ from .._core.headers import HeadersIn, encode_headers
 from .._core.protocol import ConnectionEvent, H2Protocol
 from .._core.tls import client_ssl_context
 from .._exceptions import (
+    DrainInterrupted,
     H2PoolError,
     PoolClosed,
     PoolOverloaded,
@@ -457,11 +458,23 @@ class Pool:
                 if isinstance(exc, PoolClosed | PoolOverloaded):
                     raise
                 if (
-                    exc.never_processed
-                    and request.replayable
+                    request.replayable
                     and transparent < _MAX_TRANSPARENT_RETRIES
+                    and (
+                        exc.never_processed
+                        or (
+                            isinstance(exc, DrainInterrupted)
+                            and request.method in self._retry.methods
+                        )
+                    )
                 ):
-                    logger.debug("%s not processed (%s): retrying at once", request.target, exc)
+                    # Never processed: retried at once elsewhere, not counted.
+                    # Cut off by a drain the server itself announced
+                    # (idempotent only): not counted either, but spaced out so
+                    # the cut streams do not all land on one connection again.
+                    logger.debug("%s: %s; retrying", request.target, exc)
+                    if isinstance(exc, DrainInterrupted):
+                        await asyncio.sleep(self._next_delay(1, deadline) or 0)
                     continue
                 if request.replayable and retryable_error(exc, request.method, self._retry):
                     delay = self._next_delay(attempt, deadline)
