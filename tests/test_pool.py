@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ import h2pool
 from tests.peers import INDEX_HTML, Nghttpd
 from tests.rawpeer import raw_peer
 from tests.servers import Server, echo, hello
+from tests.waiting import eventually
 
 
 def url(port: int) -> str:
@@ -304,3 +306,66 @@ async def test_endpoints_from_dns(nghttpd_h2c: Nghttpd) -> None:
         assert response.content == INDEX_HTML
         addresses = [ep.address for ep in pool.stats().endpoints]
         assert f"127.0.0.1:{nghttpd_h2c.port}" in addresses
+
+
+async def test_full_connections_make_the_pool_open_more(nghttpd_h2c: Nghttpd) -> None:
+    async with h2pool.Pool(url(nghttpd_h2c.port), max_connections=4) as pool:
+        responses = await asyncio.gather(*(pool.request("GET", "/index.html") for _ in range(350)))
+        assert {r.status_code for r in responses} == {200}
+        (endpoint,) = pool.stats().endpoints
+        assert endpoint.connections == 4  # nghttpd allows 100 streams per connection
+
+
+async def test_failing_endpoints_are_ejected_but_never_all() -> None:
+    fast = h2pool.ConnectionBackoff(initial=0.02, max=0.05)
+    eject = h2pool.EjectionPolicy(consecutive_failures=2, base_time=30, max_ejected_percent=100)
+    async with Server(hello) as server:
+        live = f"127.0.0.1:{server.port}"
+        pool = h2pool.Pool(
+            "http://service.test", endpoints=[live, "127.0.0.1:1"], backoff=fast, ejection=eject
+        )
+        async with pool:
+            await eventually(lambda: pool.stats().endpoints[1].ejected)
+            stats = pool.stats().endpoints
+            assert stats[1].ejections == 1
+            assert "ConnectError" in (stats[1].last_error or "")
+            assert not stats[0].ejected
+            assert (await pool.request("GET", "/x")).endpoint == live
+    dead = h2pool.Pool(
+        "http://service.test",
+        endpoints=["127.0.0.1:1", "127.0.0.1:2"],
+        backoff=fast,
+        ejection=eject,
+        timeout=0.5,
+    )
+    async with dead:
+        with pytest.raises(h2pool.RequestTimeout):
+            await dead.request("GET", "/")
+        assert sum(ep.ejected for ep in dead.stats().endpoints) == 1  # one stays in rotation
+
+
+async def test_endpoints_are_resolved_again_when_they_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The name first resolves to a dead address, later to a live one: a DNS
+    # change is simulated, everything else is real.
+    async with Server(hello) as server:
+        loop = asyncio.get_running_loop()
+        answers = [["127.0.0.2"], ["127.0.0.1"]]
+
+        async def getaddrinfo(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+            assert host == "svc.test"
+            ips = answers.pop(0) if len(answers) > 1 else answers[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips]
+
+        monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+        pool = h2pool.Pool(
+            f"http://svc.test:{server.port}",
+            backoff=h2pool.ConnectionBackoff(initial=0.02, max=0.05),
+            ejection=h2pool.EjectionPolicy(consecutive_failures=2, max_ejected_percent=100),
+            resolve_interval=0,
+        )
+        async with pool:
+            response = await pool.request("GET", "/moved", timeout=5)
+            assert response.endpoint == f"127.0.0.1:{server.port}"
+            assert [ep.address for ep in pool.stats().endpoints] == [f"127.0.0.1:{server.port}"]

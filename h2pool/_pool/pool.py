@@ -226,6 +226,7 @@ class Pool:
         self._turns = itertools.count()
         self._active = 0
         self._idle: asyncio.Event | None = None
+        self._maintenance: asyncio.TimerHandle | None = None
         self._closing = False
 
     # ------------------------------------------------------------------
@@ -257,6 +258,8 @@ class Pool:
         if self._closing:
             return
         self._closing = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
         self._wake_all()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -603,13 +606,33 @@ class Pool:
     # Connections
 
     def _maintain(self, now: float) -> None:
-        """Keep ``min_connections`` open per endpoint in rotation."""
+        """Keep ``min_connections`` open per endpoint, now or when backoffs end.
+
+        An endpoint that may not be connected to yet (backing off, ejected)
+        is tried again by one timer, armed only while such an endpoint
+        exists: a healthy pool runs no timer.
+        """
+        retry_at: float | None = None
         for endpoint in self._endpoints:
-            while (
-                endpoint.may_connect(now)
-                and len(endpoint.live()) + endpoint.connecting < self._min_connections
-            ):
+            while len(endpoint.live()) + endpoint.connecting < self._min_connections:
+                if not endpoint.may_connect(now):
+                    if not endpoint.closed:
+                        at = max(endpoint.next_attempt_at, endpoint.ejected_until)
+                        retry_at = at if retry_at is None else min(retry_at, at)
+                    break
                 self._start_connect(endpoint)
+        if retry_at is not None and not self._closing:
+            timer = self._maintenance
+            if timer is None or timer.when() > retry_at:
+                if timer is not None:
+                    timer.cancel()
+                loop = asyncio.get_running_loop()
+                self._maintenance = loop.call_at(retry_at, self._maintenance_due)
+
+    def _maintenance_due(self) -> None:
+        self._maintenance = None
+        if not self._closing:
+            self._maintain(asyncio.get_running_loop().time())
 
     def _start_connect(self, endpoint: Endpoint) -> None:
         endpoint.connecting += 1
@@ -657,6 +680,8 @@ class Pool:
                 logger.debug("connected to %s (rtt %.6fs)", endpoint.address, connection.rtt or 0)
         finally:
             endpoint.connecting -= 1
+            if not self._closing:
+                self._maintain(asyncio.get_running_loop().time())
             self._wake_all()
 
     def _on_connection_event(self, connection: H2Protocol, event: ConnectionEvent) -> None:
@@ -669,6 +694,8 @@ class Pool:
             if endpoint is not None and error is not None and is_endpoint_failure(error):
                 logger.warning("connection to %s failed: %s", endpoint.address, error)
                 self._endpoint_failed(endpoint, error, None)
+        if event is not ConnectionEvent.LIMIT_CHANGED and not self._closing:
+            self._maintain(asyncio.get_running_loop().time())  # replace it
         self._wake_all()  # draining, closed, or a new limit: routing may change
 
     def _endpoint_failed(
