@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 import h2pool
 from h2pool._pool.endpoint import Endpoint, split_address
 from h2pool._pool.policies import (
+    RetryKind,
     backoff_delay,
+    classify_failure,
     ejection_duration,
     is_endpoint_failure,
     may_eject,
     parse_retry_after,
     retry_delay,
-    retryable_error,
 )
 from h2pool._pool.routing import route
 
@@ -165,14 +166,28 @@ class TestPolicies:
         assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
         assert parse_retry_after(None) is None
 
-    def test_only_idempotent_methods_are_retried_after_possible_processing(self) -> None:
-        policy = h2pool.RetryPolicy()
-        lost = h2pool.ConnectionLost("lost")
-        assert retryable_error(lost, "GET", policy)
-        assert retryable_error(lost, "PUT", policy)
-        assert not retryable_error(lost, "POST", policy)
-        assert not retryable_error(h2pool.H2ProtocolError("bad"), "GET", policy)
-        assert retryable_error(h2pool.StreamReset("reset"), "DELETE", policy)
+    @pytest.mark.parametrize(
+        ("error", "method", "replayable", "kind"),
+        [
+            (h2pool.StreamRefused("goaway"), "POST", True, RetryKind.AT_ONCE),
+            (h2pool.ConnectError("refused"), "PATCH", True, RetryKind.AT_ONCE),
+            (h2pool.StreamRefused("goaway"), "POST", False, RetryKind.NO),
+            (h2pool.DrainInterrupted("cut"), "GET", True, RetryKind.SPACED),
+            (h2pool.DrainInterrupted("cut"), "POST", True, RetryKind.NO),
+            (h2pool.ConnectionLost("lost"), "GET", True, RetryKind.COUNTED),
+            (h2pool.ConnectionDead("silent"), "PUT", True, RetryKind.COUNTED),
+            (h2pool.StreamReset("reset"), "DELETE", True, RetryKind.COUNTED),
+            (h2pool.ConnectionLost("lost"), "POST", True, RetryKind.NO),
+            (h2pool.ConnectionLost("lost"), "GET", False, RetryKind.NO),
+            (h2pool.H2ProtocolError("bad"), "GET", True, RetryKind.NO),
+            (h2pool.PoolOverloaded("full"), "GET", True, RetryKind.NO),
+            (h2pool.PoolClosed("closed"), "GET", True, RetryKind.NO),
+        ],
+    )
+    def test_failure_classification(
+        self, error: h2pool.H2PoolError, method: str, replayable: bool, kind: RetryKind
+    ) -> None:
+        assert classify_failure(error, method, replayable, h2pool.RetryPolicy()) is kind
 
     def test_endpoint_failures(self) -> None:
         assert is_endpoint_failure(h2pool.ConnectError("refused"))

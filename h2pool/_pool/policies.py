@@ -8,14 +8,19 @@ without sockets or clocks.
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass, field
 
 from .._exceptions import (
     ConnectionClosed,
     ConnectTimeout,
+    DrainInterrupted,
     H2ConnectionError,
+    H2PoolError,
     H2TimeoutError,
+    PoolClosed,
+    PoolOverloaded,
     StreamReset,
 )
 
@@ -23,14 +28,15 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "ConnectionBackoff",
     "EjectionPolicy",
+    "RetryKind",
     "RetryPolicy",
     "backoff_delay",
+    "classify_failure",
     "ejection_duration",
     "is_endpoint_failure",
     "may_eject",
     "parse_retry_after",
     "retry_delay",
-    "retryable_error",
 ]
 
 #: Methods that may be sent twice without changing the result (RFC 9110 section 9.2.2).
@@ -179,14 +185,44 @@ def parse_retry_after(value: str | None) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-def retryable_error(error: BaseException, method: str, policy: RetryPolicy) -> bool:
-    """Whether a failure that may have been processed allows another attempt.
+class RetryKind(enum.Enum):
+    """How a failed attempt may be retried (see :func:`classify_failure`)."""
 
-    Never-processed failures are not decided here: they are always retried.
+    NO = "no"  #: raise the error
+    AT_ONCE = "at_once"  #: never processed: retry now on another connection, not counted
+    SPACED = "spaced"  #: cut off by the server's own drain: retry after a backoff, not counted
+    COUNTED = "counted"  #: may have been processed but idempotent: counts as an attempt
+
+
+def classify_failure(
+    error: H2PoolError, method: str, replayable: bool, policy: RetryPolicy
+) -> RetryKind:
+    """Decide whether and how a failed attempt is retried.
+
+    Args:
+        error: Why the attempt failed.
+        method: The request method.
+        replayable: Whether the body can be sent again (bytes, or a stream
+            not yet started).
+        policy: The retry policy (its ``methods`` are the idempotent ones).
+
+    Returns:
+        ``AT_ONCE`` for requests the server provably never processed,
+        whatever the method; ``SPACED`` for idempotent requests cut off by a
+        GOAWAY drain the server announced itself; ``COUNTED`` for other
+        connection or stream failures of idempotent requests; else ``NO``.
     """
+    if not replayable or isinstance(error, PoolClosed | PoolOverloaded):
+        return RetryKind.NO
+    if error.never_processed:
+        return RetryKind.AT_ONCE
     if method not in policy.methods:
-        return False
-    return isinstance(error, H2ConnectionError | H2TimeoutError | StreamReset)
+        return RetryKind.NO
+    if isinstance(error, DrainInterrupted):
+        return RetryKind.SPACED
+    if isinstance(error, H2ConnectionError | H2TimeoutError | StreamReset):
+        return RetryKind.COUNTED
+    return RetryKind.NO
 
 
 def is_endpoint_failure(error: BaseException) -> bool:

@@ -28,7 +28,6 @@ from .._core.headers import HeadersIn, encode_headers
 from .._core.protocol import ConnectionEvent, H2Protocol
 from .._core.tls import client_ssl_context
 from .._exceptions import (
-    DrainInterrupted,
     H2PoolError,
     PoolClosed,
     PoolOverloaded,
@@ -38,12 +37,13 @@ from .endpoint import Endpoint, EndpointStats
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
+    RetryKind,
     RetryPolicy,
+    classify_failure,
     is_endpoint_failure,
     may_eject,
     parse_retry_after,
     retry_delay,
-    retryable_error,
 )
 from .response import Body, Response, deadline_scope
 from .routing import route
@@ -304,8 +304,7 @@ class Pool:
         request = self._build(method, path, headers, content)
         deadline = self._deadline(timeout)
         async with self._request_scope(request, deadline):
-            # This scope also bounds reading the body: no deadline of its own.
-            return await self._send(request, None, read_body=True)
+            return await self._send(request, deadline, read_body=True)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -452,37 +451,22 @@ class Pool:
     async def _attempt(
         self, request: _Request, deadline: float | None, attempt: int, read_body: bool
     ) -> Response:
-        """One counted attempt, with transparent retries of never-processed failures."""
+        """One counted attempt, with its uncounted retries (see ``classify_failure``)."""
         for transparent in itertools.count():
             try:
                 response = await self._exchange(request, deadline, read_body)
             except H2PoolError as exc:
                 request.last_error = exc
-                if isinstance(exc, PoolClosed | PoolOverloaded):
-                    raise
-                if (
-                    request.replayable
-                    and transparent < _MAX_TRANSPARENT_RETRIES
-                    and (
-                        exc.never_processed
-                        or (
-                            isinstance(exc, DrainInterrupted)
-                            and request.method in self._retry.methods
-                        )
-                    )
-                ):
-                    # Never processed: retried at once elsewhere, not counted.
-                    # Cut off by a drain the server itself announced
-                    # (idempotent only): not counted either, but spaced out so
-                    # the cut streams do not all land on one connection again.
-                    logger.debug("%s: %s; retrying", request.target, exc)
-                    if isinstance(exc, DrainInterrupted):
-                        await asyncio.sleep(self._next_delay(1, deadline) or 0)
-                    continue
-                if request.replayable and retryable_error(exc, request.method, self._retry):
+                kind = classify_failure(exc, request.method, request.replayable, self._retry)
+                if kind is RetryKind.COUNTED:
                     delay = self._next_delay(attempt, deadline)
                     if delay is not None:
                         raise _Retry(delay, exc) from exc
+                elif kind is not RetryKind.NO and transparent < _MAX_TRANSPARENT_RETRIES:
+                    logger.debug("%s: %s; retrying (%s)", request.target, exc, kind.value)
+                    if kind is RetryKind.SPACED:  # keep cut streams from landing together
+                        await asyncio.sleep(self._next_delay(1, deadline) or 0)
+                    continue
                 raise
             if (
                 response.status_code in self._retry.statuses
@@ -522,7 +506,12 @@ class Pool:
                 raise upload_error from exc  # the caller's body failed: say so
             raise
         status = int(headers[0][1]) if headers and headers[0][0] == ":status" else 0
-        body = Body(connection, stream_id, deadline=deadline, on_close=self._release, sender=sender)
+        # request() reads the body inside its own deadline scope; stream()
+        # hands the body over, so its reads carry the deadline themselves.
+        body_deadline = None if read_body else deadline
+        body = Body(
+            connection, stream_id, deadline=body_deadline, on_close=self._release, sender=sender
+        )
         fields = [(name, value) for name, value in headers if not name.startswith(":")]
         response = Response(status, fields, endpoint.address, body)
         if read_body:
