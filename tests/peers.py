@@ -17,6 +17,7 @@ with ``setpriv --pdeathsig KILL`` so that they also die if pytest itself is kill
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import contextlib
@@ -38,7 +39,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import grpc
 import pytest
@@ -176,7 +177,8 @@ def _command_text(args: object) -> str:
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago.
 
-    Another process may take it before the caller binds it; ``Nghttpd`` retries for that reason.
+    Another process may take it before the caller binds it; ``Nghttpd`` and ``Hypercorn``
+    retry for that reason.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -377,21 +379,245 @@ def server_ssl_context(certs: Certificates) -> ssl.SSLContext:
     return context
 
 
+# --- Server processes ----------------------------------------------------------------------------
+
+
+class _ServerProcess(abc.ABC):
+    """The lifecycle of a third-party server run as a subprocess on 127.0.0.1.
+
+    Subclasses say what differs: the command line, files it reads, the URL scheme and how long
+    the server may take to exit after SIGTERM.
+
+    Logs go to files in ``log_dir`` rather than pipes: nobody drains a pipe, and a full one would
+    block the server. Once started, the server keeps its port: ``start()`` after ``stop()`` or
+    ``kill()`` (or ``restart()``) listens on the same port again, so a client sees the same
+    server go away and come back; that relies on the server setting SO_REUSEADDR.
+
+    Attributes:
+        returncode: Exit status once stopped, None while running or before the first start.
+    """
+
+    _name: ClassVar[str]
+    """The program's name: in messages, and the stem of the log files and temporary directory."""
+
+    _cwd: ClassVar[Path | None] = None
+    """Working directory for the process; None inherits ours."""
+
+    def __init__(self, *, log_dir: Path | None, port: int | None, startup_timeout: float) -> None:
+        """Prepare, but do not start, the process.
+
+        Args:
+            log_dir: Directory for the logs (and any configuration file); if None, a temporary
+                directory removed by ``stop()``.
+            port: Port to listen on; a free one is picked if None.
+            startup_timeout: Seconds to wait for the port to accept connections.
+        """
+        self._log_dir = log_dir
+        self._own_log_dir = log_dir is None
+        self._port = port
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self.returncode: int | None = None
+
+    @abc.abstractmethod
+    def command(self, port: int) -> list[str]:
+        """Return the server's command line for ``port``."""
+
+    @property
+    def _url_scheme(self) -> str:
+        """The scheme of ``url()``; h2c unless a subclass serves TLS."""
+        return "http"
+
+    @property
+    def _stop_timeout(self) -> float:
+        """Seconds ``stop()`` waits after SIGTERM before SIGKILL, and again after SIGKILL."""
+        return _STOP_TIMEOUT
+
+    def _config_files(self) -> dict[Path, str]:
+        """Files the command line refers to, and their text; ``start()`` writes them first."""
+        return {}
+
+    def _repr_detail(self) -> str:
+        """What ``repr()`` shows between the URL and the state."""
+        return ""
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on; only valid once started."""
+        if self._port is None:
+            raise RuntimeError(f"{self._name} has not been started")
+        return self._port
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` to connect to."""
+        return f"{HOST}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        """Return the URL of ``path`` (which must start with ``/``) on this server."""
+        return f"{self._url_scheme}://{self.authority}{path}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Directory holding ``<name>.stdout``, ``<name>.stderr`` and any configuration file."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix=f"{self._name}-"))
+        return self._log_dir
+
+    @property
+    def stdout_path(self) -> Path:
+        """File receiving the server's stdout."""
+        return self.log_dir / f"{self._name}.stdout"
+
+    @property
+    def stderr_path(self) -> Path:
+        """File receiving the server's stderr."""
+        return self.log_dir / f"{self._name}.stderr"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running (or last) server, or None if never started."""
+        return self._pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> Self:
+        """Start the server and wait until its port accepts connections.
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            RuntimeError: Already running.
+            PeerExitedError: The server exited during startup (its stderr is in the message).
+            TimeoutError: The port did not open within ``startup_timeout``.
+        """
+        if self._process is not None:
+            raise RuntimeError(f"{self._name} is already running")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        fixed_port = self._port
+        attempts = 1 if fixed_port is not None else _BIND_ATTEMPTS
+        try:
+            for path, text in self._config_files().items():
+                path.write_text(text)
+            for attempt in range(1, attempts + 1):
+                port = free_port() if fixed_port is None else fixed_port
+                try:
+                    self._spawn_and_wait(port)
+                except PeerExitedError as exc:
+                    if "Address already in use" in exc.stderr and attempt < attempts:
+                        continue  # Lost the race for the port to another process: pick another.
+                    raise
+                self._port = port
+                return self
+            raise AssertionError("unreachable")
+        except BaseException:
+            self._cleanup_logs()
+            raise
+
+    def _spawn_and_wait(self, port: int) -> None:
+        """Start the server on ``port`` and wait for it; reap it again if that fails."""
+        # The child gets its own copies of the descriptors, so ours can be closed right away.
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                _guarded(self.command(port)),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=self._cwd,
+            )
+        self._process, self._pid, self.returncode = process, process.pid, None
+        try:
+            wait_for_port(
+                port, self._startup_timeout, process=process, stderr_path=self.stderr_path
+            )
+        except BaseException:
+            self._terminate()
+            raise
+
+    def _terminate(self) -> None:
+        """SIGTERM the server (SIGKILL if it lingers) and reap it; a no-op if not running."""
+        process, self._process = self._process, None
+        if process is not None:
+            self.returncode = _stop_process(process, self._stop_timeout)
+
+    def _cleanup_logs(self) -> None:
+        """Remove the log directory if we created it."""
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers) and reap it; idempotent.
+
+        A temporary log directory is removed; one given to the constructor is kept.
+        """
+        try:
+            self._terminate()
+        finally:
+            self._cleanup_logs()
+
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test.
+
+        The log directory is kept, and ``start()`` brings the server back on the same port.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            self.returncode = process.wait(_STOP_TIMEOUT)
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port (it sets SO_REUSEADDR)."""
+        self._terminate()
+        self.start()
+
+    def stderr_text(self) -> str:
+        """Return what the server has written to stderr so far."""
+        return _read_log(self.stderr_path)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        port = self._port if self._port is not None else "?"
+        state = "running" if self.running else "stopped"
+        return (
+            f"<{type(self).__name__} {self._url_scheme}://{HOST}:{port} "
+            f"{self._repr_detail()} {state}>"
+        )
+
+
 # --- nghttpd -------------------------------------------------------------------------------------
 
 
-class Nghttpd:
+class Nghttpd(_ServerProcess):
     """An nghttpd process serving a directory on 127.0.0.1, h2c or TLS.
 
     Use it as a context manager, or call ``start()`` and ``stop()``. It is synchronous, but
     starting takes milliseconds, so it is fine to use from async tests too. Once started, it
     keeps its port: ``start()`` after ``stop()`` or ``kill()`` (or ``restart()``) listens on the
-    same port again, so a client sees the same server go away and come back.
+    same port again (nghttpd sets SO_REUSEADDR), so a client sees the same server go away and
+    come back.
 
     Useful ``extra_args`` (nghttpd 1.52): ``-m N`` (SETTINGS_MAX_CONCURRENT_STREAMS, default 100),
     ``-w N`` / ``--window-bits=N`` (stream initial window 2**N-1), ``-W N`` /
     ``--connection-window-bits=N`` (connection window 2**N-1), ``--echo-upload`` (echo POST/PUT
-    bodies), ``--early-response``, ``--trailer='name: value'``, ``-v`` (frame log on stdout).
+    bodies), ``--early-response``, ``--trailer='name: value'``, ``-v`` (frame log on stdout, i.e.
+    in ``nghttpd.stdout``).
 
     Attributes:
         docroot: The directory served.
@@ -399,6 +625,8 @@ class Nghttpd:
         extra_args: Additional command-line options, placed before the port.
         returncode: Exit status once stopped (-15, i.e. -SIGTERM, after a normal ``stop()``).
     """
+
+    _name = "nghttpd"
 
     def __init__(
         self,
@@ -421,23 +649,10 @@ class Nghttpd:
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """
+        super().__init__(log_dir=log_dir, port=port, startup_timeout=startup_timeout)
         self.docroot = docroot
         self.certificates = certificates
         self.extra_args = list(extra_args)
-        self._log_dir = log_dir
-        self._own_log_dir = log_dir is None
-        self._port = port
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
-        self.returncode: int | None = None
-
-    @property
-    def port(self) -> int:
-        """The port nghttpd listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError("nghttpd has not been started")
-        return self._port
 
     @property
     def scheme(self) -> str:
@@ -445,40 +660,11 @@ class Nghttpd:
         return "http" if self.certificates is None else "https"
 
     @property
-    def authority(self) -> str:
-        """``host:port`` to connect to."""
-        return f"{HOST}:{self.port}"
+    def _url_scheme(self) -> str:
+        return self.scheme
 
-    def url(self, path: str = "/") -> str:
-        """Return the URL of ``path`` (which must start with ``/``) on this server."""
-        return f"{self.scheme}://{self.authority}{path}"
-
-    @property
-    def log_dir(self) -> Path:
-        """Directory holding ``nghttpd.stdout`` and ``nghttpd.stderr``."""
-        if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix="nghttpd-"))
-        return self._log_dir
-
-    @property
-    def stdout_path(self) -> Path:
-        """File receiving nghttpd's stdout (frame dumps with ``-v``)."""
-        return self.log_dir / "nghttpd.stdout"
-
-    @property
-    def stderr_path(self) -> Path:
-        """File receiving nghttpd's stderr."""
-        return self.log_dir / "nghttpd.stderr"
-
-    @property
-    def pid(self) -> int | None:
-        """The process id of the running (or last) nghttpd, or None if never started."""
-        return self._pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the process was started and has not exited."""
-        return self._process is not None and self._process.poll() is None
+    def _repr_detail(self) -> str:
+        return f"docroot={self.docroot}"
 
     def command(self, port: int) -> list[str]:
         """Return the nghttpd command line for ``port``."""
@@ -487,113 +673,6 @@ class Nghttpd:
         if self.certificates is None:
             return [*argv, "--no-tls", str(port)]
         return [*argv, str(port), str(self.certificates.key_pem), str(self.certificates.cert_pem)]
-
-    def start(self) -> Self:
-        """Start nghttpd and wait until its port accepts connections.
-
-        Returns:
-            self, for chaining.
-
-        Raises:
-            RuntimeError: Already running.
-            PeerExitedError: nghttpd exited during startup (its stderr is in the message).
-            TimeoutError: The port did not open within ``startup_timeout``.
-        """
-        if self._process is not None:
-            raise RuntimeError("nghttpd is already running")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        fixed_port = self._port
-        attempts = 1 if fixed_port is not None else _BIND_ATTEMPTS
-        try:
-            for attempt in range(1, attempts + 1):
-                port = free_port() if fixed_port is None else fixed_port
-                try:
-                    self._spawn_and_wait(port)
-                except PeerExitedError as exc:
-                    if "Address already in use" in exc.stderr and attempt < attempts:
-                        continue  # Lost the race for the port to another process: pick another.
-                    raise
-                self._port = port
-                return self
-            raise AssertionError("unreachable")
-        except BaseException:
-            self._cleanup_logs()
-            raise
-
-    def _spawn_and_wait(self, port: int) -> None:
-        """Start nghttpd on ``port`` and wait for it; reap it again if that fails."""
-        # The child gets its own copies of the descriptors, so ours can be closed right away.
-        # Files rather than pipes: nobody drains a pipe, and a full one would block nghttpd.
-        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                _guarded(self.command(port)),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-            )
-        self._process, self._pid, self.returncode = process, process.pid, None
-        try:
-            wait_for_port(
-                port, self._startup_timeout, process=process, stderr_path=self.stderr_path
-            )
-        except BaseException:
-            self._terminate()
-            raise
-
-    def _terminate(self) -> None:
-        """Terminate nghttpd (SIGKILL if it lingers) and reap it; a no-op if not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            self.returncode = _stop_process(process)
-
-    def _cleanup_logs(self) -> None:
-        """Remove the log directory if we created it."""
-        if self._own_log_dir and self._log_dir is not None:
-            shutil.rmtree(self._log_dir, ignore_errors=True)
-            self._log_dir = None
-
-    def stop(self) -> None:
-        """Terminate nghttpd (SIGKILL if it lingers) and reap it; a no-op if not running."""
-        try:
-            self._terminate()
-        finally:
-            self._cleanup_logs()
-
-    def kill(self) -> None:
-        """Kill nghttpd abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test.
-
-        The log directory is kept, and ``start()`` brings nghttpd back on the same port.
-        """
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            self.returncode = process.wait(_STOP_TIMEOUT)
-
-    def restart(self) -> None:
-        """Stop nghttpd and start it again on the same port (nghttpd sets SO_REUSEADDR)."""
-        self._terminate()
-        self.start()
-
-    def stderr_text(self) -> str:
-        """Return what nghttpd has written to stderr so far."""
-        return _read_log(self.stderr_path)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        port = self._port if self._port is not None else "?"
-        state = "running" if self.running else "stopped"
-        return f"<Nghttpd {self.scheme}://{HOST}:{port} docroot={self.docroot} {state}>"
 
 
 # --- Command-line clients ------------------------------------------------------------------------
@@ -1076,13 +1155,14 @@ def _toml_value(value: HypercornOption) -> str:
     return json.dumps(value)
 
 
-class Hypercorn:
+class Hypercorn(_ServerProcess):
     """hypercorn 0.18 serving ``tests.asgi_app:app`` over h2c on 127.0.0.1, in a subprocess.
 
     hypercorn accepts HTTP/2 with prior knowledge on a cleartext port (as well as HTTP/1.1 and
     the h2c upgrade), so ``curl --http2-prior-knowledge``, h2load and h2pool can talk h2c to it.
     It runs as a single process (``workers = 0``), so signals reach the server itself. Use it as
-    a context manager, or call ``start()`` and ``stop()``, as with ``Nghttpd``.
+    a context manager, or call ``start()`` and ``stop()``, as with ``Nghttpd``; like nghttpd it
+    sets SO_REUSEADDR, so ``restart()`` and ``start()`` after ``stop()`` keep the port.
 
     It is here as a *misbehaving* peer. What hypercorn 0.18 (with h2 4.x) does on the wire once
     a connection reaches ``keep_alive_max_requests`` (observed with a raw client, nghttp -nv and
@@ -1124,6 +1204,9 @@ class Hypercorn:
     APP = "tests.asgi_app:app"
     """The ASGI application served, imported by hypercorn from the repository root."""
 
+    _name = "hypercorn"
+    _cwd = _REPO_ROOT  # so that hypercorn can import APP
+
     def __init__(
         self,
         *,
@@ -1145,8 +1228,8 @@ class Hypercorn:
                 (hypercorn's is 3) so that ``stop()`` is quick.
             options: More configuration keys, e.g. ``{"h2_max_concurrent_streams": 10}``.
             log_dir: Directory for the config file and the logs (``hypercorn.stdout`` has the
-                access log, ``hypercorn.stderr`` the error log); if None, a temporary
-                directory removed by ``stop()``.
+                access log, a line per request, ``hypercorn.stderr`` the error log); if None, a
+                temporary directory removed by ``stop()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections (Python and
                 hypercorn take a few hundred milliseconds to start).
@@ -1157,6 +1240,7 @@ class Hypercorn:
         """
         from hypercorn.config import Config  # only this class needs it
 
+        super().__init__(log_dir=log_dir, port=port, startup_timeout=startup_timeout)
         self.keep_alive_max_requests = keep_alive_max_requests
         self.keep_alive_timeout = keep_alive_timeout
         self.graceful_timeout = graceful_timeout
@@ -1164,36 +1248,6 @@ class Hypercorn:
         unknown = sorted(key for key in self.options if not hasattr(Config, key))
         if unknown:
             raise ValueError(f"not hypercorn configuration keys: {', '.join(unknown)}")
-        self._log_dir = log_dir
-        self._own_log_dir = log_dir is None
-        self._port = port
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
-        self.returncode: int | None = None
-
-    @property
-    def port(self) -> int:
-        """The port hypercorn listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError("hypercorn has not been started")
-        return self._port
-
-    @property
-    def authority(self) -> str:
-        """``host:port`` to connect to."""
-        return f"{HOST}:{self.port}"
-
-    def url(self, path: str = "/") -> str:
-        """Return the (h2c) URL of ``path``, which must start with ``/``."""
-        return f"http://{self.authority}{path}"
-
-    @property
-    def log_dir(self) -> Path:
-        """Directory holding ``hypercorn.toml``, ``hypercorn.stdout`` and ``hypercorn.stderr``."""
-        if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix="hypercorn-"))
-        return self._log_dir
 
     @property
     def config_path(self) -> Path:
@@ -1201,24 +1255,15 @@ class Hypercorn:
         return self.log_dir / "hypercorn.toml"
 
     @property
-    def stdout_path(self) -> Path:
-        """File receiving hypercorn's stdout: the access log, a line per request."""
-        return self.log_dir / "hypercorn.stdout"
+    def _stop_timeout(self) -> float:
+        # Past graceful_timeout, hypercorn may never exit on its own (see the class docstring).
+        return self.graceful_timeout + _HYPERCORN_STOP_MARGIN
 
-    @property
-    def stderr_path(self) -> Path:
-        """File receiving hypercorn's stderr: the error log."""
-        return self.log_dir / "hypercorn.stderr"
+    def _config_files(self) -> dict[Path, str]:
+        return {self.config_path: self.config_text()}
 
-    @property
-    def pid(self) -> int | None:
-        """The process id of the running (or last) hypercorn, or None if never started."""
-        return self._pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the process was started and has not exited."""
-        return self._process is not None and self._process.poll() is None
+    def _repr_detail(self) -> str:
+        return f"keep_alive_max_requests={self.keep_alive_max_requests}"
 
     def config_text(self) -> str:
         """Return the TOML configuration written to ``config_path``."""
@@ -1246,116 +1291,6 @@ class Hypercorn:
             f"{HOST}:{port}",
             self.APP,
         ]
-
-    def start(self) -> Self:
-        """Start hypercorn and wait until its port accepts connections.
-
-        Returns:
-            self, for chaining.
-
-        Raises:
-            RuntimeError: Already running.
-            PeerExitedError: hypercorn exited during startup (its stderr is in the message).
-            TimeoutError: The port did not open within ``startup_timeout``.
-        """
-        if self._process is not None:
-            raise RuntimeError("hypercorn is already running")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        fixed_port = self._port
-        attempts = 1 if fixed_port is not None else _BIND_ATTEMPTS
-        try:
-            self.config_path.write_text(self.config_text())
-            for attempt in range(1, attempts + 1):
-                port = free_port() if fixed_port is None else fixed_port
-                try:
-                    self._spawn_and_wait(port)
-                except PeerExitedError as exc:
-                    if "Address already in use" in exc.stderr and attempt < attempts:
-                        continue  # Lost the race for the port to another process: pick another.
-                    raise
-                self._port = port
-                return self
-            raise AssertionError("unreachable")
-        except BaseException:
-            self._cleanup_logs()
-            raise
-
-    def _spawn_and_wait(self, port: int) -> None:
-        """Start hypercorn on ``port`` and wait for it; reap it again if that fails."""
-        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                _guarded(self.command(port)),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=_REPO_ROOT,
-            )
-        self._process, self._pid, self.returncode = process, process.pid, None
-        try:
-            wait_for_port(
-                port, self._startup_timeout, process=process, stderr_path=self.stderr_path
-            )
-        except BaseException:
-            self._terminate()
-            raise
-
-    def _terminate(self) -> None:
-        """SIGTERM hypercorn (SIGKILL if it lingers) and reap it; a no-op if not running."""
-        process, self._process = self._process, None
-        if process is not None:
-            self.returncode = _stop_process(process, self.graceful_timeout + _HYPERCORN_STOP_MARGIN)
-
-    def _cleanup_logs(self) -> None:
-        """Remove the log directory if we created it."""
-        if self._own_log_dir and self._log_dir is not None:
-            shutil.rmtree(self._log_dir, ignore_errors=True)
-            self._log_dir = None
-
-    def stop(self) -> None:
-        """Stop hypercorn (SIGTERM, then SIGKILL if it lingers) and reap it; idempotent."""
-        try:
-            self._terminate()
-        finally:
-            self._cleanup_logs()
-
-    def kill(self) -> None:
-        """Kill hypercorn abruptly (SIGKILL) and reap it, e.g. to simulate a crash mid-test.
-
-        The log directory is kept, and ``start()`` brings hypercorn back on the same port.
-        """
-        process, self._process = self._process, None
-        if process is not None:
-            if process.poll() is None:
-                process.kill()
-            self.returncode = process.wait(_STOP_TIMEOUT)
-
-    def restart(self) -> None:
-        """Stop hypercorn and start it again on the same port (it sets SO_REUSEADDR)."""
-        self._terminate()
-        self.start()
-
-    def stderr_text(self) -> str:
-        """Return what hypercorn has written to stderr so far."""
-        return _read_log(self.stderr_path)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        port = self._port if self._port is not None else "?"
-        state = "running" if self.running else "stopped"
-        return (
-            f"<Hypercorn http://{HOST}:{port} "
-            f"keep_alive_max_requests={self.keep_alive_max_requests} {state}>"
-        )
 
 
 class HypercornFactory(Protocol):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import h2.events
 import h2.settings
@@ -17,6 +20,8 @@ from tests.peers import INDEX_HTML, Nghttpd
 from tests.rawpeer import raw_peer
 from tests.servers import Server, echo, hello
 from tests.waiting import eventually
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def url(port: int) -> str:
@@ -369,3 +374,19 @@ async def test_endpoints_are_resolved_again_when_they_fail(
             response = await pool.request("GET", "/moved", timeout=5)
             assert response.endpoint == f"127.0.0.1:{server.port}"
             assert [ep.address for ep in pool.stats().endpoints] == [f"127.0.0.1:{server.port}"]
+
+
+async def test_failover_example_runs_without_a_failed_request() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "pool.py"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[-1] == "failed: 0"
+    assert sum(line.endswith(": ready") for line in lines) == 2  # the crashed one is not
+    assert all(f"hello from {name}:" in out.decode() for name in "abc")
