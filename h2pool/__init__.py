@@ -18,6 +18,7 @@ from ._core.priority import Priority
 from ._core.protocol import ConnectionEvent, H2Protocol
 from ._core.tls import client_ssl_context, server_ssl_context
 from ._exceptions import (
+    CertificateVerifyError,
     ConnectError,
     ConnectionClosed,
     ConnectionDead,
@@ -30,21 +31,26 @@ from ._exceptions import (
     H2TimeoutError,
     PoolClosed,
     PoolOverloaded,
+    PoolTimeout,
+    ReadTimeout,
     RequestTimeout,
     ResponseNotRead,
     StreamClosed,
     StreamError,
     StreamRefused,
     StreamReset,
+    WriteTimeout,
 )
 from ._pool.endpoint import ConnectivityState, EndpointStats
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
 from ._pool.response import Response
+from ._pool.timeouts import Timeouts
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CertificateVerifyError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionBackoff",
@@ -69,7 +75,9 @@ __all__ = [
     "PoolClosed",
     "PoolOverloaded",
     "PoolStats",
+    "PoolTimeout",
     "Priority",
+    "ReadTimeout",
     "RequestTimeout",
     "Response",
     "ResponseNotRead",
@@ -78,6 +86,8 @@ __all__ = [
     "StreamError",
     "StreamRefused",
     "StreamReset",
+    "Timeouts",
+    "WriteTimeout",
     "client_ssl_context",
     "open_connection",
     "open_unix_connection",

@@ -9,6 +9,7 @@ provably never processed the request (``never_processed``).
 from __future__ import annotations
 
 __all__ = [
+    "CertificateVerifyError",
     "ConnectError",
     "ConnectTimeout",
     "ConnectionClosed",
@@ -21,12 +22,15 @@ __all__ = [
     "H2TimeoutError",
     "PoolClosed",
     "PoolOverloaded",
+    "PoolTimeout",
+    "ReadTimeout",
     "RequestTimeout",
     "ResponseNotRead",
     "StreamClosed",
     "StreamError",
     "StreamRefused",
     "StreamReset",
+    "WriteTimeout",
 ]
 
 
@@ -70,6 +74,13 @@ class ConnectError(H2ConnectionError):
     """Opening the connection failed (TCP, TLS or ALPN); nothing was sent."""
 
     never_processed = True
+
+
+class CertificateVerifyError(ConnectError):
+    """The peer's TLS certificate failed verification; the message says why.
+
+    Not transient: the pool does not wait for it to pass.
+    """
 
 
 class ConnectionLost(H2ConnectionError):
@@ -126,7 +137,21 @@ class ConnectTimeout(H2TimeoutError):
 
 
 class RequestTimeout(H2TimeoutError):
-    """A pool request's ``timeout`` ran out (retries and backoff included)."""
+    """A pool request's total timeout ran out (retries and backoff included)."""
+
+
+class ReadTimeout(H2TimeoutError):
+    """No response headers or body data arrived within the read timeout."""
+
+
+class WriteTimeout(H2TimeoutError):
+    """A chunk of the request body could not be sent within the write timeout."""
+
+
+class PoolTimeout(H2TimeoutError):
+    """No connection could take the request within the pool timeout; it was never sent."""
+
+    never_processed = True
 
 
 class PoolClosed(H2PoolError):

@@ -45,7 +45,7 @@ def endpoint(address: str, *connections: FakeConnection, **state: Any) -> Endpoi
 
 
 def decide(endpoints: list[Endpoint], now: float = 100.0, **kwargs: Any) -> Any:
-    options: dict[str, Any] = {"waiting": 1, "functional_timeout": 1.0, "max_connections": 4}
+    options: dict[str, Any] = {"waiting": 1, "functional_timeout": 1.0}
     options.update(kwargs)
     return route(endpoints, now, **options)
 
@@ -99,7 +99,7 @@ class TestRouting:
 
     def test_respects_max_connections_and_backoff(self) -> None:
         full = [FakeConnection(open_streams=100) for _ in range(2)]
-        assert decide([endpoint("a:1", *full)], max_connections=2).endpoint is None
+        assert decide([endpoint("a:1", *full, max_connections=2)]).endpoint is None
         backing_off = endpoint("a:1", next_attempt_at=150.0)
         decision = decide([backing_off])
         assert decision.endpoint is None
@@ -182,6 +182,9 @@ class TestPolicies:
             (h2pool.H2ProtocolError("bad"), "GET", True, RetryKind.NO),
             (h2pool.PoolOverloaded("full"), "GET", True, RetryKind.NO),
             (h2pool.PoolClosed("closed"), "GET", True, RetryKind.NO),
+            (h2pool.PoolTimeout("no slot"), "GET", True, RetryKind.NO),
+            (h2pool.ReadTimeout("slow"), "GET", True, RetryKind.COUNTED),
+            (h2pool.ReadTimeout("slow"), "POST", True, RetryKind.NO),
         ],
     )
     def test_failure_classification(

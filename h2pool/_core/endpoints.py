@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from .._exceptions import ConnectError, ConnectTimeout, H2PoolError
+from .._exceptions import CertificateVerifyError, ConnectError, ConnectTimeout, H2PoolError
 from .config import H2Config
 from .protocol import ConnectedCallback, H2Protocol
 from .tls import client_ssl_context
 
-__all__ = ["open_connection", "open_unix_connection", "start_server", "start_unix_server"]
+__all__ = [
+    "connect_errors",
+    "open_connection",
+    "open_unix_connection",
+    "start_server",
+    "start_unix_server",
+]
 
 SSLArg = ssl_module.SSLContext | bool | None
 
@@ -28,6 +35,30 @@ def _client_context(ssl: SSLArg) -> ssl_module.SSLContext | None:
 
 def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def connect_errors(what: str, timeout: float | None) -> AsyncIterator[None]:
+    """Bound a connection set-up by ``timeout`` and turn its failures into h2pool errors.
+
+    Raises:
+        ConnectTimeout: ``timeout`` ran out.
+        CertificateVerifyError: The peer's certificate failed verification.
+        ConnectError: TCP or TLS failed otherwise.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise ConnectTimeout(f"connecting to {what} timed out after {timeout}s") from None
+    except ssl_module.SSLCertVerificationError as exc:
+        raise CertificateVerifyError(
+            f"TLS certificate verification failed for {what}: {exc.verify_message}"
+        ) from exc
+    except ssl_module.SSLError as exc:
+        raise ConnectError(f"TLS handshake with {what} failed: {exc}") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {what}: {exc}") from exc
 
 
 async def _open_client(
@@ -45,19 +76,8 @@ async def _open_client(
     if context is not None:
         kwargs["server_hostname"] = tls_name
     factory = functools.partial(H2Protocol, client_side=True, **protocol_options)
-    try:
-        async with asyncio.timeout(connect_timeout):
-            _, protocol = await create(factory, ssl=context, **kwargs)
-    except TimeoutError:
-        raise ConnectTimeout(f"connecting to {what} timed out after {connect_timeout}s") from None
-    except ssl_module.SSLCertVerificationError as exc:
-        raise ConnectError(
-            f"TLS certificate verification failed for {what}: {exc.verify_message}"
-        ) from exc
-    except ssl_module.SSLError as exc:
-        raise ConnectError(f"TLS handshake with {what} failed: {exc}") from exc
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {what}: {exc}") from exc
+    async with connect_errors(what, connect_timeout):
+        _, protocol = await create(factory, ssl=context, **kwargs)
     if not protocol.functional:  # e.g. ALPN chose another protocol
         try:
             await protocol.wait_functional()

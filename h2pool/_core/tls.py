@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 
 import certifi
 
@@ -15,8 +16,9 @@ def client_ssl_context(
     cafile: str | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    alpn: Sequence[str] = ("h2",),
 ) -> ssl.SSLContext:
-    """A client TLS context offering ALPN ``h2``.
+    """A client TLS context offering ALPN ``h2`` (TLS 1.2 or later).
 
     Args:
         verify: Verify the server's certificate and host name. False accepts
@@ -24,6 +26,8 @@ def client_ssl_context(
         cafile: CA bundle to trust instead of certifi's.
         certfile: Client certificate chain, for mutual TLS.
         keyfile: Private key of ``certfile``.
+        alpn: Protocols offered with ALPN, most preferred first; the pool
+            offers ``("h2", "http/1.1")`` to fall back to HTTP/1.1.
     """
     context = ssl.create_default_context(cafile=cafile or certifi.where())
     if not verify:
@@ -32,7 +36,7 @@ def client_ssl_context(
     if certfile is not None:
         context.load_cert_chain(certfile, keyfile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 9113 section 9.2
-    context.set_alpn_protocols(["h2"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 

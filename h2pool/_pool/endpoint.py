@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from .._core.protocol import H2Protocol
+from .channel import Channel
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -74,27 +74,36 @@ class Endpoint:
         address: ``"host:port"`` as given or resolved.
         connections: Its open connections, live or draining.
         connecting: Connection attempts in progress.
+        max_connections: Most live or opening connections (HTTP/2 and
+            HTTP/1.1 endpoints have their own limits).
+        http1: Speak HTTP/1.1 unless TLS's ALPN chooses HTTP/2; set when
+            ALPN chose HTTP/1.1 once.
         stream_capacity: The peer's latest MAX_CONCURRENT_STREAMS (capped by
             the pool), used to guess what a connection being opened will hold.
         ping_interval: Silence before a PING, once a peer asked for fewer pings.
+        last_failure: The latest failure, if the endpoint failed since its
+            last success.
     """
 
     address: str
-    connections: list[H2Protocol] = field(default_factory=list)
+    connections: list[Channel] = field(default_factory=list)
     connecting: int = 0
+    max_connections: int = 4
+    http1: bool = False
     stream_capacity: int = 100
     consecutive_failures: int = 0
     next_attempt_at: float = 0.0
     ejections: int = 0
     ejected_until: float = 0.0
     last_error: str | None = None
+    last_failure: BaseException | None = None
     ping_interval: float | None = None
     closed: bool = False
 
     def __post_init__(self) -> None:
         self.host, self.port = split_address(self.address)
 
-    def live(self) -> list[H2Protocol]:
+    def live(self) -> list[Channel]:
         """Connections that take new streams, dropping those that ended."""
         kept = []
         for conn in self.connections:
@@ -125,10 +134,21 @@ class Endpoint:
             return ConnectivityState.TRANSIENT_FAILURE
         return ConnectivityState.IDLE
 
+    def add(self, channel: Channel, http1_max_connections: int) -> None:
+        """A connection opened: use it, and forget past failures."""
+        self.connections.append(channel)
+        self.stream_capacity = channel.max_streams
+        if channel.http_version == "HTTP/1.1" and not self.http1:
+            # ALPN chose HTTP/1.1: one request per connection from now on.
+            self.http1 = True
+            self.max_connections = http1_max_connections
+        self.record_success()
+
     def record_success(self) -> None:
-        """A connection opened or a request went through: forget past failures."""
+        """A connection opened: forget past failures."""
         self.consecutive_failures = 0
         self.next_attempt_at = 0.0
+        self.last_failure = None
 
     def record_failure(
         self, now: float, error: BaseException, backoff: ConnectionBackoff | None
@@ -140,6 +160,7 @@ class Endpoint:
         """
         self.consecutive_failures += 1
         self.last_error = f"{type(error).__name__}: {error}"
+        self.last_failure = error
         if backoff is not None:
             self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
 

@@ -21,6 +21,7 @@ from .._exceptions import (
     H2TimeoutError,
     PoolClosed,
     PoolOverloaded,
+    PoolTimeout,
     StreamReset,
 )
 
@@ -212,7 +213,7 @@ def classify_failure(
         GOAWAY drain the server announced itself; ``COUNTED`` for other
         connection or stream failures of idempotent requests; else ``NO``.
     """
-    if not replayable or isinstance(error, PoolClosed | PoolOverloaded):
+    if not replayable or isinstance(error, PoolClosed | PoolOverloaded | PoolTimeout):
         return RetryKind.NO
     if error.never_processed:
         return RetryKind.AT_ONCE

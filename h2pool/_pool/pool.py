@@ -1,5 +1,8 @@
 """Pool: multiplexed HTTP/2 connections to the replicas of one service.
 
+Endpoints that only speak HTTP/1.1 (chosen by ALPN, or by the ``http1``
+option) are served through httpcore behind the same API and rules.
+
 The async code here only waits and does I/O; what to do is decided by the
 pure functions of :mod:`routing` (which connection takes a stream) and
 :mod:`policies` (retries, backoff, ejection). Connections tell the pool what
@@ -15,7 +18,7 @@ import logging
 import socket
 import ssl as ssl_module
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,16 +26,19 @@ from urllib.parse import urlsplit
 import tenacity
 
 from .._core.config import H2Config
-from .._core.endpoints import open_connection
 from .._core.headers import HeadersIn, encode_headers
-from .._core.protocol import ConnectionEvent, H2Protocol
+from .._core.protocol import ConnectionEvent
 from .._core.tls import client_ssl_context
 from .._exceptions import (
+    CertificateVerifyError,
     H2PoolError,
     PoolClosed,
     PoolOverloaded,
+    PoolTimeout,
     RequestTimeout,
 )
+from .channel import Channel, OutgoingRequest, Upload, bounded
+from .connect import ChannelSettings, open_channel
 from .endpoint import Endpoint, EndpointStats
 from .policies import (
     ConnectionBackoff,
@@ -47,6 +53,7 @@ from .policies import (
 )
 from .response import Body, Response, deadline_scope
 from .routing import route
+from .timeouts import Timeouts
 
 __all__ = ["Content", "Pool", "PoolStats"]
 
@@ -78,38 +85,6 @@ class PoolStats:
     closed: bool
 
 
-class _Upload:
-    """A streamed request body, which can be replayed only if never started."""
-
-    def __init__(self, source: AsyncIterable[bytes]) -> None:
-        self.source = source
-        self.started = False
-
-    async def send(self, connection: H2Protocol, stream_id: int) -> None:
-        try:
-            async for chunk in self.source:
-                self.started = True
-                await connection.send_data(stream_id, chunk)
-            await connection.end_stream(stream_id)
-        except BaseException:
-            connection.reset_stream(stream_id)  # wakes the response wait
-            raise
-
-
-@dataclass(slots=True)
-class _Request:
-    method: str
-    target: str  # "METHOD path", for messages
-    headers: list[tuple[bytes, bytes]]
-    body: bytes | None
-    upload: _Upload | None
-    last_error: H2PoolError | None = None
-
-    @property
-    def replayable(self) -> bool:
-        return self.upload is None or not self.upload.started
-
-
 class _Retry(Exception):
     """An attempt whose outcome the retry policy allows to try again, after ``delay``."""
 
@@ -129,15 +104,25 @@ class Pool:
             it, every address the target's host resolves to is an endpoint,
             resolved again when endpoints fail.
         ssl: For https targets: None verifies against certifi's CAs; an
-            ``ssl.SSLContext`` is used as given (offer ALPN ``h2``); False
-            disables certificate verification (tests only).
+            ``ssl.SSLContext`` is used with its ALPN protocols set to ``h2``
+            and ``http/1.1``; False disables certificate verification
+            (tests only).
         functional_timeout: Seconds of silence after which a connection is
             pinged, and then without any answer declared dead.
-        timeout: Default bound, in seconds, on each request including its
-            retries and backoff; None for no bound.
+        timeout: Default timeouts of each request: a number bounds the whole
+            request including retries and backoff (None: no bound); a
+            ``Timeouts`` also bounds each phase (connect, read, write, pool).
+        http1: Speak HTTP/1.1 (through httpcore) to all endpoints (True) or
+            to those listed, unless TLS's ALPN chooses HTTP/2. Over TLS,
+            ALPN chooses HTTP/1.1 by itself for servers without HTTP/2.
+        wait_for_ready: When every endpoint is failing, wait for one to come
+            back until the timeout runs out (True, the default), or fail at
+            once with the last connection error (False).
         min_connections: Connections kept open per endpoint in rotation.
-        max_connections: Most connections per endpoint; more are opened
-            when every one of them is full.
+        max_connections: Most HTTP/2 connections per endpoint; more are
+            opened when every one of them is full.
+        http1_max_connections: Most HTTP/1.1 connections per endpoint (one
+            request at a time each).
         max_streams_per_connection: Local cap on streams per connection
             (the peer's MAX_CONCURRENT_STREAMS applies too).
         connect_timeout: Bound on TCP and TLS set-up, in seconds.
@@ -159,9 +144,12 @@ class Pool:
         endpoints: Sequence[str] | None = None,
         ssl: ssl_module.SSLContext | bool | None = None,
         functional_timeout: float = 1.0,
-        timeout: float | None = 30.0,
+        timeout: Timeouts | float | None = 30.0,
+        http1: bool | Collection[str] = False,
+        wait_for_ready: bool = True,
         min_connections: int = 1,
         max_connections: int = 4,
+        http1_max_connections: int = 10,
         max_streams_per_connection: int = 100,
         connect_timeout: float = 5.0,
         max_pending: int = 1000,
@@ -192,31 +180,39 @@ class Pool:
             raise ValueError("ssl is only for https targets")
         self._host = parts.hostname
         self._port = parts.port or (443 if self._tls else 80)
-        self._ssl: ssl_module.SSLContext | None = None
+        context: ssl_module.SSLContext | None = None
         if self._tls:
             if isinstance(ssl, ssl_module.SSLContext):
-                self._ssl = ssl
+                context = ssl
+                # As httpcore does: the context offers what the pool speaks.
+                context.set_alpn_protocols(["h2", "http/1.1"])
             else:
-                self._ssl = client_ssl_context(verify=ssl is not False)
-        self._base_headers = [
-            (b":scheme", parts.scheme.encode()),
-            (b":authority", parts.netloc.encode()),
-        ]
+                context = client_ssl_context(verify=ssl is not False, alpn=("h2", "http/1.1"))
+        self._settings = ChannelSettings(
+            scheme=parts.scheme,
+            authority=parts.netloc,
+            server_hostname=self._host,
+            ssl=context,
+            functional_timeout=functional_timeout,
+            max_streams=max_streams_per_connection,
+            config=config,
+        )
         self._extra_headers = encode_headers(headers) if headers is not None else []
         self._functional_timeout = functional_timeout
-        self._timeout = timeout
+        self._timeouts = Timeouts.coerce(timeout)
+        self._http1 = http1
+        self._wait_for_ready = wait_for_ready
         self._min_connections = min_connections
         self._max_connections = max_connections
-        self._max_streams = max_streams_per_connection
+        self._http1_max_connections = http1_max_connections
         self._connect_timeout = connect_timeout
         self._max_pending = max_pending
         self._retry = retry or RetryPolicy()
         self._backoff = backoff or ConnectionBackoff()
         self._ejection = ejection or EjectionPolicy()
-        self._config = config
         self._resolve_interval = resolve_interval
         self._resolve = endpoints is None
-        self._endpoints = [Endpoint(address) for address in endpoints or ()]
+        self._endpoints = [self._new_endpoint(address) for address in endpoints or ()]
         if endpoints is not None and not self._endpoints:
             raise ValueError("endpoints must not be empty")
         self._resolved_at: float | None = None
@@ -284,7 +280,7 @@ class Pool:
         *,
         headers: HeadersIn | None = None,
         content: Content | None = None,
-        timeout: float | object | None = _DEFAULT,
+        timeout: Timeouts | float | object | None = _DEFAULT,
     ) -> Response:
         """Send a request and read its whole response.
 
@@ -295,14 +291,17 @@ class Pool:
             content: The body: bytes (or str, sent as UTF-8), or an async
                 iterable of bytes.
             timeout: Bound on the whole request, retries and backoff
-                included; defaults to the pool's ``timeout``.
+                included, in seconds (None: no bound), or ``Timeouts`` for
+                each phase too; defaults to the pool's ``timeout``.
 
         Raises:
-            RequestTimeout: ``timeout`` ran out (also a ``TimeoutError``).
+            RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
+                as are ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``
+                and ``PoolTimeout`` for the phases).
             H2PoolError: The request failed and could not be retried.
         """
-        request = self._build(method, path, headers, content)
-        deadline = self._deadline(timeout)
+        request = self._build(method, path, headers, content, timeout)
+        deadline = self._deadline(request)
         async with self._request_scope(request, deadline):
             return await self._send(request, deadline, read_body=True)
 
@@ -314,7 +313,7 @@ class Pool:
         *,
         headers: HeadersIn | None = None,
         content: Content | None = None,
-        timeout: float | object | None = _DEFAULT,
+        timeout: Timeouts | float | object | None = _DEFAULT,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
 
@@ -323,8 +322,8 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        request = self._build(method, path, headers, content)
-        deadline = self._deadline(timeout)
+        request = self._build(method, path, headers, content, timeout)
+        deadline = self._deadline(request)
         async with self._request_scope(request, deadline):
             response = await self._send(request, deadline, read_body=False)
         try:
@@ -346,37 +345,43 @@ class Pool:
     # Building and bounding requests
 
     def _build(
-        self, method: str, path: str, headers: HeadersIn | None, content: Content | None
-    ) -> _Request:
+        self,
+        method: str,
+        path: str,
+        headers: HeadersIn | None,
+        content: Content | None,
+        timeout: Timeouts | float | object | None,
+    ) -> OutgoingRequest:
         method = method.upper()
         if not path.startswith("/") and not (path == "*" and method == "OPTIONS"):
             raise ValueError(f"path must start with '/': {path!r}")
         body: bytes | None = None
-        upload: _Upload | None = None
-        wire = [(b":method", method.encode()), *self._base_headers, (b":path", path.encode())]
-        wire += self._extra_headers
+        upload: Upload | None = None
+        fields = list(self._extra_headers)
         if headers is not None:
-            wire += encode_headers(headers)
+            fields += encode_headers(headers)
         if isinstance(content, str):
             content = content.encode()
         if isinstance(content, bytes | bytearray | memoryview):
             body = bytes(content)
-            if not any(name == b"content-length" for name, _ in wire):
-                wire.append((b"content-length", str(len(body)).encode()))
+            if not any(name == b"content-length" for name, _ in fields):
+                fields.append((b"content-length", str(len(body)).encode()))
         elif content is not None:
-            upload = _Upload(content)
-        return _Request(method, f"{method} {path}", wire, body, upload)
+            upload = Upload(content)
+        if timeout is _DEFAULT:
+            timeouts = self._timeouts
+        else:
+            assert timeout is None or isinstance(timeout, Timeouts | int | float)
+            timeouts = Timeouts.coerce(timeout, self._timeouts)
+        return OutgoingRequest(method, path, fields, body, upload, timeouts)
 
-    def _deadline(self, timeout: float | object | None) -> float | None:
-        seconds = self._timeout if timeout is _DEFAULT else timeout
-        if seconds is None:
-            return None
-        assert isinstance(seconds, int | float)
-        return asyncio.get_running_loop().time() + seconds
+    def _deadline(self, request: OutgoingRequest) -> float | None:
+        total = request.timeouts.total
+        return None if total is None else asyncio.get_running_loop().time() + total
 
     @contextlib.asynccontextmanager
     async def _request_scope(
-        self, request: _Request, deadline: float | None
+        self, request: OutgoingRequest, deadline: float | None
     ) -> AsyncIterator[None]:
         """Bound a request by its deadline; say what was going on when it ran out."""
         if deadline is None:
@@ -388,7 +393,7 @@ class Pool:
         except RequestTimeout:
             raise RequestTimeout(self._timeout_message(request)) from None
 
-    def _timeout_message(self, request: _Request) -> str:
+    def _timeout_message(self, request: OutgoingRequest) -> str:
         now = asyncio.get_running_loop().time()
         states = ", ".join(f"{ep.address} {ep.state(now).value}" for ep in self._endpoints)
         message = f"{request.target}: timed out; endpoints: {states or 'none resolved'}"
@@ -400,7 +405,7 @@ class Pool:
     # Retries
 
     async def _send(
-        self, request: _Request, deadline: float | None, *, read_body: bool
+        self, request: OutgoingRequest, deadline: float | None, *, read_body: bool
     ) -> Response:
         """Run attempts under the retry policy; tenacity drives retries and their sleeps.
 
@@ -449,7 +454,7 @@ class Pool:
         return delay
 
     async def _attempt(
-        self, request: _Request, deadline: float | None, attempt: int, read_body: bool
+        self, request: OutgoingRequest, deadline: float | None, attempt: int, read_body: bool
     ) -> Response:
         """One counted attempt, with its uncounted retries (see ``classify_failure``)."""
         for transparent in itertools.count():
@@ -484,36 +489,19 @@ class Pool:
     # One exchange on one connection
 
     async def _exchange(
-        self, request: _Request, deadline: float | None, read_body: bool
+        self, request: OutgoingRequest, deadline: float | None, read_body: bool
     ) -> Response:
-        endpoint, connection = await self._acquire(request)
-        stream_id = await connection.start_request(
-            request.headers, end_stream=request.body is None and request.upload is None
-        )
+        endpoint, channel = await self._acquire(request)
         self._active += 1
-        sender: asyncio.Task[None] | None = None
         try:
-            if request.body is not None:
-                connection.queue_data(stream_id, request.body, end_stream=True)
-            elif request.upload is not None:
-                sender = asyncio.ensure_future(request.upload.send(connection, stream_id))
-            headers = await connection.recv_response(stream_id)
-        except BaseException as exc:
-            connection.reset_stream(stream_id)
-            upload_error = await _stop(sender)
+            reply = await channel.exchange(request)
+        except BaseException:
             self._release()
-            if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
-                raise upload_error from exc  # the caller's body failed: say so
             raise
-        status = int(headers[0][1]) if headers and headers[0][0] == ":status" else 0
         # request() reads the body inside its own deadline scope; stream()
         # hands the body over, so its reads carry the deadline themselves.
-        body_deadline = None if read_body else deadline
-        body = Body(
-            connection, stream_id, deadline=body_deadline, on_close=self._release, sender=sender
-        )
-        fields = [(name, value) for name, value in headers if not name.startswith(":")]
-        response = Response(status, fields, endpoint.address, body)
+        body = Body(reply.body, deadline=None if read_body else deadline, on_close=self._release)
+        response = Response(reply.status, reply.headers, endpoint.address, body, reply.http_version)
         if read_body:
             await response.aread()  # on failure the body releases itself
         return response
@@ -526,10 +514,21 @@ class Pool:
     # ------------------------------------------------------------------
     # Routing and waiting
 
-    async def _acquire(self, request: _Request) -> tuple[Endpoint, H2Protocol]:
-        """A connection with a free slot, opening one or waiting as routing decides."""
-        loop = asyncio.get_running_loop()
+    async def _acquire(self, request: OutgoingRequest) -> tuple[Endpoint, Channel]:
+        """A connection with a free slot, opening one or waiting as routing decides.
+
+        Raises:
+            PoolTimeout: The request's pool timeout ran out (never sent).
+            PoolOverloaded: ``max_pending`` requests are waiting already.
+            ConnectError: Every endpoint is failing and ``wait_for_ready`` is
+                off, or their certificates fail verification.
+        """
         await self._ensure_endpoints()
+        async with bounded(request.timeouts.pool, PoolTimeout, f"{request.target}: pool"):
+            return await self._route(request)
+
+    async def _route(self, request: OutgoingRequest) -> tuple[Endpoint, Channel]:
+        loop = asyncio.get_running_loop()
         # Sending in parallel with a liveness PING is safe only if a dead
         # connection's failure can be retried.
         retry_safe = request.replayable and request.method in self._retry.methods
@@ -542,7 +541,6 @@ class Pool:
                 now,
                 waiting=len(self._waiters) + 1,
                 functional_timeout=self._functional_timeout,
-                max_connections=self._max_connections,
                 turn=next(self._turns),
             )
             if decision.connection is not None and decision.endpoint is not None:
@@ -552,9 +550,29 @@ class Pool:
                     continue  # proven alive (or dropped as dead): route again
                 return decision.endpoint, decision.connection
             if decision.endpoint is not None:
-                self._start_connect(decision.endpoint)
+                self._start_connect(decision.endpoint, request.timeouts.connect)
                 continue
+            self._fail_fast(now)
             await self._wait(decision.wake_at)
+
+    def _fail_fast(self, now: float) -> None:
+        """Raise the last connection error instead of waiting, where waiting is pointless.
+
+        That is when every endpoint is failing (none ready or connecting) and
+        either ``wait_for_ready`` is off or every failure is a certificate
+        that failed verification (not transient).
+        """
+        in_play = [ep for ep in self._endpoints if not ep.closed]
+        if not in_play or any(ep.live() or ep.connecting for ep in in_play):
+            return
+        errors = [ep.last_failure for ep in in_play]
+        if any(error is None for error in errors):
+            return
+        certificates = all(isinstance(error, CertificateVerifyError) for error in errors)
+        if not self._wait_for_ready or certificates:
+            error = errors[-1]
+            assert isinstance(error, H2PoolError)
+            raise type(error)(str(error)) from error
 
     async def _wait(self, wake_at: float | None) -> None:
         if len(self._waiters) >= self._max_pending:
@@ -609,7 +627,7 @@ class Pool:
                         at = max(endpoint.next_attempt_at, endpoint.ejected_until)
                         retry_at = at if retry_at is None else min(retry_at, at)
                     break
-                self._start_connect(endpoint)
+                self._start_connect(endpoint, None)
         if retry_at is not None and not self._closing:
             timer = self._maintenance
             if timer is None or timer.when() > retry_at:
@@ -623,57 +641,53 @@ class Pool:
         if not self._closing:
             self._maintain(asyncio.get_running_loop().time())
 
-    def _start_connect(self, endpoint: Endpoint) -> None:
+    def _start_connect(self, endpoint: Endpoint, timeout: float | None) -> None:
         endpoint.connecting += 1
-        self._spawn(self._connect(endpoint))
+        self._spawn(self._connect(endpoint, timeout or self._connect_timeout))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, endpoint: Endpoint) -> None:
-        connection: H2Protocol | None = None
+    def _new_endpoint(self, address: str) -> Endpoint:
+        endpoint = Endpoint(address, max_connections=self._max_connections)
+        http1 = self._http1
+        endpoint.http1 = http1 if isinstance(http1, bool) else address in http1
+        return endpoint
+
+    async def _connect(self, endpoint: Endpoint, timeout: float) -> None:
         try:
-            connection = await open_connection(
+            channel = await open_channel(
                 endpoint.host,
                 endpoint.port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._tls else None,
-                functional_timeout=self._functional_timeout,
-                concurrency=self._max_streams,
-                config=self._config,
-                connect_timeout=self._connect_timeout,
+                self._settings,
+                http1=endpoint.http1,
+                connect_timeout=timeout,
                 ping_interval=endpoint.ping_interval,
             )
-            # Proof of life before taking streams: the peer's SETTINGS and a
-            # PING answered. A blackholed endpoint never becomes ready.
-            await connection.wait_functional()
         except H2PoolError as exc:
-            if connection is not None:
-                connection.close_connection()
             logger.warning("connecting to %s failed: %s", endpoint.address, exc)
             self._endpoint_failed(endpoint, exc, self._backoff)
-        except BaseException:
-            if connection is not None:
-                connection.close_connection()
-            raise
         else:
             if self._closing:
-                connection.close_connection()
+                channel.close()
             else:
-                connection.set_listener(self._on_connection_event)
-                endpoint.connections.append(connection)
-                endpoint.stream_capacity = connection.max_streams
-                endpoint.record_success()
-                logger.debug("connected to %s (rtt %.6fs)", endpoint.address, connection.rtt or 0)
+                channel.set_listener(self._on_connection_event)
+                endpoint.add(channel, self._http1_max_connections)
+                logger.debug(
+                    "connected to %s with %s (rtt %s)",
+                    endpoint.address,
+                    channel.http_version,
+                    channel.rtt,
+                )
         finally:
             endpoint.connecting -= 1
             if not self._closing:
                 self._maintain(asyncio.get_running_loop().time())
             self._wake_all()
 
-    def _on_connection_event(self, connection: H2Protocol, event: ConnectionEvent) -> None:
+    def _on_connection_event(self, connection: Channel, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.SLOT_FREED:
             self._wake_one()
             return
@@ -744,7 +758,9 @@ class Pool:
         if not addresses:
             return  # keep what we had
         known = {ep.address: ep for ep in self._endpoints}
-        self._endpoints = [known.get(address) or Endpoint(address) for address in addresses]
+        self._endpoints = [
+            known.get(address) or self._new_endpoint(address) for address in addresses
+        ]
         for address, endpoint in known.items():
             if address not in addresses:
                 endpoint.closed = True

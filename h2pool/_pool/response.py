@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from .._core.headers import HeaderList
-from .._core.protocol import H2Protocol
 from .._exceptions import RequestTimeout, ResponseNotRead
+from .channel import BodySource
 
 __all__ = ["Body", "Response", "deadline_scope"]
 
@@ -32,28 +32,25 @@ async def deadline_scope(deadline: float | None, what: str) -> AsyncIterator[Non
 
 
 class Body:
-    """The receiving side of one exchange: body chunks, then trailers, then release.
+    """A response body read from a channel, released exactly once when finished.
 
-    ``on_close`` is called exactly once, when the stream is finished or
-    abandoned, so that the pool can count the slot free again.
+    ``on_close`` is called when the body was read to its end or abandoned,
+    so that the pool counts the request as finished. ``deadline`` bounds each
+    read (the request's total timeout) when nothing else does.
     """
 
     def __init__(
-        self,
-        connection: H2Protocol,
-        stream_id: int,
-        *,
-        deadline: float | None,
-        on_close: Callable[[], None],
-        sender: asyncio.Task[None] | None = None,
+        self, source: BodySource, *, deadline: float | None, on_close: Callable[[], None]
     ) -> None:
-        self._connection = connection
-        self._stream_id = stream_id
+        self._source = source
         self._deadline = deadline
         self._on_close: Callable[[], None] | None = on_close
-        self._sender = sender
-        self.trailers: HeaderList = []
         self.done = False
+
+    @property
+    def trailers(self) -> HeaderList:
+        """Trailer fields, once the body was read to its end."""
+        return self._source.trailers
 
     async def read(self, size: int | None = None) -> bytes:
         """Body data: the next chunk (``size`` None) or all the rest (-1).
@@ -64,35 +61,26 @@ class Body:
             return b""
         try:
             if self._deadline is None:
-                chunk = await self._read(size)
+                chunk = await self._source.read(size)
             else:
                 async with deadline_scope(self._deadline, "reading the response body"):
-                    chunk = await self._read(size)
+                    chunk = await self._source.read(size)
         except BaseException:
             await self.aclose()
             raise
-        if self.done:
+        if not chunk or size == -1:
+            self.done = True
             await self.aclose()
         return chunk
 
-    async def _read(self, size: int | None) -> bytes:
-        chunk = await self._connection.read_stream(self._stream_id, size)
-        if not chunk or size == -1:
-            self.trailers = await self._connection.recv_trailers(self._stream_id)
-            self.done = True
-        return chunk
-
     async def aclose(self) -> None:
-        """Stop: reset the stream unless it ended, stop the request body, release the slot."""
-        if not self.done:
-            self._connection.reset_stream(self._stream_id)
-        sender, self._sender = self._sender, None
-        if sender is not None and not sender.done():
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+        """Finish: abandon what was not read (RST_STREAM CANCEL) and release."""
         on_close, self._on_close = self._on_close, None
-        if on_close is not None:
+        if on_close is None:
+            return
+        try:
+            await self._source.aclose()
+        finally:
             on_close()
 
 
@@ -103,18 +91,22 @@ class Response:
         status_code: The status, as an int.
         headers: Response header fields, (name, value) in wire order.
         trailers: Trailer fields, available once the body was read.
-        http_version: ``"HTTP/2"``.
+        http_version: ``"HTTP/2"``, or ``"HTTP/1.1"`` from an HTTP/1.1 endpoint.
         endpoint: The ``"host:port"`` of the endpoint that served it.
     """
 
-    http_version = "HTTP/2"
-
     def __init__(
-        self, status_code: int, headers: HeaderList, endpoint: str, body: Body | None
+        self,
+        status_code: int,
+        headers: HeaderList,
+        endpoint: str,
+        body: Body | None,
+        http_version: str = "HTTP/2",
     ) -> None:
         self.status_code = status_code
         self.headers = headers
         self.endpoint = endpoint
+        self.http_version = http_version
         self._body = body
         self._content: bytes | None = None if body is not None else b""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._core.protocol import H2Protocol
+from .channel import Channel
 from .endpoint import Endpoint
 
 __all__ = ["Route", "route"]
@@ -36,7 +36,7 @@ class Route:
     """
 
     endpoint: Endpoint | None = None
-    connection: H2Protocol | None = None
+    connection: Channel | None = None
     stale: bool = False
     wake_at: float | None = None
 
@@ -47,7 +47,6 @@ def route(
     *,
     waiting: int,
     functional_timeout: float,
-    max_connections: int,
     turn: int = 0,
 ) -> Route:
     """Decide where a new stream goes.
@@ -57,7 +56,6 @@ def route(
         now: The event-loop time.
         waiting: Streams waiting for capacity, this one included.
         functional_timeout: Silence after which a connection counts as stale.
-        max_connections: Most live or opening connections per endpoint.
         turn: A counter that rotates ties between endpoints, so equally
             loaded endpoints share the load.
 
@@ -70,7 +68,7 @@ def route(
     open_endpoints = [ep for ep in endpoints if not ep.closed]
     in_rotation = [ep for ep in open_endpoints if not ep.ejected(now)] or open_endpoints
     count = len(in_rotation)
-    best: tuple[Endpoint, H2Protocol] | None = None
+    best: tuple[Endpoint, Channel] | None = None
     best_key: tuple[bool, float, int, float] | None = None
     for index, endpoint in enumerate(in_rotation):
         live = endpoint.live()
@@ -94,7 +92,7 @@ def route(
     openable = [
         (len(ep.live()) + ep.connecting, (index - turn) % count, ep)
         for index, ep in enumerate(in_rotation)
-        if ep.may_connect(now) and len(ep.live()) + ep.connecting < max_connections
+        if ep.may_connect(now) and len(ep.live()) + ep.connecting < ep.max_connections
     ]
     if openable:
         return Route(endpoint=min(openable, key=lambda item: item[:2])[2])

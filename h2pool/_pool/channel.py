@@ -1,0 +1,338 @@
+"""Channels: what the pool sends requests over, one per connection.
+
+A :class:`Channel` hides whether a connection speaks HTTP/2 (the core
+module's :class:`~h2pool._core.protocol.H2Protocol`, many streams at once) or
+HTTP/1.1 (httpcore's connection, one request at a time), so that routing,
+health and retries are the same for both.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._core.headers import HeaderList
+from .._core.protocol import ConnectionEvent, H2Protocol
+from .._exceptions import H2PoolError, ReadTimeout, WriteTimeout
+from .timeouts import Timeouts
+
+__all__ = [
+    "BodySource",
+    "Channel",
+    "ChannelListener",
+    "H2Channel",
+    "OutgoingRequest",
+    "Reply",
+    "Upload",
+    "bounded",
+]
+
+ChannelListener = Callable[["Channel", ConnectionEvent], None]
+
+
+@contextlib.asynccontextmanager
+async def bounded(
+    seconds: float | None, error: type[H2PoolError], what: str
+) -> AsyncIterator[None]:
+    """Bound a wait; its expiry raises ``error`` (a timeout class of h2pool)."""
+    if seconds is None:
+        yield
+        return
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if scope.expired():
+            raise error(f"{what}: no progress within {seconds}s") from None
+        raise
+
+
+class Upload:
+    """A streamed request body, replayable only if it was never started."""
+
+    def __init__(self, source: AsyncIterable[bytes]) -> None:
+        self._source = source
+        self.started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._source:
+            self.started = True
+            yield chunk
+
+
+@dataclass(slots=True)
+class OutgoingRequest:
+    """A request as the pool hands it to a channel.
+
+    Attributes:
+        method: The method, upper case.
+        path: The request target.
+        headers: Regular header fields (no pseudo-headers), as bytes.
+        body: The whole body, or None.
+        upload: A streamed body, or None.
+        timeouts: Its timeouts.
+        last_error: The latest failure of an attempt, for messages.
+    """
+
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None
+    upload: Upload | None
+    timeouts: Timeouts
+    last_error: H2PoolError | None = None
+
+    @property
+    def target(self) -> str:
+        """``"METHOD path"``, for messages."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again."""
+        return self.upload is None or not self.upload.started
+
+
+class BodySource(Protocol):
+    """The receiving side of one exchange, as a channel provides it."""
+
+    trailers: HeaderList
+
+    async def read(self, size: int | None) -> bytes:
+        """The next chunk (``size`` None) or all the rest (-1); ``b""`` at the end."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish: abandon what was not read and free the connection."""
+        ...
+
+
+@dataclass(slots=True)
+class Reply:
+    """The response headers of one exchange, and where its body comes from."""
+
+    status: int
+    headers: HeaderList
+    body: BodySource
+    http_version: str
+
+
+class Channel(abc.ABC):
+    """One connection, as routing and the pool see it."""
+
+    http_version: str
+
+    @property
+    @abc.abstractmethod
+    def functional(self) -> bool:
+        """False once the connection failed or closed."""
+
+    @property
+    @abc.abstractmethod
+    def accepting_streams(self) -> bool:
+        """Whether new requests may be sent on it (no GOAWAY, not closing)."""
+
+    @property
+    @abc.abstractmethod
+    def open_streams(self) -> int:
+        """Requests in progress on it."""
+
+    @property
+    @abc.abstractmethod
+    def max_streams(self) -> int:
+        """How many requests it may carry at once."""
+
+    @property
+    @abc.abstractmethod
+    def last_received(self) -> float:
+        """Event-loop time of the latest proof of life."""
+
+    @property
+    @abc.abstractmethod
+    def rtt(self) -> float | None:
+        """Latest measured round trip, if any."""
+
+    @property
+    @abc.abstractmethod
+    def ping_interval(self) -> float:
+        """Silence before a health PING (HTTP/2)."""
+
+    @property
+    @abc.abstractmethod
+    def error(self) -> H2PoolError | None:
+        """Why it is unusable, or None."""
+
+    @abc.abstractmethod
+    def set_listener(self, listener: ChannelListener | None) -> None:
+        """Be told of slots freed, drains and closes."""
+
+    @abc.abstractmethod
+    async def wait_functional(self) -> float:
+        """Prove the connection alive now; the round-trip time."""
+
+    @abc.abstractmethod
+    async def exchange(self, request: OutgoingRequest) -> Reply:
+        """Send a request and wait for its response headers."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close at once."""
+
+    @abc.abstractmethod
+    async def shutdown(self, timeout: float | None) -> None:
+        """Close gracefully: let requests in progress finish, within ``timeout``."""
+
+
+class H2Channel(Channel):
+    """An HTTP/2 connection of the core module."""
+
+    http_version = "HTTP/2"
+
+    def __init__(self, protocol: H2Protocol, scheme: bytes, authority: bytes) -> None:
+        self.protocol = protocol
+        self._pseudo = ((b":scheme", scheme), (b":authority", authority))
+
+    @property
+    def functional(self) -> bool:
+        return self.protocol.functional
+
+    @property
+    def accepting_streams(self) -> bool:
+        return self.protocol.accepting_streams
+
+    @property
+    def open_streams(self) -> int:
+        return self.protocol.open_streams
+
+    @property
+    def max_streams(self) -> int:
+        return self.protocol.max_streams
+
+    @property
+    def last_received(self) -> float:
+        return self.protocol.last_received
+
+    @property
+    def rtt(self) -> float | None:
+        return self.protocol.rtt
+
+    @property
+    def ping_interval(self) -> float:
+        return self.protocol.ping_interval
+
+    @property
+    def error(self) -> H2PoolError | None:
+        return self.protocol.error
+
+    def set_listener(self, listener: ChannelListener | None) -> None:
+        if listener is None:
+            self.protocol.set_listener(None)
+        else:
+            self.protocol.set_listener(lambda _, event: listener(self, event))
+
+    async def wait_functional(self) -> float:
+        return await self.protocol.wait_functional()
+
+    def close(self) -> None:
+        self.protocol.close_connection()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        await self.protocol.shutdown(timeout)
+
+    async def exchange(self, request: OutgoingRequest) -> Reply:
+        protocol = self.protocol
+        headers = [
+            (b":method", request.method.encode()),
+            *self._pseudo,
+            (b":path", request.path.encode()),
+            *request.headers,
+        ]
+        stream_id = await protocol.start_request(
+            headers, end_stream=request.body is None and request.upload is None
+        )
+        sender: asyncio.Task[None] | None = None
+        try:
+            if request.body is not None:
+                protocol.queue_data(stream_id, request.body, end_stream=True)
+            elif request.upload is not None:
+                sender = asyncio.ensure_future(
+                    _send_upload(protocol, stream_id, request.upload, request.timeouts.write)
+                )
+            async with bounded(request.timeouts.read, ReadTimeout, request.target):
+                response = await protocol.recv_response(stream_id)
+        except BaseException as exc:
+            protocol.reset_stream(stream_id)
+            upload_error = await _stop(sender)
+            if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
+                raise upload_error from exc  # the caller's body failed: say so
+            raise
+        status = int(response[0][1]) if response and response[0][0] == ":status" else 0
+        fields = [(name, value) for name, value in response if not name.startswith(":")]
+        body = _H2Body(protocol, stream_id, sender, request.timeouts.read, request.target)
+        return Reply(status, fields, body, self.http_version)
+
+
+class _H2Body:
+    """The body and trailers of one HTTP/2 response stream."""
+
+    def __init__(
+        self,
+        protocol: H2Protocol,
+        stream_id: int,
+        sender: asyncio.Task[None] | None,
+        read_timeout: float | None,
+        target: str,
+    ) -> None:
+        self._protocol = protocol
+        self._stream_id = stream_id
+        self._sender = sender
+        self._read_timeout = read_timeout
+        self._target = target
+        self._done = False
+        self.trailers: HeaderList = []
+
+    async def read(self, size: int | None) -> bytes:
+        async with bounded(self._read_timeout, ReadTimeout, self._target):
+            chunk = await self._protocol.read_stream(self._stream_id, size)
+            if not chunk or size == -1:
+                self.trailers = await self._protocol.recv_trailers(self._stream_id)
+                self._done = True
+        return chunk
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._protocol.reset_stream(self._stream_id)  # RST_STREAM CANCEL
+        await _stop(self._sender)
+
+
+async def _send_upload(
+    protocol: H2Protocol, stream_id: int, upload: Upload, write_timeout: float | None
+) -> None:
+    try:
+        async for chunk in upload:
+            async with bounded(write_timeout, WriteTimeout, "sending the request body"):
+                await protocol.send_data(stream_id, chunk)
+        await protocol.end_stream(stream_id)
+    except BaseException:
+        protocol.reset_stream(stream_id)  # wakes the wait for the response
+        raise
+
+
+async def _stop(task: asyncio.Task[None] | None) -> BaseException | None:
+    """Cancel a body sender if it still runs; return the error it ended with, if any."""
+    if task is None:
+        return None
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return None
+    except BaseException as exc:
+        return exc
+    return None

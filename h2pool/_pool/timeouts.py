@@ -1,0 +1,48 @@
+"""The timeouts of a request, one per phase, as a frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["Timeouts"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """How long each phase of a request may take, in seconds (None: no bound).
+
+    Each expiry raises an h2pool error that is also a builtin ``TimeoutError``.
+
+    Attributes:
+        total: The whole request: waiting for a connection, every attempt
+            and backoff, and reading the body (``RequestTimeout``).
+        connect: Each connection attempt the request starts, TCP and TLS
+            (``ConnectTimeout``); None uses the pool's ``connect_timeout``.
+        read: Each wait for the response headers or the next body data
+            (``ReadTimeout``).
+        write: Each wait to send a chunk of a streamed request body
+            (``WriteTimeout``); bytes bodies are queued and never wait.
+        pool: Waiting for a connection with a free stream (``PoolTimeout``).
+    """
+
+    total: float | None = 30.0
+    connect: float | None = None
+    read: float | None = None
+    write: float | None = None
+    pool: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("total", "connect", "read", "write", "pool"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"timeout {name} must be positive or None")
+
+    @classmethod
+    def coerce(cls, value: Timeouts | float | None, default: Timeouts | None = None) -> Timeouts:
+        """A ``Timeouts`` from a number (the total), None (no total) or itself.
+
+        A number or None replaces only ``total`` of ``default``.
+        """
+        if isinstance(value, Timeouts):
+            return value
+        return replace(default or cls(), total=value)
