@@ -4,8 +4,11 @@ The public API is flat: import everything from ``h2pool``. Modules whose
 names start with an underscore are private.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from h2.errors import ErrorCodes as ErrorCode
 
+from ._adapters.httpcore import AsyncConnectionPool
 from ._core.config import H2Config
 from ._core.endpoints import (
     open_connection,
@@ -47,9 +50,14 @@ from ._pool.pool import Pool, PoolStats
 from ._pool.response import Response
 from ._pool.timeouts import Timeouts
 
+if TYPE_CHECKING:
+    from ._adapters.httpx import AsyncHTTPTransport
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncConnectionPool",
+    "AsyncHTTPTransport",
     "CertificateVerifyError",
     "ConnectError",
     "ConnectTimeout",
@@ -95,3 +103,16 @@ __all__ = [
     "start_server",
     "start_unix_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # httpx is optional: its transport is imported on first use only.
+    if name == "AsyncHTTPTransport":
+        try:
+            from ._adapters.httpx import AsyncHTTPTransport
+        except ImportError as exc:  # pragma: no cover - depends on what is installed
+            raise ImportError(
+                "h2pool.AsyncHTTPTransport needs httpx: pip install 'h2pool[httpx]'"
+            ) from exc
+        return AsyncHTTPTransport
+    raise AttributeError(f"module 'h2pool' has no attribute {name!r}")

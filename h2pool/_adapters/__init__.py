@@ -1,0 +1,1 @@
+"""Adapters that put the pool behind the interfaces people already use: httpx and httpcore."""

@@ -1,0 +1,122 @@
+"""h2pool as an httpx transport: ``httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport())``.
+
+httpx is optional (``pip install h2pool[httpx]``): this module is imported
+only when ``h2pool.AsyncHTTPTransport`` is first used.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from .. import _exceptions as errors
+from .._pool.pool import PoolStats
+from .origins import (
+    ErrorTable,
+    OriginPools,
+    StreamedResponse,
+    request_headers,
+    timeouts_from,
+    translated,
+)
+
+__all__ = ["AsyncHTTPTransport"]
+
+# Most specific first: the first match wins. httpx's errors carry the request.
+_ERRORS: ErrorTable = (
+    (errors.ConnectTimeout, httpx.ConnectTimeout),
+    (errors.ReadTimeout, httpx.ReadTimeout),
+    (errors.WriteTimeout, httpx.WriteTimeout),
+    (errors.PoolTimeout, httpx.PoolTimeout),
+    (errors.PoolOverloaded, httpx.PoolTimeout),
+    (errors.H2TimeoutError, httpx.TimeoutException),
+    (errors.ConnectError, httpx.ConnectError),
+    (errors.H2ConnectionError, httpx.ReadError),
+    (errors.StreamError, httpx.RemoteProtocolError),
+    (errors.H2ProtocolError, httpx.RemoteProtocolError),
+    (errors.H2PoolError, httpx.TransportError),
+)
+
+
+class AsyncHTTPTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends every request through h2pool.
+
+    Any URL works: each origin (scheme, host, port) gets its own
+    :class:`h2pool.Pool`, created on first use, so requests to one origin
+    share multiplexed HTTP/2 connections (or HTTP/1.1 ones where ALPN says
+    so), with h2pool's health checks, GOAWAY-safe retries and failover.
+    httpx's timeouts (connect, read, write, pool) are honoured, and h2pool's
+    errors are raised as httpx's exception classes (``httpx.ConnectTimeout``,
+    ``httpx.ReadTimeout``, ``httpx.PoolTimeout``, ``httpx.ConnectError``,
+    ``httpx.RemoteProtocolError``, ...). As with httpx, a request fails at
+    once when every endpoint of its origin is failing.
+
+    Args:
+        verify: For https: True verifies against certifi's CAs, an
+            ``ssl.SSLContext`` is used (its ALPN set to h2 and http/1.1),
+            False disables certificate verification (tests only).
+        **options: Passed to each :class:`h2pool.Pool` (for example
+            ``functional_timeout``, ``max_connections``, ``http1``, ``retry``).
+    """
+
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, **options: Any) -> None:
+        options.setdefault("wait_for_ready", False)
+        options.setdefault("timeout", None)
+        self._pools = OriginPools(options)
+        self._tls_pools = OriginPools({**options, "ssl": None if verify is True else verify})
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the pool of its origin; the body streams on demand."""
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"unsupported URL scheme {url.scheme!r}", request=request
+            )
+        pools = self._tls_pools if url.scheme == "https" else self._pools
+        pool = pools.get(url.scheme, url.host, url.port)
+        try:
+            content: Any = request.content or None  # in memory: replayable
+        except httpx.RequestNotRead:
+            content = request.stream  # streamed upload
+        held = StreamedResponse(
+            pool.stream(
+                request.method,
+                url.raw_path.decode("ascii"),
+                headers=request_headers(request.headers.raw),
+                content=content,
+                timeout=timeouts_from(request.extensions.get("timeout")),
+            )
+        )
+        with translated(_ERRORS, request=request):
+            response = await held.open()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Body(held, request),
+            extensions={"http_version": response.http_version.encode()},
+        )
+
+    def stats(self) -> dict[str, PoolStats]:
+        """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
+        return {**self._pools.stats(), **self._tls_pools.stats()}
+
+    async def aclose(self) -> None:
+        """Close every pool gracefully."""
+        await self._pools.aclose()
+        await self._tls_pools.aclose()
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, held: StreamedResponse, request: httpx.Request) -> None:
+        self._held = held
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._held.chunks(_ERRORS, request=self._request):
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._held.aclose()

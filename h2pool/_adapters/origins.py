@@ -1,0 +1,134 @@
+"""What the httpx and httpcore adapters share: one Pool per origin, and translations.
+
+Both adapters take any URL, so they keep a :class:`~h2pool.Pool` per origin
+(scheme, host, port), created on first use with the adapter's options. They
+also share how requests are translated (headers, timeouts) and how h2pool's
+errors become the caller's library's errors (a table each, first match wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from .._exceptions import H2PoolError
+from .._pool.pool import Pool, PoolStats
+from .._pool.response import Response
+from .._pool.timeouts import Timeouts
+
+__all__ = [
+    "ErrorTable",
+    "OriginPools",
+    "StreamedResponse",
+    "request_headers",
+    "timeouts_from",
+    "translated",
+]
+
+#: (h2pool error class, factory of the caller's error from a message), first match wins.
+ErrorTable = Sequence[tuple[type[H2PoolError], Any]]
+
+# Fields that belong to one hop, or that HTTP/2 carries as pseudo-headers
+# (RFC 9113 section 8.2.2); the pool and the connection set what is needed.
+_HOP_FIELDS = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def request_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The caller's header fields, without those the pool sets itself."""
+    fields = []
+    for name, value in raw:
+        key = name.lower()
+        if key in _HOP_FIELDS or (key == b"te" and value.lower() != b"trailers"):
+            continue
+        fields.append((key, value))
+    return fields
+
+
+def timeouts_from(extension: Mapping[str, float | None] | None) -> Timeouts:
+    """``Timeouts`` from httpcore's and httpx's ``extensions["timeout"]`` (no total)."""
+    extension = extension or {}
+    return Timeouts(
+        total=None,
+        connect=extension.get("connect"),
+        read=extension.get("read"),
+        write=extension.get("write"),
+        pool=extension.get("pool"),
+    )
+
+
+@contextlib.contextmanager
+def translated(table: ErrorTable, **context: Any) -> Iterator[None]:
+    """Raise the caller's library's error for an h2pool error (``context`` goes to its factory)."""
+    try:
+        yield
+    except H2PoolError as exc:
+        for kind, make in table:
+            if isinstance(exc, kind):
+                raise make(str(exc), **context) from exc
+        raise
+
+
+class OriginPools:
+    """A Pool per origin, created on first use with the same options."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self._options = dict(options)
+        self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._closed = False
+
+    def get(self, scheme: str, host: str, port: int | None) -> Pool:
+        """The pool of ``scheme://host:port`` (default port when None)."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        port = port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            pool = self._pools[key] = Pool(f"{scheme}://{authority}", **self._options)
+        return pool
+
+    def stats(self) -> dict[str, PoolStats]:
+        """A snapshot of each pool, by origin (``"scheme://host:port"``)."""
+        return {f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in self._pools.items()}
+
+    async def aclose(self) -> None:
+        """Close every pool gracefully."""
+        self._closed = True
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.aclose() for pool in pools))
+
+
+class StreamedResponse:
+    """A pool response held open for a caller that reads its body later."""
+
+    def __init__(self, manager: contextlib.AbstractAsyncContextManager[Response]) -> None:
+        self._manager = manager
+        self.response: Response | None = None
+
+    async def open(self) -> Response:
+        """Send the request; return once the response headers are in."""
+        self.response = await self._manager.__aenter__()
+        return self.response
+
+    async def chunks(self, table: ErrorTable, **context: Any) -> AsyncIterator[bytes]:
+        """The body, with h2pool errors translated."""
+        assert self.response is not None
+        with translated(table, **context):
+            async for chunk in self.response.aiter_bytes():
+                yield chunk
+
+    async def aclose(self) -> None:
+        """Release the stream (an unread rest is abandoned)."""
+        await self._manager.__aexit__(None, None, None)
