@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.peers import (
     Hypercorn,
     HypercornFactory,
     Nghttpd,
+    Nginx,
     PeerExitedError,
     client_ssl_context,
     free_port,
@@ -465,3 +467,161 @@ def test_hypercorn_stops_promptly_and_is_reaped(tmp_path: Path) -> None:
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     assert "Running on http://127.0.0.1:" in (tmp_path / "hypercorn.stderr").read_text()
+
+
+# --- nginx (HTTP/1.1 only) -----------------------------------------------------------------------
+
+
+async def test_nginx_tls_answers_curl_http2_in_http1(
+    nginx_http1_tls: Nginx, certificates: Certificates
+) -> None:
+    assert nginx_http1_tls.scheme == "https"
+    for host in ("127.0.0.1", "localhost"):
+        url = f"https://{host}:{nginx_http1_tls.port}/"
+        args = [*CURL_VERSION_ON_STDERR, "--http2", "--cacert", str(certificates.ca_pem), url]
+        returncode, stdout, stderr = await run_curl(args, timeout=10)
+        assert (returncode, stdout, stderr) == (0, INDEX_HTML, b"1.1"), host
+    # Without the CA, verification fails: the certificate really is checked.
+    returncode, _, _ = await run_curl(["-sS", nginx_http1_tls.url("/")], timeout=10)
+    assert returncode == 60  # CURLE_PEER_FAILED_VERIFICATION
+    assert '"GET / HTTP/1.1" 200 12 ' in nginx_http1_tls.access_log_path.read_text()
+
+
+async def test_nginx_tls_alpn_selects_http1_and_refuses_h2_only(
+    nginx_http1_tls: Nginx, certificates: Certificates
+) -> None:
+    async def alpn_of(context: ssl.SSLContext) -> str | None:
+        _, writer = await asyncio.open_connection(
+            HOST,
+            nginx_http1_tls.port,
+            ssl=context,
+            server_hostname="localhost",
+            ssl_handshake_timeout=5,
+        )
+        try:
+            protocol: str | None = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+            return protocol
+        finally:
+            writer.transport.abort()
+            async with asyncio.timeout(5):
+                await writer.wait_closed()
+
+    both = ssl.create_default_context(cafile=str(certificates.ca_pem))
+    both.set_alpn_protocols(["h2", "http/1.1"])
+    assert await alpn_of(both) == "http/1.1"
+    # Offered only h2, nginx (>= 1.21.4) aborts the handshake instead of going without ALPN.
+    with pytest.raises(ssl.SSLError, match="alert no application protocol"):
+        await alpn_of(client_ssl_context(certificates))
+
+
+async def test_nginx_cleartext_serves_http1_and_ignores_h2c(nginx_http1: Nginx) -> None:
+    assert nginx_http1.scheme == "http"
+    for extra in ([], ["--http2"]):  # --http2 asks for the h2c upgrade, which nginx ignores
+        args = [*CURL_VERSION_ON_STDERR, *extra, nginx_http1.url("/index.html")]
+        assert await run_curl(args, timeout=10) == (0, INDEX_HTML, b"1.1"), extra
+    # An h2c client with prior knowledge gets an HTTP/1.1 error, then EOF.
+    reader, writer = await asyncio.open_connection(HOST, nginx_http1.port)
+    try:
+        writer.write(H2_PREFACE + SettingsFrame(0).serialize())
+        async with asyncio.timeout(5):
+            response = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(5):
+                await writer.wait_closed()
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n"), response[:100]
+    assert b"\r\nConnection: close\r\n" in response
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["cleartext", "tls"])
+async def test_nginx_big_file(
+    docroot: Path, certificates: Certificates, big_bin_sha256: str, tmp_path: Path, tls: bool
+) -> None:
+    with Nginx(docroot, certificates=certificates if tls else None, log_dir=tmp_path) as server:
+        args = ["-sS", "--cacert", str(certificates.ca_pem), server.url("/big.bin")]
+        returncode, stdout, stderr = await run_curl(args, timeout=20)
+    assert returncode == 0, stderr
+    assert len(stdout) == BIG_BIN_SIZE
+    assert hashlib.sha256(stdout).hexdigest() == big_bin_sha256
+
+
+async def test_nginx_keeps_connections_alive_and_takes_server_directives(
+    docroot: Path, tmp_path: Path
+) -> None:
+    status = 'location = /status { return 200 "ok\\n"; }'
+    with Nginx(docroot, server_directives=status, log_dir=tmp_path) as server:
+        args = ["-sS", "-v", server.url("/small.txt"), server.url("/status")]
+        returncode, stdout, stderr = await run_curl(args, timeout=10)
+    assert (returncode, stdout) == (0, SMALL_TXT + b"ok\n"), stderr
+    assert b"Re-using existing connection" in stderr  # keep-alive: one connection, two requests
+
+
+def test_nginx_reports_a_bad_configuration_at_once(docroot: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(PeerExitedError, match='unknown directive "no_such_directive"'):
+        Nginx(docroot, server_directives="no_such_directive on;", log_dir=tmp_path).start()
+    assert time.monotonic() - started < 5
+
+
+def test_nginx_retries_when_its_port_is_taken(
+    docroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nginx retries bind() for 2.5 s before it gives up, so this test takes that long.
+    with socket.create_server((HOST, 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = free_port
+        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
+        with Nginx(docroot, log_dir=tmp_path) as server:
+            assert server.port != taken
+            assert server.running
+
+
+async def test_nginx_comes_back_on_the_same_port(docroot: Path) -> None:
+    server = Nginx(docroot)  # no log_dir: a temporary one, removed by stop()
+    args = ["-sS", "-o", "/dev/null"]
+    with server:
+        port = server.port
+        server.restart()
+        assert server.port == port
+        server.kill()
+        assert (server.running, server.returncode) == (False, -signal.SIGKILL)
+        assert (await run_curl([*args, server.url("/")], timeout=10))[0] == 7  # refused
+        server.start()
+        assert server.port == port
+        assert await run_curl([*args, server.url("/")], timeout=10) == (0, b"", b"")
+        log_dir = server.log_dir
+    assert (server.running, server.returncode) == (False, 0)
+    assert not log_dir.exists()
+
+
+def nginx_processes_using(config: Path) -> list[int]:
+    """The pids of live (not zombie) processes whose command line names ``config``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):  # not a process, or it exited while we looked
+            if not proc.name.isdigit() or (proc / "stat").read_text().rsplit(") ", 1)[1][0] == "Z":
+                continue
+            if str(config.resolve()).encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
+
+
+def test_stopped_nginx_leaves_no_process(docroot: Path, tmp_path: Path) -> None:
+    with Nginx(docroot, log_dir=tmp_path) as server:
+        pid = server.pid
+        assert pid is not None
+        assert server.pid_path.read_text().strip() == str(pid)
+        # One process (master_process off): nothing else runs from our configuration.
+        assert nginx_processes_using(server.config_path) == [pid]
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+    assert (server.running, server.returncode) == (False, 0)  # exited on SIGTERM, not killed
+    # Waited for, not just signalled: no zombie is left behind, and no other process either.
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert not Path(f"/proc/{pid}").exists()
+    assert nginx_processes_using(server.config_path) == []
+    assert not server.pid_path.exists()  # nginx removed it: a clean exit
+    assert "exiting" in server.error_log_path.read_text()
