@@ -70,7 +70,7 @@ async def test_one_backend_blackholed_and_one_killed_mid_run(docroot: Path) -> N
     assert stats[f"127.0.0.1:{steady.port}"].state is h2pool.ConnectivityState.READY
     assert stats[proxy.address].state is not h2pool.ConnectivityState.READY
     assert stats[f"127.0.0.1:{killed.port}"].state is not h2pool.ConnectivityState.READY
-    assert "ConnectionDead" in (stats[proxy.address].last_error or "")
+    assert "connection dead" in (stats[proxy.address].last_error or "")  # found by the pings
 
 
 async def test_reset_and_truncated_connections_are_retried(docroot: Path) -> None:

@@ -58,7 +58,8 @@ async def connect_errors(what: str, timeout: float | None) -> AsyncIterator[None
     except ssl_module.SSLError as exc:
         raise ConnectError(f"TLS handshake with {what} failed: {exc}") from exc
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {what}: {exc}") from exc
+        reason = str(exc) or type(exc).__name__  # ConnectionResetError() has no text
+        raise ConnectError(f"cannot connect to {what}: {reason}") from exc
 
 
 async def _open_client(

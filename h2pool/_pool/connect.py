@@ -127,7 +127,9 @@ async def open_channel(
         target.close_connection()
         if isinstance(exc, ConnectError):
             raise  # e.g. ALPN chose neither h2 nor http/1.1
-        raise type(exc)(f"{what}: no proof of life: {exc}") from None
+        # Nothing was sent yet: a connection that fails here failed to open
+        # (for example a server refusing the client certificate under TLS 1.3).
+        raise ConnectError(f"{what}: the connection failed while opening: {exc}") from exc
     except BaseException:
         target.close_connection()
         raise

@@ -286,7 +286,8 @@ class H11Channel(Channel):
                 reason = exc if isinstance(exc, H2PoolError) else None
                 self._fail(reason or ConnectionClosed("the HTTP/1.1 connection was closed"))
             raise
-        headers = decode_headers(response.headers)
+        # Lower case, as HTTP/2 requires, so callers see one form for both.
+        headers = [(name.lower(), value) for name, value in decode_headers(response.headers)]
         return Reply(
             response.status, headers, _H11Body(self, response, request.target), self.http_version
         )

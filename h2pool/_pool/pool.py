@@ -205,7 +205,8 @@ class Pool:
         self._min_connections = min_connections
         self._max_connections = max_connections
         self._http1_max_connections = http1_max_connections
-        self._connect_timeout = connect_timeout
+        # A Timeouts(connect=...) given as the pool's timeout bounds every attempt.
+        self._connect_timeout = self._timeouts.connect or connect_timeout
         self._max_pending = max_pending
         self._retry = retry or RetryPolicy()
         self._backoff = backoff or ConnectionBackoff()
@@ -395,7 +396,11 @@ class Pool:
 
     def _timeout_message(self, request: OutgoingRequest) -> str:
         now = asyncio.get_running_loop().time()
-        states = ", ".join(f"{ep.address} {ep.state(now).value}" for ep in self._endpoints)
+        states = ", ".join(
+            f"{ep.address} {ep.state(now).value}"
+            + (f" (last error: {ep.last_error})" if ep.last_error and not ep.live() else "")
+            for ep in self._endpoints
+        )
         message = f"{request.target}: timed out; endpoints: {states or 'none resolved'}"
         if request.last_error is not None:
             message += f"; last error: {request.last_error}"

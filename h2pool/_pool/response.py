@@ -149,7 +149,8 @@ class Response:
             await self._body.aclose()
 
     def header(self, name: str, default: str | None = None) -> str | None:
-        """The first value of header field ``name`` (lower case), or ``default``."""
+        """The first value of header field ``name`` (any case), or ``default``."""
+        name = name.lower()
         for key, value in self.headers:
             if key == name:
                 return value
