@@ -17,6 +17,7 @@ import pytest
 import h2pool
 from tests.peers import BIG_BIN_SIZE, INDEX_HTML, Certificates, Nghttpd, Nginx
 from tests.servers import Server, hold
+from tests.test_core_loopback import mute_listener
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.peer
@@ -192,3 +193,44 @@ class TestHttpcore:
         async with h2pool.AsyncConnectionPool() as pool:
             with pytest.raises(httpcore.ConnectError):
                 await pool.request("GET", "http://127.0.0.1:1/")
+
+
+SMALL_WINDOWS = h2pool.H2Config(stream_window=65_535, connection_window=65_535)
+
+
+async def upload(size: int) -> AsyncIterator[bytes]:
+    """A streamed body of ``size`` bytes in 16 KiB chunks."""
+    for _ in range(size // 16_384):
+        yield b"u" * 16_384
+
+
+class TestConnectAndWriteTimeouts:
+    async def test_httpx(self) -> None:
+        async with mute_listener() as port, client() as http:
+            with pytest.raises(httpx.ConnectTimeout):
+                await http.get(f"https://127.0.0.1:{port}/", timeout=httpx.Timeout(5, connect=0.2))
+        async with Server(never, config=SMALL_WINDOWS) as server, client() as http:
+            with pytest.raises(httpx.WriteTimeout):
+                await http.put(
+                    f"http://127.0.0.1:{server.port}/",
+                    content=upload(1024 * 1024),
+                    timeout=httpx.Timeout(5, write=0.2),
+                )
+
+    async def test_httpcore(self) -> None:
+        async with mute_listener() as port, h2pool.AsyncConnectionPool() as pool:
+            with pytest.raises(httpcore.ConnectTimeout):
+                await pool.request(
+                    "GET", f"https://127.0.0.1:{port}/", extensions={"timeout": {"connect": 0.2}}
+                )
+        async with (
+            Server(never, config=SMALL_WINDOWS) as server,
+            h2pool.AsyncConnectionPool() as pool,
+        ):
+            with pytest.raises(httpcore.WriteTimeout):
+                await pool.request(
+                    "PUT",
+                    f"http://127.0.0.1:{server.port}/",
+                    content=upload(1024 * 1024),
+                    extensions={"timeout": {"write": 0.2}},
+                )

@@ -31,6 +31,7 @@ from .._core.protocol import ConnectionEvent
 from .._core.tls import client_ssl_context
 from .._exceptions import (
     CertificateVerifyError,
+    ConnectTimeout,
     H2PoolError,
     PoolClosed,
     PoolOverloaded,
@@ -537,10 +538,12 @@ class Pool:
         # Sending in parallel with a liveness PING is safe only if a dead
         # connection's failure can be retried.
         retry_safe = request.replayable and request.method in self._retry.methods
+        connect_timeout = request.timeouts.connect
+        connect_deadline: float | None = None
         while True:
             self._check_open()
             now = loop.time()
-            self._maintain(now)
+            self._maintain(now, connect_timeout)
             decision = route(
                 self._endpoints,
                 now,
@@ -555,10 +558,20 @@ class Pool:
                     continue  # proven alive (or dropped as dead): route again
                 return decision.endpoint, decision.connection
             if decision.endpoint is not None:
-                self._start_connect(decision.endpoint, request.timeouts.connect)
+                self._start_connect(decision.endpoint, connect_timeout)
                 continue
             self._fail_fast(now)
-            await self._wait(decision.wake_at)
+            wake_at = decision.wake_at
+            if connect_timeout is not None and not any(ep.live() for ep in self._endpoints):
+                # Waiting for a connection to be established, maybe one that
+                # was started before with a longer timeout: bound it too.
+                connect_deadline = connect_deadline or now + connect_timeout
+                if now >= connect_deadline:
+                    raise ConnectTimeout(
+                        f"{request.target}: no connection within {connect_timeout}s"
+                    )
+                wake_at = connect_deadline if wake_at is None else min(wake_at, connect_deadline)
+            await self._wait(wake_at)
 
     def _fail_fast(self, now: float) -> None:
         """Raise the last connection error instead of waiting, where waiting is pointless.
@@ -617,8 +630,11 @@ class Pool:
     # ------------------------------------------------------------------
     # Connections
 
-    def _maintain(self, now: float) -> None:
+    def _maintain(self, now: float, connect_timeout: float | None = None) -> None:
         """Keep ``min_connections`` open per endpoint, now or when backoffs end.
+
+        Attempts started while routing a request are bounded by its
+        ``connect_timeout``.
 
         An endpoint that may not be connected to yet (backing off, ejected)
         is tried again by one timer, armed only while such an endpoint
@@ -632,7 +648,7 @@ class Pool:
                         at = max(endpoint.next_attempt_at, endpoint.ejected_until)
                         retry_at = at if retry_at is None else min(retry_at, at)
                     break
-                self._start_connect(endpoint, None)
+                self._start_connect(endpoint, connect_timeout)
         if retry_at is not None and not self._closing:
             timer = self._maintenance
             if timer is None or timer.when() > retry_at:

@@ -16,8 +16,10 @@ class Timeouts:
     Attributes:
         total: The whole request: waiting for a connection, every attempt
             and backoff, and reading the body (``RequestTimeout``).
-        connect: Each connection attempt the request starts, TCP and TLS
-            (``ConnectTimeout``); None uses the pool's ``connect_timeout``.
+        connect: Each connection attempt started while the request is
+            routed (TCP and TLS), and the request's wait for a connection to
+            be established when none is open (``ConnectTimeout``); None uses
+            the pool's ``connect_timeout`` for the attempts.
         read: Each wait for the response headers or the next body data
             (``ReadTimeout``).
         write: Each wait to send a chunk of a streamed request body
