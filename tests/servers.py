@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable, Coroutine
 
 import h2pool
 
@@ -70,3 +72,24 @@ async def hello(proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.Header
     reply = body if fields[":method"] == "POST" else f"hello {fields[':path']}".encode()
     await proto.start_response(stream_id, {":status": "200", "content-length": str(len(reply))})
     await proto.send_data(stream_id, reply, end_stream=True)
+
+
+@contextlib.asynccontextmanager
+async def mute_listener(ssl: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """A listener that accepts (with TLS if given) and never says anything."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0, ssl=ssl)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await server.wait_closed()

@@ -16,8 +16,7 @@ import pytest
 
 import h2pool
 from tests.peers import BIG_BIN_SIZE, INDEX_HTML, Certificates, Nghttpd, Nginx
-from tests.servers import Server, hold
-from tests.test_core_loopback import mute_listener
+from tests.servers import Server, hold, mute_listener
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.peer

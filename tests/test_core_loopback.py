@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import ssl
@@ -16,33 +15,12 @@ import pytest
 
 import h2pool
 from tests.peers import Certificates
-from tests.servers import Server, echo, hold
+from tests.servers import Server, echo, hold, mute_listener
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 GET = {":method": "GET", ":path": "/"}
 POST = {":method": "POST", ":path": "/upload"}
-
-
-@contextlib.asynccontextmanager
-async def mute_listener(ssl: ssl.SSLContext | None = None) -> AsyncIterator[int]:
-    """A listener that accepts (with TLS if given) and never says anything."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0, ssl=ssl)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        await server.wait_closed()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 import h2pool
-from tests.servers import Handler, Server
+from tests.servers import Handler, Server, mute_listener
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -92,36 +92,11 @@ class Recorder:
         return handler
 
 
-@contextlib.asynccontextmanager
-async def silent_listener() -> AsyncIterator[int]:
-    """A TCP listener that accepts and never says anything: a TLS ClientHello goes unanswered.
-
-    The idea of ``mute_listener`` in ``tests/test_core_loopback.py``, which is not imported
-    so that this module does not depend on another test module.
-    """
-    writers: list[asyncio.StreamWriter] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        await server.wait_closed()
-
-
 # --- connect -------------------------------------------------------------------------------------
 
 
 async def test_connect_timeout_of_a_tls_handshake_that_is_never_answered() -> None:
-    async with silent_listener() as port:
+    async with mute_listener() as port:
         # min_connections=0: the request starts the connection attempt itself, so the attempt
         # is bounded by the request's connect timeout (the next test covers an attempt the
         # pool started on its own first).
@@ -145,7 +120,7 @@ async def test_connect_timeout_of_a_tls_handshake_that_is_never_answered() -> No
 
 
 async def test_connect_timeout_knob_bounds_the_pools_own_attempts() -> None:
-    async with silent_listener() as port:
+    async with mute_listener() as port:
         pool = h2pool.Pool(
             f"https://localhost:{port}",
             endpoints=[f"127.0.0.1:{port}"],
@@ -161,7 +136,7 @@ async def test_connect_timeout_knob_bounds_the_pools_own_attempts() -> None:
 
 
 async def test_pool_level_connect_timeout_bounds_every_attempt() -> None:
-    async with silent_listener() as port:
+    async with mute_listener() as port:
         pool = h2pool.Pool(
             f"https://localhost:{port}",
             endpoints=[f"127.0.0.1:{port}"],
@@ -359,7 +334,7 @@ async def test_total_timeout_as_a_plain_number_sets_only_the_total() -> None:
 
 
 async def test_total_timeout_while_every_endpoint_is_down_names_the_last_error() -> None:
-    async with silent_listener() as port:
+    async with mute_listener() as port:
         pass  # the listener is closed: its port now refuses connections
     async with h2pool.Pool(url(port), timeout=0.5) as pool:
         with elapsed() as took, pytest.raises(h2pool.RequestTimeout) as timed_out:

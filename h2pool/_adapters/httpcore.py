@@ -13,12 +13,11 @@ import httpcore
 # stream() on top of handle_async_request(). Not re-exported by httpcore.
 from httpcore._async.interfaces import AsyncRequestInterface
 
-from .. import _exceptions as errors
 from .._pool.pool import Pool, PoolStats
 from .origins import (
-    ErrorTable,
     OriginPools,
     StreamedResponse,
+    error_table,
     request_headers,
     timeouts_from,
     translated,
@@ -26,21 +25,7 @@ from .origins import (
 
 __all__ = ["AsyncConnectionPool"]
 
-# Most specific first: the first match wins.
-_ERRORS: ErrorTable = (
-    (errors.ConnectTimeout, httpcore.ConnectTimeout),
-    (errors.ReadTimeout, httpcore.ReadTimeout),
-    (errors.WriteTimeout, httpcore.WriteTimeout),
-    (errors.PoolTimeout, httpcore.PoolTimeout),
-    (errors.PoolOverloaded, httpcore.PoolTimeout),
-    (errors.H2TimeoutError, httpcore.TimeoutException),
-    (errors.ConnectError, httpcore.ConnectError),
-    (errors.H2ConnectionError, httpcore.ReadError),
-    (errors.StreamError, httpcore.RemoteProtocolError),
-    (errors.H2ProtocolError, httpcore.RemoteProtocolError),
-    (errors.PoolClosed, httpcore.ConnectError),
-    (errors.H2PoolError, httpcore.NetworkError),
-)
+_ERRORS = error_table(httpcore, "NetworkError")
 
 
 class AsyncConnectionPool(AsyncRequestInterface):

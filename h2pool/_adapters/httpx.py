@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx
 
-from .. import _exceptions as errors
 from .._pool.pool import PoolStats
 from .origins import (
-    ErrorTable,
     OriginPools,
     StreamedResponse,
+    error_table,
     request_headers,
     timeouts_from,
     translated,
@@ -25,20 +24,7 @@ from .origins import (
 
 __all__ = ["AsyncHTTPTransport"]
 
-# Most specific first: the first match wins. httpx's errors carry the request.
-_ERRORS: ErrorTable = (
-    (errors.ConnectTimeout, httpx.ConnectTimeout),
-    (errors.ReadTimeout, httpx.ReadTimeout),
-    (errors.WriteTimeout, httpx.WriteTimeout),
-    (errors.PoolTimeout, httpx.PoolTimeout),
-    (errors.PoolOverloaded, httpx.PoolTimeout),
-    (errors.H2TimeoutError, httpx.TimeoutException),
-    (errors.ConnectError, httpx.ConnectError),
-    (errors.H2ConnectionError, httpx.ReadError),
-    (errors.StreamError, httpx.RemoteProtocolError),
-    (errors.H2ProtocolError, httpx.RemoteProtocolError),
-    (errors.H2PoolError, httpx.TransportError),
-)
+_ERRORS = error_table(httpx, "TransportError")
 
 
 class AsyncHTTPTransport(httpx.AsyncBaseTransport):

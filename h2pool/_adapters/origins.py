@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+from .. import _exceptions as errors
 from .._exceptions import H2PoolError
 from .._pool.pool import Pool, PoolStats
 from .._pool.response import Response
@@ -22,6 +23,7 @@ __all__ = [
     "ErrorTable",
     "OriginPools",
     "StreamedResponse",
+    "error_table",
     "request_headers",
     "timeouts_from",
     "translated",
@@ -29,6 +31,28 @@ __all__ = [
 
 #: (h2pool error class, factory of the caller's error from a message), first match wins.
 ErrorTable = Sequence[tuple[type[H2PoolError], Any]]
+
+# httpx and httpcore name their errors alike: which name each h2pool error
+# becomes, most specific first.
+_ERROR_NAMES: Sequence[tuple[type[H2PoolError], str]] = (
+    (errors.ConnectTimeout, "ConnectTimeout"),
+    (errors.ReadTimeout, "ReadTimeout"),
+    (errors.WriteTimeout, "WriteTimeout"),
+    (errors.PoolTimeout, "PoolTimeout"),
+    (errors.PoolOverloaded, "PoolTimeout"),
+    (errors.H2TimeoutError, "TimeoutException"),
+    (errors.ConnectError, "ConnectError"),
+    (errors.H2ConnectionError, "ReadError"),
+    (errors.StreamError, "RemoteProtocolError"),
+    (errors.H2ProtocolError, "RemoteProtocolError"),
+)
+
+
+def error_table(module: Any, fallback: str) -> ErrorTable:
+    """The table for httpx or httpcore (``module``); other errors become ``fallback``."""
+    table = [(kind, getattr(module, name)) for kind, name in _ERROR_NAMES]
+    return (*table, (H2PoolError, getattr(module, fallback)))
+
 
 # Fields that belong to one hop, or that HTTP/2 carries as pseudo-headers
 # (RFC 9113 section 8.2.2); the pool and the connection set what is needed.

@@ -801,18 +801,3 @@ def _wake(waiter: asyncio.Future[None]) -> bool:
         return False
     waiter.set_result(None)
     return True
-
-
-async def _stop(task: asyncio.Task[None] | None) -> BaseException | None:
-    """Cancel a body sender if it still runs; return the error it ended with, if any."""
-    if task is None:
-        return None
-    if not task.done():
-        task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        return None
-    except BaseException as exc:
-        return exc
-    return None
