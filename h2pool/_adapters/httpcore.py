@@ -48,17 +48,13 @@ class AsyncConnectionPool(AsyncRequestInterface):
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
         options.setdefault("wait_for_ready", False)
         options.setdefault("timeout", None)
-        self._http_options = dict(options)
-        self._https_options = {**options, "ssl": ssl_context}
-        self._pools = OriginPools(self._http_options)
-        self._tls_pools = OriginPools(self._https_options)
+        self._pools = OriginPools(options, ssl=ssl_context)
 
     def _pool(self, url: httpcore.URL) -> Pool:
         scheme = url.scheme.decode()
         if scheme not in ("http", "https"):
             raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        pools = self._tls_pools if scheme == "https" else self._pools
-        return pools.get(scheme, url.host.decode(), url.port)
+        return self._pools.get(scheme, url.host.decode(), url.port)
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
@@ -86,12 +82,11 @@ class AsyncConnectionPool(AsyncRequestInterface):
 
     def stats(self) -> dict[str, PoolStats]:
         """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
-        return {**self._pools.stats(), **self._tls_pools.stats()}
+        return self._pools.stats()
 
     async def aclose(self) -> None:
         """Close every pool gracefully."""
         await self._pools.aclose()
-        await self._tls_pools.aclose()
 
     async def __aenter__(self) -> AsyncConnectionPool:
         return self

@@ -51,8 +51,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, verify: ssl.SSLContext | bool = True, **options: Any) -> None:
         options.setdefault("wait_for_ready", False)
         options.setdefault("timeout", None)
-        self._pools = OriginPools(options)
-        self._tls_pools = OriginPools({**options, "ssl": None if verify is True else verify})
+        self._pools = OriginPools(options, ssl=None if verify is True else verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
@@ -61,8 +60,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(
                 f"unsupported URL scheme {url.scheme!r}", request=request
             )
-        pools = self._tls_pools if url.scheme == "https" else self._pools
-        pool = pools.get(url.scheme, url.host, url.port)
+        pool = self._pools.get(url.scheme, url.host, url.port)
         try:
             content: Any = request.content or None  # in memory: replayable
         except httpx.RequestNotRead:
@@ -87,12 +85,11 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
 
     def stats(self) -> dict[str, PoolStats]:
         """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
-        return {**self._pools.stats(), **self._tls_pools.stats()}
+        return self._pools.stats()
 
     async def aclose(self) -> None:
         """Close every pool gracefully."""
         await self._pools.aclose()
-        await self._tls_pools.aclose()
 
 
 class _Body(httpx.AsyncByteStream):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -104,10 +105,16 @@ def translated(table: ErrorTable, **context: Any) -> Iterator[None]:
 
 
 class OriginPools:
-    """A Pool per origin, created on first use with the same options."""
+    """A Pool per origin, created on first use with the same options.
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    Args:
+        options: Passed to every :class:`~h2pool.Pool`.
+        ssl: The ``ssl`` argument of the pools of https origins.
+    """
+
+    def __init__(self, options: Mapping[str, Any], ssl: ssl.SSLContext | bool | None) -> None:
         self._options = dict(options)
+        self._ssl = ssl
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._closed = False
 
@@ -120,7 +127,8 @@ class OriginPools:
         pool = self._pools.get(key)
         if pool is None:
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            pool = self._pools[key] = Pool(f"{scheme}://{authority}", **self._options)
+            options = {**self._options, "ssl": self._ssl} if scheme == "https" else self._options
+            pool = self._pools[key] = Pool(f"{scheme}://{authority}", **options)
         return pool
 
     def stats(self) -> dict[str, PoolStats]:
