@@ -119,10 +119,11 @@ async def test_slow_reader_bounds_what_is_buffered() -> None:
         client = await h2pool.open_connection("127.0.0.1", server.port, config=config)
         stream_id = await client.start_request(GET, end_stream=True)
         await client.recv_response(stream_id)
-        await asyncio.sleep(0.2)  # let the server push as much as it may
-        assert not sent.is_set()  # the server is held back by flow control
         state = client._streams[stream_id]
-        assert 0 < state.buffered <= window
+        await eventually(lambda: state.buffered == window)  # the window is full...
+        await asyncio.sleep(0.1)
+        assert state.buffered == window  # ...and stays full: nothing more was sent
+        assert not sent.is_set()  # the server is held back by flow control
         total = 0
         while chunk := await client.read_stream(stream_id):
             total += len(chunk)

@@ -187,42 +187,6 @@ def test_wait_for_port_times_out() -> None:
         wait_for_port(free_port(), timeout=0.2)
 
 
-def test_nghttpd_retries_when_its_port_is_taken(
-    docroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Another listener holds the first port handed out; the connect to it must not fool us.
-    with socket.create_server(("127.0.0.1", 0)) as squatter:
-        taken = squatter.getsockname()[1]
-        ports = iter([taken])
-        real_free_port = free_port
-        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
-        with Nghttpd(docroot, log_dir=tmp_path) as server:
-            assert server.port != taken
-            assert server.running
-
-
-async def test_nghttpd_comes_back_on_the_same_port(docroot: Path) -> None:
-    server = Nghttpd(docroot)  # no log_dir: a temporary one, removed by stop()
-    args = ["-sS", "--http2-prior-knowledge", "-o", "/dev/null"]
-    with server:
-        port = server.port
-        server.restart()
-        assert server.port == port
-        server.kill()
-        assert (server.running, server.returncode) == (False, -signal.SIGKILL)
-        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
-        assert returncode == 7  # CURLE_COULDNT_CONNECT
-        server.start()
-        assert server.port == port
-        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
-        assert returncode == 0
-        log_dir = server.log_dir
-    assert (server.running, server.returncode) == (False, -signal.SIGTERM)
-    assert not log_dir.exists()
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-
-
 def test_grpc_unary_echo(grpc_echo_server: GrpcEchoServer) -> None:
     with grpc.insecure_channel(grpc_echo_server.target) as channel:
         unary = channel.unary_unary(
@@ -564,38 +528,6 @@ def test_nginx_reports_a_bad_configuration_at_once(docroot: Path, tmp_path: Path
     assert time.monotonic() - started < 5
 
 
-def test_nginx_retries_when_its_port_is_taken(
-    docroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # nginx retries bind() for 2.5 s before it gives up, so this test takes that long.
-    with socket.create_server((HOST, 0)) as squatter:
-        taken = squatter.getsockname()[1]
-        ports = iter([taken])
-        real_free_port = free_port
-        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
-        with Nginx(docroot, log_dir=tmp_path) as server:
-            assert server.port != taken
-            assert server.running
-
-
-async def test_nginx_comes_back_on_the_same_port(docroot: Path) -> None:
-    server = Nginx(docroot)  # no log_dir: a temporary one, removed by stop()
-    args = ["-sS", "-o", "/dev/null"]
-    with server:
-        port = server.port
-        server.restart()
-        assert server.port == port
-        server.kill()
-        assert (server.running, server.returncode) == (False, -signal.SIGKILL)
-        assert (await run_curl([*args, server.url("/")], timeout=10))[0] == 7  # refused
-        server.start()
-        assert server.port == port
-        assert await run_curl([*args, server.url("/")], timeout=10) == (0, b"", b"")
-        log_dir = server.log_dir
-    assert (server.running, server.returncode) == (False, 0)
-    assert not log_dir.exists()
-
-
 def nginx_processes_using(config: Path) -> list[int]:
     """The pids of live (not zombie) processes whose command line names ``config``."""
     found = []
@@ -625,3 +557,55 @@ def test_stopped_nginx_leaves_no_process(docroot: Path, tmp_path: Path) -> None:
     assert nginx_processes_using(server.config_path) == []
     assert not server.pid_path.exists()  # nginx removed it: a clean exit
     assert "exiting" in server.error_log_path.read_text()
+
+
+# nghttpd and nginx share their lifecycle (_ServerProcess): each check runs on both.
+SERVER_KINDS = [
+    pytest.param(Nghttpd, ["--http2-prior-knowledge"], -signal.SIGTERM, id="nghttpd"),
+    pytest.param(Nginx, [], 0, id="nginx"),  # nginx retries bind() for 2.5 s before it moves on
+]
+
+
+@pytest.mark.parametrize(("kind", "curl_args", "stopped_returncode"), SERVER_KINDS)
+def test_server_retries_when_its_port_is_taken(
+    kind: type[Nghttpd | Nginx],
+    curl_args: list[str],
+    stopped_returncode: int,
+    docroot: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another listener holds the first port handed out; the connect to it must not fool us.
+    with socket.create_server((HOST, 0)) as squatter:
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = free_port
+        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
+        with kind(docroot, log_dir=tmp_path) as server:
+            assert server.port != taken
+            assert server.running
+
+
+@pytest.mark.parametrize(("kind", "curl_args", "stopped_returncode"), SERVER_KINDS)
+async def test_server_comes_back_on_the_same_port(
+    kind: type[Nghttpd | Nginx], curl_args: list[str], stopped_returncode: int, docroot: Path
+) -> None:
+    server = kind(docroot)  # no log_dir: a temporary one, removed by stop()
+    args = ["-sS", *curl_args, "-o", "/dev/null"]
+    with server:
+        port = server.port
+        server.restart()
+        assert server.port == port
+        server.kill()
+        assert (server.running, server.returncode) == (False, -signal.SIGKILL)
+        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
+        assert returncode == 7  # CURLE_COULDNT_CONNECT
+        server.start()
+        assert server.port == port
+        returncode, _, _ = await run_curl([*args, server.url("/index.html")], timeout=10)
+        assert returncode == 0
+        log_dir = server.log_dir
+    assert (server.running, server.returncode) == (False, stopped_returncode)
+    assert not log_dir.exists()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((HOST, port), timeout=1).close()
