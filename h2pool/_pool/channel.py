@@ -18,7 +18,7 @@ from typing import Protocol
 from .._core.headers import HeaderList
 from .._core.protocol import ConnectionEvent, H2Protocol
 from .._exceptions import H2PoolError, ReadTimeout, WriteTimeout
-from .timeouts import Timeouts
+from .timeouts import Timeouts, expiring
 
 __all__ = [
     "BodySource",
@@ -34,22 +34,14 @@ __all__ = [
 ChannelListener = Callable[["Channel", ConnectionEvent], None]
 
 
-@contextlib.asynccontextmanager
-async def bounded(
+def bounded(
     seconds: float | None, error: type[H2PoolError], what: str
-) -> AsyncIterator[None]:
-    """Bound a wait; its expiry raises ``error`` (a timeout class of h2pool)."""
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Bound a wait by ``seconds``; its expiry raises ``error`` (a timeout class of h2pool)."""
     if seconds is None:
-        yield
-        return
-    scope = asyncio.timeout(seconds)
-    try:
-        async with scope:
-            yield
-    except TimeoutError:
-        if scope.expired():
-            raise error(f"{what}: no progress within {seconds}s") from None
-        raise
+        return expiring(None, error, what)
+    deadline = asyncio.get_running_loop().time() + seconds
+    return expiring(deadline, error, f"{what}: no progress within {seconds}s")
 
 
 class Upload:

@@ -92,7 +92,6 @@ class _Retry(Exception):
     def __init__(self, delay: float, error: H2PoolError | None = None) -> None:
         super().__init__(str(error) if error else "retryable status")
         self.delay = delay
-        self.error = error
 
 
 class Pool:

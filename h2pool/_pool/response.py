@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from .._core.headers import HeaderList
 from .._exceptions import RequestTimeout, ResponseNotRead
 from .channel import BodySource
+from .timeouts import expiring
 
 __all__ = ["Body", "Response", "deadline_scope"]
 
 
-@contextlib.asynccontextmanager
-async def deadline_scope(deadline: float | None, what: str) -> AsyncIterator[None]:
-    """Bound the block by an absolute event-loop deadline; expiry raises RequestTimeout.
-
-    Only the expiry of this deadline becomes RequestTimeout (an
-    ``H2PoolError`` and a ``TimeoutError``); other timeouts raised inside, a
-    connect timeout say, pass through unchanged.
-    """
-    scope = asyncio.timeout_at(deadline)
-    try:
-        async with scope:
-            yield
-    except TimeoutError:
-        if scope.expired():
-            raise RequestTimeout(f"{what}: timed out") from None
-        raise
+def deadline_scope(
+    deadline: float | None, what: str
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Bound the block by the request's total deadline; expiry raises RequestTimeout."""
+    return expiring(deadline, RequestTimeout, f"{what}: timed out")
 
 
 class Body:

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-__all__ = ["Timeouts"]
+from .._exceptions import H2PoolError
+
+__all__ = ["Timeouts", "expiring"]
+
+
+@contextlib.asynccontextmanager
+async def expiring(
+    deadline: float | None, error: type[H2PoolError], message: str
+) -> AsyncIterator[None]:
+    """Bound the block by an event-loop ``deadline``; its expiry raises ``error(message)``.
+
+    Only the expiry of this deadline is turned into ``error``: other
+    timeouts raised inside (a connect timeout, say) pass through unchanged.
+    """
+    if deadline is None:
+        yield
+        return
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if scope.expired():
+            raise error(message) from None
+        raise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
