@@ -119,7 +119,7 @@ async def test_slow_reader_bounds_what_is_buffered() -> None:
         client = await h2pool.open_connection("127.0.0.1", server.port, config=config)
         stream_id = await client.start_request(GET, end_stream=True)
         await client.recv_response(stream_id)
-        state = client._streams[stream_id]
+        state = client._session.stream(stream_id)
         await eventually(lambda: state.buffered == window)  # the window is full...
         await asyncio.sleep(0.1)
         assert state.buffered == window  # ...and stays full: nothing more was sent
@@ -287,13 +287,17 @@ async def test_many_streams_leave_no_state_behind(echo_server: Server) -> None:
         await asyncio.gather(*(worker() for _ in range(workers)))
     server = echo_server.protocols[0]
     for proto in (client, server):
+        session = proto._session
         assert proto.open_streams == 0
-        assert proto._streams == {}
-        assert proto._conn.streams == {}
-        assert len(proto._finished) <= 128
-        assert len(proto._conn._closed_streams) <= proto._conn.MAX_CLOSED_STREAMS
-        assert not proto._sendable
-    assert client._conn.highest_outbound_stream_id == 2 * total - 1
+        assert session.streams == {}
+        assert session.unread == {}
+        assert session.conn.streams == {}
+        assert len(session.finished) <= 128
+        assert len(session.conn._closed_streams) <= session.conn.MAX_CLOSED_STREAMS
+        assert not session.scheduler.ready
+        assert not proto._recv_waiters
+        assert not proto._send_waiters
+    assert client._session.conn.highest_outbound_stream_id == 2 * total - 1
     await client.shutdown()
 
 

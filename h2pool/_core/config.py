@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["H2Config"]
+__all__ = ["H2Config", "check_duration"]
 
 _MAX_WINDOW = 2**31 - 1
 _MIN_FRAME, _MAX_FRAME = 2**14, 2**24 - 1
@@ -51,3 +52,26 @@ class H2Config:
             raise ValueError("max_header_list_size must be at least 1024")
         if self.write_buffer_high < 16 * 1024:
             raise ValueError("write_buffer_high must be at least 16384")
+
+
+def check_duration(name: str, value: object, *, optional: bool = True) -> None:
+    """Reject a duration in seconds that is not a finite positive number.
+
+    NaN compares false with everything, so without this check it would turn
+    a timeout off silently (a deadline that never comes).
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value given.
+        optional: Whether None (no limit) is allowed.
+
+    Raises:
+        TypeError: ``value`` is not a number (bool is not one here).
+        ValueError: ``value`` is NaN, infinite, zero or negative.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number of seconds, not {value!r}")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._exceptions import CertificateVerifyError, ConnectError, ConnectTimeout, H2PoolError
-from .config import H2Config
+from .config import H2Config, check_duration
 from .protocol import ConnectedCallback, H2Protocol
 from .tls import client_ssl_context
 
@@ -45,7 +45,10 @@ async def connect_errors(what: str, timeout: float | None) -> AsyncIterator[None
         ConnectTimeout: ``timeout`` ran out.
         CertificateVerifyError: The peer's certificate failed verification.
         ConnectError: TCP or TLS failed otherwise.
+        ValueError: ``timeout`` is NaN, infinite or not positive.
+        TypeError: ``timeout`` is not a number.
     """
+    check_duration("connect_timeout", timeout)
     try:
         async with asyncio.timeout(timeout):
             yield
@@ -181,6 +184,10 @@ def _server_factory(
     functional_timeout: float | None,
     config: H2Config | None,
 ) -> Callable[[], H2Protocol]:
+    # Checked here, at start, rather than by each connection's protocol.
+    check_duration("functional_timeout", functional_timeout)
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
     return functools.partial(
         H2Protocol,
         client_side=False,

@@ -1,18 +1,26 @@
-"""h2's connection state machine, with the changes h2pool depends on.
+"""Every override of h2's private internals, in one place, version-gated.
 
-Three behaviours of h2 4.x do not fit a client that must finish streams after
+h2pool depends on h2's ``H2Connection`` for framing, HPACK, flow control and
+the per-stream state machine, and replaces a few behaviours through private
+attributes (``_data_to_send``, ``_closed_streams``, ``_receive_goaway_frame``,
+``incoming_buffer``, ``FrameBuffer._validate_frame_length``). Those are not
+h2's public API, so this module checks at import that the installed h2 is one
+of the versions they were checked against (``h2>=4.1,<5`` as in
+pyproject.toml; the suite runs against the oldest and the newest).
+
+Four behaviours of h2 4.x do not fit a client that must finish streams after
 a GOAWAY or a server that refuses excess streams, so this subclass changes
 them (each override names the h2 behaviour it replaces):
 
 * Receiving or sending GOAWAY moves h2's state machine to CLOSED, after which
   every frame (DATA of streams allowed to finish, a PING) raises
   ProtocolError (python-hyper/h2 issues 1181 and 1199). Here GOAWAY is only
-  reported; :class:`~h2pool._core.protocol.H2Protocol` tracks the drain.
+  reported; :class:`~h2pool._core.session.Session` tracks the drain.
 * Counting open streams scans every stream, and exceeding our own
   MAX_CONCURRENT_STREAMS is a connection error. Here the counts come from
-  the protocol, which refuses excess streams with REFUSED_STREAM as
+  the Session, which refuses excess streams with REFUSED_STREAM as
   RFC 9113 section 5.1.2 allows.
-* Closed streams linger in ``streams`` until the next scan. Here the protocol
+* Closed streams linger in ``streams`` until the next scan. Here the Session
   forgets each stream as soon as it closes.
 * A frame header announcing more than our SETTINGS_MAX_FRAME_SIZE is only
   rejected once the whole body has arrived, so a peer that announces 16 MiB
@@ -21,6 +29,9 @@ them (each override names the h2 behaviour it replaces):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import h2
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -32,9 +43,33 @@ from hyperframe.frame import Frame, GoAwayFrame
 
 from .config import H2Config
 
-__all__ = ["Connection"]
+__all__ = ["MAX_STREAM_ID", "Connection", "check_h2_version"]
 
 MAX_STREAM_ID = 2**31 - 1
+
+#: The h2 versions whose internals this module was checked against.
+SUPPORTED = ((4, 1), (5, 0))
+
+
+def check_h2_version(version: str) -> None:
+    """Fail clearly when ``version`` of h2 is outside what h2pool supports.
+
+    Raises:
+        ImportError: The version is older than 4.1 or 5.0 or newer.
+    """
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        raise ImportError(f"h2pool cannot read the h2 version {version!r}") from None
+    low, high = SUPPORTED
+    if not low <= (major, minor) < high:
+        raise ImportError(
+            f"h2pool needs h2>=4.1,<5 (it overrides h2 internals checked against"
+            f" those versions); h2 {version} is installed"
+        )
+
+
+check_h2_version(h2.__version__)
 
 
 class _FrameBuffer(FrameBuffer):
@@ -47,22 +82,34 @@ class _FrameBuffer(FrameBuffer):
 
 
 class Connection(H2Connection):
-    """An h2 ``H2Connection`` that survives GOAWAY and leaves admission to its owner."""
+    """An h2 ``H2Connection`` that survives GOAWAY and leaves admission to its owner.
 
-    def __init__(self, *, client_side: bool, config: H2Config, concurrency: int) -> None:
+    ``outbound_open`` tells h2 how many streams this side has open: the
+    count belongs to the Session, h2 only reads it (when sending headers).
+    """
+
+    def __init__(
+        self,
+        *,
+        client_side: bool,
+        config: H2Config,
+        concurrency: int,
+        outbound_open: Callable[[], int],
+    ) -> None:
         super().__init__(
             H2Configuration(
                 client_side=client_side,
                 header_encoding=None,
                 validate_outbound_headers=config.validate_headers,
                 normalize_outbound_headers=config.validate_headers,
-                validate_inbound_headers=config.validate_headers,
-                normalize_inbound_headers=config.validate_headers,
+                # A client checks response header blocks itself (see
+                # headers.response_problem): h2 would make a malformed response
+                # a connection error, RFC 9113 section 8.1.1 a stream error.
+                validate_inbound_headers=config.validate_headers and not client_side,
+                normalize_inbound_headers=config.validate_headers and not client_side,
             )
         )
-        #: Open streams we initiated / the peer initiated, kept by H2Protocol.
-        self.outbound_open = 0
-        self.inbound_open = 0
+        self._outbound_open = outbound_open
         initial: dict[SettingCodes, int] = {
             SettingCodes.MAX_CONCURRENT_STREAMS: concurrency,
             SettingCodes.INITIAL_WINDOW_SIZE: config.stream_window,
@@ -79,14 +126,14 @@ class Connection(H2Connection):
         self.decoder.max_header_list_size = config.max_header_list_size
         self.incoming_buffer = _FrameBuffer(server=not client_side)
 
-    # Replaces h2's O(n) scan (which also culls closed streams): H2Protocol
+    # Replaces h2's O(n) scan (which also culls closed streams): the Session
     # keeps exact counts and forgets streams as they close.
     @property
     def open_outbound_streams(self) -> int:
-        return self.outbound_open
+        return self._outbound_open()
 
     # Zero keeps h2 from turning an excess stream into a connection error;
-    # H2Protocol admits or refuses each new stream itself.
+    # the Session admits or refuses each new stream itself.
     @property
     def open_inbound_streams(self) -> int:
         return 0
@@ -138,7 +185,7 @@ class Connection(H2Connection):
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         # h2 moves to CLOSED and clears queued output (acks we owe) here; only
-        # report the GOAWAY and leave the drain to H2Protocol.
+        # report the GOAWAY and leave the drain to the Session.
         event = ConnectionTerminated()
         try:
             event.error_code = ErrorCodes(frame.error_code)
