@@ -107,3 +107,39 @@ def test_timeouts_none_and_positive_numbers_are_fine() -> None:
     h2pool.Pool(TARGET, timeout=None)
     h2pool.Pool(TARGET, timeout=h2pool.Timeouts(total=None), resolve_interval=INF)
     h2pool.RetryPolicy(backoff_max=INF, max_retry_after=INF)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"connection": "close"},
+        {"transfer-encoding": "chunked"},
+        {"te": "gzip"},
+        {":path": "/other"},
+        {"bad name": "x"},
+        {"x-ok": "line\r\nbreak"},
+        {"x-ok": " padded"},
+    ],
+)
+async def test_invalid_header_fields_are_the_callers_mistake(headers: dict[str, str]) -> None:
+    async with h2pool.Pool(TARGET, min_connections=0) as pool:
+        with pytest.raises(h2pool.LocalProtocolError) as refused:
+            await pool.request("GET", "/", headers=headers)
+        assert refused.value.never_processed
+        assert isinstance(refused.value, h2pool.H2ProtocolError)
+        assert pool.stats().endpoints[0].state is h2pool.ConnectivityState.IDLE
+    with pytest.raises(h2pool.LocalProtocolError):
+        h2pool.Pool(TARGET, headers=headers)
+
+
+async def test_local_protocol_errors_map_to_the_adapters_classes() -> None:
+    import httpcore
+    import httpx
+
+    async with httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport()) as client:
+        with pytest.raises(httpx.LocalProtocolError) as refused:
+            await client.get(f"{TARGET}/", headers={"x-ok": " padded"})
+        assert isinstance(refused.value.__cause__, h2pool.LocalProtocolError)
+    async with h2pool.AsyncConnectionPool() as pool:
+        with pytest.raises(httpcore.LocalProtocolError):
+            await pool.request("GET", f"{TARGET}/", headers={"x-ok": " padded"})
