@@ -289,7 +289,6 @@ class Maintenance:
         self.closing = True
         if self._timer is not None:
             self._timer.cancel()
-        self.scheduler.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

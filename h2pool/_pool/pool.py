@@ -222,7 +222,7 @@ class Pool:
             return
         self._closing = True
         self._maintenance.closing = True
-        self._scheduler.fail_all(PoolClosed("the pool is closed"))
+        self._scheduler.close(PoolClosed("the pool is closed"))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._attempts.wait_idle()

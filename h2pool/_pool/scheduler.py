@@ -89,6 +89,7 @@ class Scheduler:
         self._waiters: deque[_Waiter] = deque()
         self._turns = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
+        self._closed: H2PoolError | None = None
 
     @property
     def pending(self) -> int:
@@ -96,7 +97,13 @@ class Scheduler:
         return len(self._waiters)
 
     def try_acquire(self, connect_timeout: float | None) -> Grant | None:
-        """A slot now, if one is free and nobody waits for one: the fast path, no waiting."""
+        """A slot now, if one is free and nobody waits for one: the fast path, no waiting.
+
+        Raises:
+            PoolClosed: The pool is closing (retries too are refused then).
+        """
+        if self._closed is not None:
+            raise self._closed.copy() from self._closed
         if self._waiters:
             return None
         endpoints = self.endpoints
@@ -126,6 +133,8 @@ class Scheduler:
             ConnectTimeout: No connection was ready within ``connect_timeout``.
             ConnectError: Every endpoint is failing and waiting is pointless.
         """
+        if self._closed is not None:
+            raise self._closed.copy() from self._closed
         if len(self._waiters) >= self._max_pending:
             raise PoolOverloaded(
                 f"{target}: {len(self._waiters)} requests already wait for a connection"
@@ -256,8 +265,10 @@ class Scheduler:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    def close(self) -> None:
-        """Stop the timer (the pool is closing)."""
+    def close(self, error: H2PoolError) -> None:
+        """Take no more requests, fail those waiting with ``error``, stop the timer."""
+        self._closed = error
+        self.fail_all(error)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
