@@ -8,6 +8,9 @@ provably never processed the request (``never_processed``).
 
 from __future__ import annotations
 
+import copy
+from typing import Self
+
 __all__ = [
     "CertificateVerifyError",
     "ConnectError",
@@ -20,6 +23,7 @@ __all__ = [
     "H2PoolError",
     "H2ProtocolError",
     "H2TimeoutError",
+    "LocalProtocolError",
     "PoolClosed",
     "PoolOverloaded",
     "PoolTimeout",
@@ -61,9 +65,35 @@ class H2PoolError(Exception):
         if never_processed is not None:
             self.never_processed = never_processed
 
+    def in_context(self, context: str) -> Self:
+        """This error, every attribute kept, with ``context`` and what the peer did in its message.
+
+        Raise the result ``from`` this error, so that both show: an error of
+        the core (which knows streams, not requests) becomes one that names
+        the request and the endpoint.
+        """
+        error = self.copy()
+        processed = "never processed" if self.never_processed else "may have been processed"
+        error.args = (f"{context}: {self} ({processed})",)
+        return error
+
+    def copy(self) -> Self:
+        """A new instance with the same message and attributes, to raise ``from`` this one.
+
+        For an error kept and raised again in many tasks (an endpoint's last
+        connection error): each gets its own traceback.
+        """
+        return copy.copy(self)
+
 
 class H2ProtocolError(H2PoolError):
     """The peer broke the HTTP/2 protocol, or the caller asked for something it forbids."""
+
+
+class LocalProtocolError(H2ProtocolError):
+    """The caller asked for something HTTP forbids (an invalid header, say); nothing was sent."""
+
+    never_processed = True
 
 
 class H2ConnectionError(H2PoolError, ConnectionError):

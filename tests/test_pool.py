@@ -235,7 +235,7 @@ async def test_cancelling_thousands_of_requests_leaks_nothing() -> None:
             }
         stats = pool.stats()
         assert (stats.active, stats.pending) == (0, 0)
-        connections = [conn for ep in pool._endpoints for conn in ep.connections]
+        connections = [conn for ep in pool._maintenance.endpoints for conn in ep.connections]
         assert all(conn.open_streams == 0 for conn in connections)
         # Still serving at full width afterwards.
         responses = await asyncio.gather(*(pool.request("GET", "/") for _ in range(300)))

@@ -13,16 +13,13 @@ from hypothesis import strategies as st
 import h2pool
 from h2pool._pool.endpoint import Endpoint, split_address
 from h2pool._pool.policies import (
-    RetryKind,
     backoff_delay,
-    classify_failure,
     ejection_duration,
     is_endpoint_failure,
     may_eject,
     parse_retry_after,
-    retry_delay,
 )
-from h2pool._pool.routing import route
+from h2pool._pool.routing import free_slots, route
 
 
 @dataclass
@@ -36,15 +33,16 @@ class FakeConnection:
     functional: bool = True
     ping_interval: float = 1.0
     rtt: float | None = None
+    reserved: int = 0
 
 
-def endpoint(address: str, *connections: FakeConnection, **state: Any) -> Endpoint:
-    ep = Endpoint(address, **state)
-    ep.connections = list(connections)  # type: ignore[arg-type]
+def endpoint(address: str, *connections: FakeConnection, **state: Any) -> Endpoint[FakeConnection]:
+    ep: Endpoint[FakeConnection] = Endpoint(address, **state)
+    ep.connections = list(connections)
     return ep
 
 
-def decide(endpoints: list[Endpoint], now: float = 100.0, **kwargs: Any) -> Any:
+def decide(endpoints: list[Endpoint[FakeConnection]], now: float = 100.0, **kwargs: Any) -> Any:
     options: dict[str, Any] = {"waiting": 1, "functional_timeout": 1.0}
     options.update(kwargs)
     return route(endpoints, now, **options)
@@ -70,7 +68,9 @@ class TestRouting:
         decision = decide([ep])
         assert decision.connection is None
         assert decision.endpoint is ep  # open another connection instead
-        assert dead not in ep.connections  # dropped as it ended
+        assert dead in ep.connections  # routing changes nothing
+        ep.prune()
+        assert dead not in ep.connections  # dropped as it ended, on an event
 
     def test_ejected_endpoints_are_skipped_unless_none_is_left(self) -> None:
         conn_a, conn_b = FakeConnection(), FakeConnection(open_streams=50)
@@ -93,7 +93,7 @@ class TestRouting:
         assert chosen == {"e0:1", "e1:1", "e2:1"}
 
     def test_waits_when_connections_being_opened_will_hold_the_waiters(self) -> None:
-        ep = endpoint("a:1", FakeConnection(open_streams=100), connecting=1, stream_capacity=100)
+        ep = endpoint("a:1", FakeConnection(open_streams=100), connecting=1, max_streams=100)
         assert decide([ep], waiting=100).endpoint is None  # wait
         assert decide([ep], waiting=101).endpoint is ep  # one more connection
 
@@ -130,11 +130,21 @@ class TestRouting:
         decision = decide(eps)
         if decision.connection is not None:
             assert decision.connection.accepting_streams
-            assert decision.connection.open_streams < decision.connection.max_streams
+            assert free_slots(decision.connection) > 0
         else:
             assert not any(
-                c.accepting_streams and c.open_streams < 100 for ep in eps for c in ep.connections
+                c.accepting_streams and free_slots(c) > 0 for ep in eps for c in ep.connections
             )
+
+    @given(st.lists(st.tuples(st.integers(0, 10), st.integers(0, 10)), min_size=1, max_size=5))
+    def test_reservations_count_as_taken(self, layout: list[tuple[int, int]]) -> None:
+        conns = [FakeConnection(open_streams=n, reserved=r, max_streams=10) for n, r in layout]
+        decision = decide([endpoint("a:1", *conns)])
+        if decision.connection is not None:
+            chosen = decision.connection
+            assert chosen.open_streams + chosen.reserved < chosen.max_streams
+        else:
+            assert all(c.open_streams + c.reserved >= 10 for c in conns)
 
 
 class TestPolicies:
@@ -152,45 +162,10 @@ class TestPolicies:
             delay = backoff_delay(policy, failures, rng)
             assert base * 0.8 <= delay <= base * 1.2
 
-    def test_retry_delay_grows_and_stops_at_max_attempts(self) -> None:
-        policy = h2pool.RetryPolicy(max_attempts=3, backoff_initial=0.1, jitter=0.0)
-        assert retry_delay(policy, 1) == pytest.approx(0.1)
-        assert retry_delay(policy, 2) == pytest.approx(0.2)
-        assert retry_delay(policy, 3) is None
-
-    def test_retry_after_is_honoured_up_to_its_bound(self) -> None:
-        policy = h2pool.RetryPolicy(max_retry_after=5)
-        assert retry_delay(policy, 1, retry_after=3) == 3
-        assert retry_delay(policy, 1, retry_after=60) is None
+    def test_parse_retry_after(self) -> None:
         assert parse_retry_after(" 7 ") == 7
         assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
         assert parse_retry_after(None) is None
-
-    @pytest.mark.parametrize(
-        ("error", "method", "replayable", "kind"),
-        [
-            (h2pool.StreamRefused("goaway"), "POST", True, RetryKind.AT_ONCE),
-            (h2pool.ConnectError("refused"), "PATCH", True, RetryKind.AT_ONCE),
-            (h2pool.StreamRefused("goaway"), "POST", False, RetryKind.NO),
-            (h2pool.DrainInterrupted("cut"), "GET", True, RetryKind.SPACED),
-            (h2pool.DrainInterrupted("cut"), "POST", True, RetryKind.NO),
-            (h2pool.ConnectionLost("lost"), "GET", True, RetryKind.COUNTED),
-            (h2pool.ConnectionDead("silent"), "PUT", True, RetryKind.COUNTED),
-            (h2pool.StreamReset("reset"), "DELETE", True, RetryKind.COUNTED),
-            (h2pool.ConnectionLost("lost"), "POST", True, RetryKind.NO),
-            (h2pool.ConnectionLost("lost"), "GET", False, RetryKind.NO),
-            (h2pool.H2ProtocolError("bad"), "GET", True, RetryKind.NO),
-            (h2pool.PoolOverloaded("full"), "GET", True, RetryKind.NO),
-            (h2pool.PoolClosed("closed"), "GET", True, RetryKind.NO),
-            (h2pool.PoolTimeout("no slot"), "GET", True, RetryKind.NO),
-            (h2pool.ReadTimeout("slow"), "GET", True, RetryKind.COUNTED),
-            (h2pool.ReadTimeout("slow"), "POST", True, RetryKind.NO),
-        ],
-    )
-    def test_failure_classification(
-        self, error: h2pool.H2PoolError, method: str, replayable: bool, kind: RetryKind
-    ) -> None:
-        assert classify_failure(error, method, replayable, h2pool.RetryPolicy()) is kind
 
     def test_endpoint_failures(self) -> None:
         assert is_endpoint_failure(h2pool.ConnectError("refused"))
@@ -237,7 +212,7 @@ class TestEndpoint:
         assert ep.state(0) is h2pool.ConnectivityState.TRANSIENT_FAILURE
         assert not ep.may_connect(0.5)  # backing off at least 0.8 s
         assert ep.may_connect(1.3)
-        ep.connections = [FakeConnection()]  # type: ignore[list-item]
+        ep.connections = [FakeConnection()]
         assert ep.state(0) is h2pool.ConnectivityState.READY
         ep.record_success()
         assert ep.consecutive_failures == 0
@@ -259,8 +234,11 @@ class TestEndpoint:
         )
 
     def test_a_peer_that_asked_for_fewer_pings_is_remembered(self) -> None:
-        ep = endpoint("a:1", FakeConnection(functional=False, ping_interval=2.0))
-        assert ep.live() == []
+        dead = FakeConnection(functional=False, accepting_streams=False, ping_interval=2.0)
+        ep = endpoint("a:1", dead)
+        assert ep.ready() == []
+        ep.prune()
+        assert ep.connections == []
         assert ep.ping_interval == 2.0
 
     @pytest.mark.parametrize(

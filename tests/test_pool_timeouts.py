@@ -79,6 +79,33 @@ class Recorder:
 
         return handler
 
+    def trickle(self, chunk: bytes, count: int, every: float) -> Handler:
+        """Send the headers, then ``chunk`` ``count`` times, ``every`` seconds apart."""
+
+        async def handler(
+            proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList
+        ) -> None:
+            self._arrive(headers)
+            await proto.start_response(stream_id, {":status": "200"})
+            for _ in range(count):
+                await asyncio.sleep(every)
+                await proto.send_data(stream_id, chunk)
+            await proto.end_stream(stream_id)
+
+        return handler
+
+    def reset_after(self, delay: float) -> Handler:
+        """Reset the stream (INTERNAL_ERROR) ``delay`` seconds after it arrived."""
+
+        async def handler(
+            proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList
+        ) -> None:
+            self._arrive(headers)
+            await asyncio.sleep(delay)
+            proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)
+
+        return handler
+
     def hold(self, release: asyncio.Event) -> Handler:
         """Answer 200 with no body once ``release`` is set (like ``tests.servers.hold``)."""
 
@@ -171,23 +198,33 @@ async def test_read_timeout_waiting_for_response_headers() -> None:
         assert [ep.state for ep in stats.endpoints] == [h2pool.ConnectivityState.READY]
 
 
-async def test_read_timeout_is_retried_for_get_but_not_for_post() -> None:
+async def test_read_timeout_is_not_retried() -> None:
+    """A server that may be processing is not sent the request again: that multiplies its load."""
     recorder = Recorder()
     read = h2pool.Timeouts(total=5, read=0.2)
     async with Server(recorder.never()) as server, h2pool.Pool(url(server.port)) as pool:
-        # The default policy: three attempts for an idempotent method, then the last error.
-        with elapsed() as took, pytest.raises(h2pool.ReadTimeout) as timed_out:
-            await pool.request("GET", "/get", timeout=read)
-        assert_timeout_error(timed_out.value, h2pool.ReadTimeout)
-        assert recorder.paths == ["/get"] * 3
-        # Three reads of 0.2 s plus two backoffs (0.05 s and 0.1 s, +-20%).
-        assert 0.6 + 0.12 <= took[0] < 0.6 + 0.18 + SLACK
+        for method in ("GET", "POST"):
+            recorder.paths.clear()
+            with elapsed() as took, pytest.raises(h2pool.ReadTimeout) as timed_out:
+                await pool.request(method, "/slow", content=b"once", timeout=read)
+            assert_timeout_error(timed_out.value, h2pool.ReadTimeout)
+            assert recorder.paths == ["/slow"]
+            assert took[0] < 0.2 + SLACK
 
-        recorder.paths.clear()
-        with elapsed() as took, pytest.raises(h2pool.ReadTimeout):
-            await pool.request("POST", "/post", content=b"once", timeout=read)
-        assert recorder.paths == ["/post"]
-        assert took[0] < 0.2 + SLACK
+
+async def test_read_timeout_bounds_each_wait_for_data_not_the_whole_body() -> None:
+    """A body arriving every 0.25 s for 1.5 s is read under read=1 by request() and stream()."""
+    recorder = Recorder()
+    async with (
+        Server(recorder.trickle(b"part;", count=6, every=0.25)) as server,
+        h2pool.Pool(url(server.port)) as pool,
+    ):
+        timeout = h2pool.Timeouts(total=10, read=1.0)
+        response = await pool.request("GET", "/trickle", timeout=timeout)
+        assert response.content == b"part;" * 6
+        async with pool.stream("GET", "/trickle", timeout=timeout) as streamed:
+            assert b"".join([chunk async for chunk in streamed.aiter_bytes()]) == b"part;" * 6
+        assert recorder.paths == ["/trickle"] * 2
 
 
 async def test_read_timeout_while_the_body_stalls_in_a_stream() -> None:
@@ -299,21 +336,21 @@ async def test_total_timeout_covers_retries_and_backoff() -> None:
         max_attempts=100, backoff_initial=0.02, backoff_multiplier=1.0, jitter=0.0
     )
     async with (
-        Server(recorder.never()) as server,
+        Server(recorder.reset_after(0.25)) as server,
         h2pool.Pool(url(server.port), retry=retry) as pool,
     ):
-        # Attempts end by ReadTimeout at 0.25, 0.52 and 0.79 s; the fourth starts at 0.81 s and
+        # Attempts end by a reset at 0.25, 0.52 and 0.79 s; the fourth starts at 0.81 s and
         # is still waiting when the total runs out at 1.0 s, so the total is what ends it (a
         # retry whose backoff would cross the deadline is not made, and then the last error is
         # raised instead, which these numbers keep well away from).
-        timeout = h2pool.Timeouts(total=1.0, read=0.25)
         with elapsed() as took, pytest.raises(h2pool.RequestTimeout) as timed_out:
-            await pool.request("GET", "/retried", timeout=timeout)
+            await pool.request("GET", "/retried", timeout=1.0)
         assert 1.0 <= took[0] < 1.0 + SLACK
         assert_timeout_error(timed_out.value, h2pool.RequestTimeout)
         message = str(timed_out.value)
         assert message.startswith("GET /retried: timed out; endpoints: ")
-        assert "last error: GET /retried: no progress within 0.25s" in message
+        assert f"last error: GET /retried to 127.0.0.1:{server.port}: " in message
+        assert "reset by the peer (INTERNAL_ERROR) (may have been processed)" in message
         assert len(recorder.paths) >= 3  # several attempts reached the server
         assert set(recorder.paths) == {"/retried"}
 
@@ -325,12 +362,12 @@ async def test_total_timeout_as_a_plain_number_sets_only_the_total() -> None:
         Server(recorder.never()) as server,
         h2pool.Pool(url(server.port), timeout=timeouts) as pool,
     ):
-        # The pool's read timeout (0.2 s) still applies under a per-request total of 2 s, and
-        # with it the default three attempts (0.6 s of reads, 0.12 to 0.18 s of backoff).
+        # The pool's read timeout (0.2 s) still applies under a per-request total of 2 s (and
+        # a read timeout is not retried).
         with elapsed() as took, pytest.raises(h2pool.ReadTimeout):
             await pool.request("GET", "/n", timeout=2.0)
-        assert 0.72 <= took[0] < 0.78 + SLACK
-        assert recorder.paths == ["/n"] * 3
+        assert 0.2 <= took[0] < 0.2 + SLACK
+        assert recorder.paths == ["/n"]
 
 
 async def test_total_timeout_while_every_endpoint_is_down_names_the_last_error() -> None:

@@ -45,6 +45,7 @@ _ERROR_NAMES: Sequence[tuple[type[H2PoolError], str]] = (
     (errors.ConnectError, "ConnectError"),
     (errors.H2ConnectionError, "ReadError"),
     (errors.StreamError, "RemoteProtocolError"),
+    (errors.LocalProtocolError, "LocalProtocolError"),
     (errors.H2ProtocolError, "RemoteProtocolError"),
 )
 

@@ -10,84 +10,25 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .._core.headers import HeaderList
 from .._core.protocol import ConnectionEvent, H2Protocol
 from .._exceptions import H2PoolError, ReadTimeout, WriteTimeout
-from .timeouts import Timeouts, expiring
+from .outgoing import OutgoingRequest, Upload
+from .timeouts import bounded
 
 __all__ = [
     "BodySource",
     "Channel",
     "ChannelListener",
     "H2Channel",
-    "OutgoingRequest",
     "Reply",
-    "Upload",
-    "bounded",
 ]
 
 ChannelListener = Callable[["Channel", ConnectionEvent], None]
-
-
-def bounded(
-    seconds: float | None, error: type[H2PoolError], what: str
-) -> contextlib.AbstractAsyncContextManager[None]:
-    """Bound a wait by ``seconds``; its expiry raises ``error`` (a timeout class of h2pool)."""
-    if seconds is None:
-        return expiring(None, error, what)
-    deadline = asyncio.get_running_loop().time() + seconds
-    return expiring(deadline, error, f"{what}: no progress within {seconds}s")
-
-
-class Upload:
-    """A streamed request body, replayable only if it was never started."""
-
-    def __init__(self, source: AsyncIterable[bytes]) -> None:
-        self._source = source
-        self.started = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._source:
-            self.started = True
-            yield chunk
-
-
-@dataclass(slots=True)
-class OutgoingRequest:
-    """A request as the pool hands it to a channel.
-
-    Attributes:
-        method: The method, upper case.
-        path: The request target.
-        headers: Regular header fields (no pseudo-headers), as bytes.
-        body: The whole body, or None.
-        upload: A streamed body, or None.
-        timeouts: Its timeouts.
-        last_error: The latest failure of an attempt, for messages.
-    """
-
-    method: str
-    path: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes | None
-    upload: Upload | None
-    timeouts: Timeouts
-    last_error: H2PoolError | None = None
-
-    @property
-    def target(self) -> str:
-        """``"METHOD path"``, for messages."""
-        return f"{self.method} {self.path}"
-
-    @property
-    def replayable(self) -> bool:
-        """Whether the body can be sent again."""
-        return self.upload is None or not self.upload.started
 
 
 class BodySource(Protocol):
@@ -115,9 +56,24 @@ class Reply:
 
 
 class Channel(abc.ABC):
-    """One connection, as routing and the pool see it."""
+    """One connection, as routing and the pool see it.
+
+    Attributes:
+        address: The endpoint's ``"host:port"``, for messages.
+        reserved: Slots the scheduler handed to requests that have not
+            opened their stream yet; :meth:`exchange` takes one back as it
+            opens the stream.
+    """
 
     http_version: str
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.reserved = 0
+
+    def context(self, request: OutgoingRequest) -> str:
+        """``"METHOD path to host:port"``, for error messages."""
+        return f"{request.target} to {self.address}"
 
     @property
     @abc.abstractmethod
@@ -169,7 +125,10 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     async def exchange(self, request: OutgoingRequest) -> Reply:
-        """Send a request and wait for its response headers."""
+        """Send a request on a slot reserved for it; wait for its response headers.
+
+        Errors name the request and the endpoint.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -185,7 +144,8 @@ class H2Channel(Channel):
 
     http_version = "HTTP/2"
 
-    def __init__(self, protocol: H2Protocol, scheme: bytes, authority: bytes) -> None:
+    def __init__(self, protocol: H2Protocol, address: str, scheme: bytes, authority: bytes) -> None:
+        super().__init__(address)
         self.protocol = protocol
         self._pseudo = ((b":scheme", scheme), (b":authority", authority))
 
@@ -237,6 +197,12 @@ class H2Channel(Channel):
         await self.protocol.shutdown(timeout)
 
     async def exchange(self, request: OutgoingRequest) -> Reply:
+        try:
+            return await self._exchange(request)
+        except H2PoolError as exc:
+            raise exc.in_context(self.context(request)) from exc
+
+    async def _exchange(self, request: OutgoingRequest) -> Reply:
         protocol = self.protocol
         headers = [
             (b":method", request.method.encode()),
@@ -244,19 +210,25 @@ class H2Channel(Channel):
             (b":path", request.path.encode()),
             *request.headers,
         ]
+        # The reservation guarantees a free slot: start_request does not wait.
+        self.reserved -= 1
         stream_id = await protocol.start_request(
             headers, end_stream=request.body is None and request.upload is None
         )
         sender: asyncio.Task[None] | None = None
+        timeouts = request.timeouts
         try:
             if request.body is not None:
                 protocol.queue_data(stream_id, request.body, end_stream=True)
             elif request.upload is not None:
                 sender = asyncio.ensure_future(
-                    _send_upload(protocol, stream_id, request.upload, request.timeouts.write)
+                    _send_upload(protocol, stream_id, request.upload, timeouts.write)
                 )
-            async with bounded(request.timeouts.read, ReadTimeout, request.target):
+            if timeouts.read is None:
                 response = await protocol.recv_response(stream_id)
+            else:
+                async with bounded(timeouts.read, ReadTimeout, "waiting for the response"):
+                    response = await protocol.recv_response(stream_id)
         except BaseException as exc:
             protocol.reset_stream(stream_id)
             upload_error = await _stop(sender)
@@ -265,7 +237,7 @@ class H2Channel(Channel):
             raise
         status = int(response[0][1]) if response and response[0][0] == ":status" else 0
         fields = [(name, value) for name, value in response if not name.startswith(":")]
-        body = _H2Body(protocol, stream_id, sender, request.timeouts.read, request.target)
+        body = _H2Body(protocol, stream_id, sender, timeouts.read, self.context(request))
         return Reply(status, fields, body, self.http_version)
 
 
@@ -278,23 +250,41 @@ class _H2Body:
         stream_id: int,
         sender: asyncio.Task[None] | None,
         read_timeout: float | None,
-        target: str,
+        context: str,
     ) -> None:
         self._protocol = protocol
         self._stream_id = stream_id
         self._sender = sender
         self._read_timeout = read_timeout
-        self._target = target
+        self._context = context
         self._done = False
         self.trailers: HeaderList = []
 
     async def read(self, size: int | None) -> bytes:
-        async with bounded(self._read_timeout, ReadTimeout, self._target):
-            chunk = await self._protocol.read_stream(self._stream_id, size)
+        try:
+            if self._read_timeout is None:
+                chunk = await self._protocol.read_stream(self._stream_id, size)
+            elif size == -1:
+                chunk = await self._read_all(self._read_timeout)
+            else:
+                async with bounded(self._read_timeout, ReadTimeout, "reading the body"):
+                    chunk = await self._protocol.read_stream(self._stream_id, size)
             if not chunk or size == -1:
                 self.trailers = await self._protocol.recv_trailers(self._stream_id)
                 self._done = True
+        except H2PoolError as exc:
+            raise exc.in_context(self._context) from exc
         return chunk
+
+    async def _read_all(self, read_timeout: float) -> bytes:
+        """The rest of the body; the read timeout bounds each wait for data, not the whole."""
+        chunks: list[bytes] = []
+        while True:
+            async with bounded(read_timeout, ReadTimeout, "reading the body"):
+                chunk = await self._protocol.read_stream(self._stream_id)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
     async def aclose(self) -> None:
         if not self._done:
@@ -307,8 +297,11 @@ async def _send_upload(
 ) -> None:
     try:
         async for chunk in upload:
-            async with bounded(write_timeout, WriteTimeout, "sending the request body"):
+            if write_timeout is None:
                 await protocol.send_data(stream_id, chunk)
+            else:
+                async with bounded(write_timeout, WriteTimeout, "sending the request body"):
+                    await protocol.send_data(stream_id, chunk)
         await protocol.end_stream(stream_id)
     except BaseException:
         protocol.reset_stream(stream_id)  # wakes the wait for the response

@@ -77,6 +77,7 @@ class _Switch(asyncio.Protocol):
 
 
 async def open_channel(
+    address: str,
     host: str,
     port: int,
     settings: ChannelSettings,
@@ -92,6 +93,7 @@ async def open_channel(
     endpoint never takes a request.
 
     Args:
+        address: The endpoint's ``"host:port"``, for messages.
         host: Address to connect to.
         port: TCP port.
         settings: The pool's connection settings.
@@ -106,7 +108,7 @@ async def open_channel(
         H2ConnectionError: The HTTP/2 peer gave no proof of life.
     """
     loop = asyncio.get_running_loop()
-    what = f"{host}:{port}"
+    what = address
     switch = _Switch(settings, http1, ping_interval)
     async with connect_errors(what, connect_timeout):
         await loop.create_connection(
@@ -118,9 +120,9 @@ async def open_channel(
         )
     target = switch.target
     if isinstance(target, StreamProtocol):
-        return H11Channel(target, settings.scheme, host, port, settings.authority.encode())
+        return H11Channel(target, address, settings.scheme, host, port, settings.authority.encode())
     assert target is not None
-    channel = H2Channel(target, settings.scheme.encode(), settings.authority.encode())
+    channel = H2Channel(target, address, settings.scheme.encode(), settings.authority.encode())
     try:
         await target.wait_functional()
     except H2PoolError as exc:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-from .channel import Channel
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -13,7 +13,57 @@ from .policies import (
     ejection_duration,
 )
 
-__all__ = ["ConnectivityState", "Endpoint", "EndpointStats", "split_address"]
+__all__ = ["ConnectionView", "ConnectivityState", "Endpoint", "EndpointStats", "split_address"]
+
+
+class ConnectionView(Protocol):
+    """What routing and endpoint bookkeeping read of a connection; all reads, no effects.
+
+    Attributes:
+        reserved: Slots handed to requests that have not opened their
+            stream yet (the scheduler's reservations, as Go's
+            ``reserveNewRequest``): two requests never take the last slot.
+    """
+
+    reserved: int
+
+    @property
+    def functional(self) -> bool:
+        """False once the connection failed or closed."""
+        ...
+
+    @property
+    def accepting_streams(self) -> bool:
+        """Whether new requests may be sent on it (no GOAWAY, not closing)."""
+        ...
+
+    @property
+    def open_streams(self) -> int:
+        """Requests in progress on it."""
+        ...
+
+    @property
+    def max_streams(self) -> int:
+        """How many requests it may carry at once."""
+        ...
+
+    @property
+    def last_received(self) -> float:
+        """Event-loop time of the latest proof of life."""
+        ...
+
+    @property
+    def ping_interval(self) -> float:
+        """Silence before a health PING (HTTP/2)."""
+        ...
+
+    @property
+    def rtt(self) -> float | None:
+        """Latest measured round trip, if any."""
+        ...
+
+
+ConnT = TypeVar("ConnT", bound=ConnectionView)
 
 
 class ConnectivityState(enum.Enum):
@@ -67,7 +117,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 @dataclass(eq=False)
-class Endpoint:
+class Endpoint(Generic[ConnT]):
     """Mutable state of one endpoint, owned and changed by the pool only.
 
     Attributes:
@@ -78,19 +128,20 @@ class Endpoint:
             HTTP/1.1 endpoints have their own limits).
         http1: Speak HTTP/1.1 unless TLS's ALPN chooses HTTP/2; set when
             ALPN chose HTTP/1.1 once.
-        stream_capacity: The peer's latest MAX_CONCURRENT_STREAMS (capped by
-            the pool), used to guess what a connection being opened will hold.
+        max_streams: The latest stream limit of its connections (the peer's
+            MAX_CONCURRENT_STREAMS capped by the pool), used to guess what a
+            connection being opened will hold.
         ping_interval: Silence before a PING, once a peer asked for fewer pings.
         last_failure: The latest failure, if the endpoint failed since its
             last success.
     """
 
     address: str
-    connections: list[Channel] = field(default_factory=list)
+    connections: list[ConnT] = field(default_factory=list)
     connecting: int = 0
     max_connections: int = 4
     http1: bool = False
-    stream_capacity: int = 100
+    max_streams: int = 100
     consecutive_failures: int = 0
     next_attempt_at: float = 0.0
     ejections: int = 0
@@ -103,8 +154,15 @@ class Endpoint:
     def __post_init__(self) -> None:
         self.host, self.port = split_address(self.address)
 
-    def live(self) -> list[Channel]:
-        """Connections that take new streams, dropping those that ended."""
+    def ready(self) -> list[ConnT]:
+        """Connections that take new streams now (a pure read)."""
+        return [conn for conn in self.connections if conn.accepting_streams]
+
+    def prune(self) -> None:
+        """Drop connections that ended; remember a peer that asked for fewer pings.
+
+        Called on connection events, never while routing.
+        """
         kept = []
         for conn in self.connections:
             if conn.functional:
@@ -112,7 +170,6 @@ class Endpoint:
             elif conn.ping_interval > (self.ping_interval or 0):
                 self.ping_interval = conn.ping_interval  # the peer asked for fewer pings
         self.connections = kept
-        return [conn for conn in kept if conn.accepting_streams]
 
     def ejected(self, now: float) -> bool:
         """Whether the endpoint is out of rotation at ``now``."""
@@ -126,7 +183,7 @@ class Endpoint:
         """The connectivity state at ``now``."""
         if self.closed:
             return ConnectivityState.SHUTDOWN
-        if self.live():
+        if self.ready():
             return ConnectivityState.READY
         if self.connecting:
             return ConnectivityState.CONNECTING
@@ -134,11 +191,11 @@ class Endpoint:
             return ConnectivityState.TRANSIENT_FAILURE
         return ConnectivityState.IDLE
 
-    def add(self, channel: Channel, http1_max_connections: int) -> None:
-        """A connection opened: use it, and forget past failures."""
-        self.connections.append(channel)
-        self.stream_capacity = channel.max_streams
-        if channel.http_version == "HTTP/1.1" and not self.http1:
+    def add(self, connection: ConnT, http1: bool, http1_max_connections: int) -> None:
+        """A connection opened (``http1``: it speaks HTTP/1.1): use it, forget past failures."""
+        self.connections.append(connection)
+        self.max_streams = connection.max_streams
+        if http1 and not self.http1:
             # ALPN chose HTTP/1.1: one request per connection from now on.
             self.http1 = True
             self.max_connections = http1_max_connections
@@ -174,7 +231,7 @@ class Endpoint:
 
     def stats(self, now: float) -> EndpointStats:
         """A snapshot of the endpoint."""
-        live = self.live()
+        live = self.ready()
         rtts = [conn.rtt for conn in self.connections if conn.rtt is not None]
         return EndpointStats(
             address=self.address,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpcore
@@ -25,42 +25,52 @@ from .._exceptions import (
     ConnectTimeout,
     H2PoolError,
     H2ProtocolError,
+    LocalProtocolError,
     PoolTimeout,
     ReadTimeout,
     WriteTimeout,
 )
-from .channel import Channel, ChannelListener, OutgoingRequest, Reply
+from .channel import Channel, ChannelListener, Reply
+from .outgoing import OutgoingRequest
 
 __all__ = ["H11Channel", "StreamProtocol", "map_httpcore_errors"]
 
 
+# httpcore's exceptions as h2pool's, most specific first (the one table of this edge):
+# (httpcore class, h2pool class, never_processed when it differs from the class's).
+_ERRORS: tuple[tuple[type[Exception], type[H2PoolError], bool | None], ...] = (
+    (httpcore.ConnectTimeout, ConnectTimeout, None),
+    (httpcore.ReadTimeout, ReadTimeout, None),
+    (httpcore.WriteTimeout, WriteTimeout, None),
+    (httpcore.PoolTimeout, PoolTimeout, None),
+    (httpcore.ConnectError, ConnectError, None),
+    (httpcore.ReadError, ConnectionLost, None),
+    (httpcore.WriteError, ConnectionLost, None),
+    (httpcore.RemoteProtocolError, H2ProtocolError, None),
+    (httpcore.LocalProtocolError, LocalProtocolError, None),
+    (httpcore.UnsupportedProtocol, LocalProtocolError, None),
+    (httpcore.ConnectionNotAvailable, ConnectionClosed, True),
+)
+
+
 @contextlib.contextmanager
-def map_httpcore_errors(target: str) -> Iterator[None]:
-    """Turn httpcore's exceptions into h2pool's, for the request ``target``."""
+def map_httpcore_errors(context: str, peer_closed: Callable[[], bool]) -> Iterator[None]:
+    """Turn httpcore's exceptions into h2pool's, naming ``context`` (request and endpoint).
+
+    A broken response from a peer that closed the connection (``peer_closed``:
+    httpcore says "Server disconnected") is a lost connection, not a protocol error.
+    """
     try:
         yield
-    except httpcore.ConnectTimeout as exc:
-        raise ConnectTimeout(f"{target}: {exc or 'connect timed out'}") from exc
-    except httpcore.ReadTimeout as exc:
-        raise ReadTimeout(f"{target}: {exc or 'read timed out'}") from exc
-    except httpcore.WriteTimeout as exc:
-        raise WriteTimeout(f"{target}: {exc or 'write timed out'}") from exc
-    except httpcore.PoolTimeout as exc:
-        raise PoolTimeout(f"{target}: {exc}") from exc
-    except httpcore.ConnectError as exc:
-        raise ConnectError(f"{target}: {exc}") from exc
-    except (httpcore.ReadError, httpcore.WriteError) as exc:
-        raise ConnectionLost(f"{target}: connection lost: {exc}") from exc
     except httpcore.RemoteProtocolError as exc:
-        if "disconnected" in str(exc):  # closed before the response started
-            raise ConnectionLost(f"{target}: {exc}") from exc
-        raise H2ProtocolError(f"{target}: the server broke HTTP/1.1: {exc}") from exc
-    except httpcore.LocalProtocolError as exc:
-        raise H2ProtocolError(f"{target}: {exc}", never_processed=True) from exc
-    except httpcore.ConnectionNotAvailable as exc:
-        raise ConnectionClosed(f"{target}: {exc}", never_processed=True) from exc
-    except httpcore.UnsupportedProtocol as exc:
-        raise H2ProtocolError(f"{target}: {exc}", never_processed=True) from exc
+        kind: type[H2PoolError] = ConnectionLost if peer_closed() else H2ProtocolError
+        raise kind(str(exc)).in_context(context) from exc
+    except Exception as exc:
+        for source, kind, never_processed in _ERRORS:
+            if isinstance(exc, source):
+                error = kind(str(exc) or type(exc).__name__, never_processed=never_processed)
+                raise error.in_context(context) from exc
+        raise
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -174,8 +184,15 @@ class H11Channel(Channel):
     http_version = "HTTP/1.1"
 
     def __init__(
-        self, protocol: StreamProtocol, scheme: str, host: str, port: int, authority: bytes
+        self,
+        protocol: StreamProtocol,
+        address: str,
+        scheme: str,
+        host: str,
+        port: int,
+        authority: bytes,
     ) -> None:
+        super().__init__(address)
         self._loop = asyncio.get_running_loop()
         self._protocol = protocol
         self._origin = httpcore.Origin(scheme.encode(), host.encode(), port)
@@ -192,11 +209,18 @@ class H11Channel(Channel):
 
     @property
     def functional(self) -> bool:
-        return self._check_error() is None
+        return self._usable()
 
     @property
     def accepting_streams(self) -> bool:
-        return self._check_error() is None
+        return self._usable()
+
+    def _usable(self) -> bool:
+        """Not failed, and not closed or expired while idle (a pure read)."""
+        if self._error is not None:
+            return False
+        connection = self._connection
+        return self._busy or not (connection.is_closed() or connection.has_expired())
 
     @property
     def open_streams(self) -> int:
@@ -222,13 +246,6 @@ class H11Channel(Channel):
 
     @property
     def error(self) -> H2PoolError | None:
-        return self._check_error()
-
-    def _check_error(self) -> H2PoolError | None:
-        connection = self._connection
-        idle = self._error is None and not self._busy
-        if idle and (connection.is_closed() or connection.has_expired()):
-            self._fail(ConnectionClosed("the HTTP/1.1 connection was closed"))
         return self._error
 
     def _fail(self, error: H2PoolError) -> None:
@@ -244,9 +261,8 @@ class H11Channel(Channel):
         self._listener = listener
 
     async def wait_functional(self) -> float:
-        error = self._check_error()
-        if error is not None:
-            raise error
+        if not self._usable():
+            raise self._error or ConnectionClosed("the HTTP/1.1 connection was closed")
         return 0.0
 
     def close(self) -> None:
@@ -276,9 +292,11 @@ class H11Channel(Channel):
             content=content if content is not None else b"",
             extensions={"timeout": {"read": timeouts.read, "write": timeouts.write}},
         )
+        self.reserved -= 1
         self._set_busy(True)
+        context = self.context(request)
         try:
-            with map_httpcore_errors(request.target):
+            with map_httpcore_errors(context, self.peer_closed):
                 response = await self._connection.handle_async_request(outgoing)
         except BaseException as exc:
             self._set_busy(False)
@@ -288,9 +306,11 @@ class H11Channel(Channel):
             raise
         # Lower case, as HTTP/2 requires, so callers see one form for both.
         headers = [(name.lower(), value) for name, value in decode_headers(response.headers)]
-        return Reply(
-            response.status, headers, _H11Body(self, response, request.target), self.http_version
-        )
+        return Reply(response.status, headers, _H11Body(self, response, context), self.http_version)
+
+    def peer_closed(self) -> bool:
+        """Whether the peer closed the connection (EOF or lost)."""
+        return self._protocol.eof
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
@@ -302,29 +322,29 @@ class H11Channel(Channel):
     def released(self) -> None:
         """The response of the request in progress was read or abandoned."""
         self._set_busy(False)
-        if self._check_error() is None:
+        if self._usable():
             self._notify(ConnectionEvent.SLOT_FREED)
 
 
 class _H11Body:
     """The body of one HTTP/1.1 response; HTTP/1.1 responses here have no trailers."""
 
-    def __init__(self, channel: H11Channel, response: httpcore.Response, target: str) -> None:
+    def __init__(self, channel: H11Channel, response: httpcore.Response, context: str) -> None:
         self._channel = channel
         self._response = response
-        self._target = target
+        self._context = context
         self._chunks = response.aiter_stream()
         self.trailers: HeaderList = []
 
     async def read(self, size: int | None) -> bytes:
-        with map_httpcore_errors(self._target):
+        with map_httpcore_errors(self._context, self._channel.peer_closed):
             if size == -1:
                 return b"".join([chunk async for chunk in self._chunks])
             return await anext(self._chunks, b"")
 
     async def aclose(self) -> None:
         try:
-            with map_httpcore_errors(self._target):
+            with map_httpcore_errors(self._context, self._channel.peer_closed):
                 await self._response.aclose()
         finally:
             self._channel.released()

@@ -3,7 +3,7 @@
 Retries, connection backoff and ejection are each a validated frozen
 dataclass (like urllib3's ``Retry``) plus small functions that turn a policy
 and the current state into a decision, so that every rule can be tested
-without sockets or clocks.
+without sockets or clocks. :func:`decide_retry` owns every retry rule.
 """
 
 from __future__ import annotations
@@ -12,56 +12,65 @@ import enum
 import random
 from dataclasses import dataclass, field
 
+import tenacity
+
 from .._exceptions import (
     ConnectionClosed,
     ConnectTimeout,
     DrainInterrupted,
     H2ConnectionError,
     H2PoolError,
+    H2ProtocolError,
     H2TimeoutError,
     PoolClosed,
     PoolOverloaded,
     PoolTimeout,
     StreamReset,
 )
+from .checks import check_count, check_fraction, check_seconds
 
 __all__ = [
     "IDEMPOTENT_METHODS",
     "ConnectionBackoff",
     "EjectionPolicy",
-    "RetryKind",
+    "RetryAction",
+    "RetryDecision",
     "RetryPolicy",
+    "Tries",
     "backoff_delay",
-    "classify_failure",
+    "decide_retry",
     "ejection_duration",
     "is_endpoint_failure",
     "may_eject",
     "parse_retry_after",
-    "retry_delay",
 ]
 
 #: Methods that may be sent twice without changing the result (RFC 9110 section 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+def _check_multiplier(name: str, value: object) -> float:
+    number = check_seconds(name, value)
+    assert number is not None
+    if not number >= 1:
+        raise ValueError(f"{name} must be >= 1, not {value!r}")
+    return number
+
+
+def _check_max(name: str, value: float, low: float, low_name: str) -> None:
+    check_seconds(name, value, unbounded=True)
+    if not value >= low:
+        raise ValueError(f"{name} must be >= {low_name}, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """When and how a failed request is tried again.
-
-    Requests the server provably never processed (GOAWAY above their stream,
-    REFUSED_STREAM, a connection that never opened) are always retried on
-    another connection and never count here. This policy covers the rest:
-    failures after which the request may have been processed, retried only
-    for ``methods`` (idempotent ones by default), and responses whose status
-    is in ``statuses``.
+    """When and how a failed request is tried again (see :func:`decide_retry`).
 
     Attributes:
-        max_attempts: Attempts in all, the first included; 1 disables retries.
+        max_attempts: Attempts in all, the first included; 1 disables retries
+            (a request refused as never processed still gets its one
+            transparent retry on another connection).
         backoff_initial: Delay before the second attempt, in seconds.
         backoff_multiplier: Growth of the delay per further attempt.
         backoff_max: Largest delay between attempts.
@@ -86,12 +95,12 @@ class RetryPolicy:
     max_retry_after: float = 10.0
 
     def __post_init__(self) -> None:
-        _check(self.max_attempts >= 1, "max_attempts must be at least 1")
-        _check(self.backoff_initial >= 0, "backoff_initial must be >= 0")
-        _check(self.backoff_multiplier >= 1, "backoff_multiplier must be >= 1")
-        _check(self.backoff_max >= self.backoff_initial, "backoff_max must be >= backoff_initial")
-        _check(0 <= self.jitter < 1, "jitter must be in [0, 1)")
-        _check(self.max_retry_after >= 0, "max_retry_after must be >= 0")
+        check_count("max_attempts", self.max_attempts, 1)
+        check_seconds("backoff_initial", self.backoff_initial, zero=True)
+        _check_multiplier("backoff_multiplier", self.backoff_multiplier)
+        _check_max("backoff_max", self.backoff_max, self.backoff_initial, "backoff_initial")
+        check_fraction("jitter", self.jitter, 0, 1, closed=False)
+        check_seconds("max_retry_after", self.max_retry_after, zero=True, unbounded=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,10 +120,10 @@ class ConnectionBackoff:
     max: float = 120.0
 
     def __post_init__(self) -> None:
-        _check(self.initial > 0, "initial must be positive")
-        _check(self.multiplier >= 1, "multiplier must be >= 1")
-        _check(0 <= self.jitter < 1, "jitter must be in [0, 1)")
-        _check(self.max >= self.initial, "max must be >= initial")
+        check_seconds("initial", self.initial)
+        _check_multiplier("multiplier", self.multiplier)
+        check_fraction("jitter", self.jitter, 0, 1, closed=False)
+        _check_max("max", self.max, self.initial, "initial")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,15 +146,24 @@ class EjectionPolicy:
     max_ejected_percent: float = 50.0
 
     def __post_init__(self) -> None:
-        _check(self.consecutive_failures >= 1, "consecutive_failures must be at least 1")
-        _check(self.base_time > 0, "base_time must be positive")
-        _check(self.max_time >= self.base_time, "max_time must be >= base_time")
-        _check(0 <= self.max_ejected_percent <= 100, "max_ejected_percent must be 0..100")
+        check_count("consecutive_failures", self.consecutive_failures, 1)
+        check_seconds("base_time", self.base_time)
+        _check_max("max_time", self.max_time, self.base_time, "base_time")
+        check_fraction("max_ejected_percent", self.max_ejected_percent, 0, 100, closed=True)
+
+
+def _exponential(initial: float, multiplier: float, cap: float, step: int) -> float:
+    """``initial * multiplier ** (step - 1)``, capped: tenacity's schedule, which copes
+    with huge exponents. The retry loop itself is plain code (see attempts.py)."""
+    if not initial:
+        return 0.0
+    state = tenacity.RetryCallState(tenacity.AsyncRetrying(), None, (), {})
+    state.attempt_number = step
+    return tenacity.wait_exponential(multiplier=initial, exp_base=multiplier, max=cap)(state)
 
 
 def _jittered(delay: float, jitter: float, rng: random.Random | None) -> float:
-    factor = (rng or random).uniform(1 - jitter, 1 + jitter)
-    return delay * factor
+    return delay * (rng or random).uniform(1 - jitter, 1 + jitter)
 
 
 def backoff_delay(
@@ -154,27 +172,7 @@ def backoff_delay(
     """Delay before the next connection attempt after ``failures`` consecutive failures."""
     if failures <= 0:
         return 0.0
-    base = min(policy.initial * policy.multiplier ** (failures - 1), policy.max)
-    return _jittered(base, policy.jitter, rng)
-
-
-def retry_delay(
-    policy: RetryPolicy,
-    attempt: int,
-    retry_after: float | None = None,
-    rng: random.Random | None = None,
-) -> float | None:
-    """Delay before attempt ``attempt + 1``, or None when it must not happen.
-
-    ``retry_after`` is the server's ``Retry-After`` in seconds, if it gave one.
-    """
-    if attempt >= policy.max_attempts:
-        return None
-    if retry_after is not None and policy.respect_retry_after:
-        return retry_after if retry_after <= policy.max_retry_after else None
-    base = min(
-        policy.backoff_initial * policy.backoff_multiplier ** (attempt - 1), policy.backoff_max
-    )
+    base = _exponential(policy.initial, policy.multiplier, policy.max, failures)
     return _jittered(base, policy.jitter, rng)
 
 
@@ -186,44 +184,160 @@ def parse_retry_after(value: str | None) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-class RetryKind(enum.Enum):
-    """How a failed attempt may be retried (see :func:`classify_failure`)."""
+@dataclass(frozen=True, slots=True)
+class Tries:
+    """What a request has used of its retries so far.
 
-    NO = "no"  #: raise the error
-    AT_ONCE = "at_once"  #: never processed: retry now on another connection, not counted
-    SPACED = "spaced"  #: cut off by the server's own drain: retry after a backoff, not counted
-    COUNTED = "counted"  #: may have been processed but idempotent: counts as an attempt
+    Attributes:
+        attempts: Counted attempts made, the first included.
+        transparent: Whether its one transparent retry (of a request refused
+            as never processed) was used.
+        drained: Retries after a GOAWAY drain cut the request off.
+    """
+
+    attempts: int = 1
+    transparent: bool = False
+    drained: int = 0
 
 
-def classify_failure(
-    error: H2PoolError, method: str, replayable: bool, policy: RetryPolicy
-) -> RetryKind:
-    """Decide whether and how a failed attempt is retried.
+class RetryAction(enum.Enum):
+    """What the retry loop does with an attempt's outcome."""
+
+    STOP = "stop"  #: raise the error, or return the response
+    RETRY = "retry"  #: try again after ``delay``
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """The answer of :func:`decide_retry`.
+
+    Attributes:
+        action: Stop or retry.
+        delay: Seconds to wait before the retry.
+        tries: The request's use of retries, once this retry is made.
+        reason: Why, for logs.
+    """
+
+    action: RetryAction
+    delay: float = 0.0
+    tries: Tries = Tries()
+    reason: str = ""
+
+
+def _backoff(policy: RetryPolicy, step: int, rng: random.Random | None) -> float:
+    base = _exponential(policy.backoff_initial, policy.backoff_multiplier, policy.backoff_max, step)
+    return _jittered(base, policy.jitter, rng)
+
+
+def _stop(reason: str) -> RetryDecision:
+    return RetryDecision(RetryAction.STOP, reason=reason)
+
+
+def _counted(
+    policy: RetryPolicy,
+    tries: Tries,
+    now: float,
+    deadline: float | None,
+    retry_after: float | None,
+    rng: random.Random | None,
+    reason: str,
+) -> RetryDecision:
+    """A retry that counts as an attempt: within max_attempts, the deadline and Retry-After."""
+    if tries.attempts >= policy.max_attempts:
+        return _stop(f"{reason}; {policy.max_attempts} attempts made")
+    if retry_after is not None and policy.respect_retry_after:
+        if retry_after > policy.max_retry_after:
+            return _stop(f"{reason}; Retry-After {retry_after:g}s is beyond max_retry_after")
+        delay = retry_after
+    else:
+        delay = _backoff(policy, tries.attempts, rng)
+    if deadline is not None and now + delay >= deadline:
+        return _stop(f"{reason}; no time left for another attempt")
+    counted = Tries(tries.attempts + 1, tries.transparent, tries.drained)
+    return RetryDecision(RetryAction.RETRY, delay, counted, reason)
+
+
+def decide_retry(
+    outcome: H2PoolError | int,
+    *,
+    method: str,
+    replayable: bool,
+    tries: Tries,
+    now: float,
+    deadline: float | None,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> RetryDecision:
+    """Decide whether and when an attempt is made again. Every retry rule is here.
+
+    The rules, in order (the table in docs/pool.md says the same):
+
+    1. A response: retried only if its status is in ``policy.statuses``, the
+       method in ``policy.methods`` and the body replayable; as a counted
+       attempt, after ``Retry-After`` (if respected) or the backoff.
+    2. A body that cannot be sent again (a streamed upload already started)
+       is never retried; nor are the pool's own refusals (closed,
+       overloaded, pool timeout) and protocol errors (a retry would break
+       the same way).
+    3. Never processed by the server (GOAWAY above the stream, REFUSED_STREAM,
+       a connection that never opened): one transparent retry at once, on
+       another connection, not counted (gRFC A6); after it, counted retries
+       with backoff, whatever the method (a refusing server must not get a
+       flood of attempts).
+    4. Any other failure may have been processed: only ``policy.methods``
+       are retried. A timeout is not (the server may be busy processing the
+       request: retrying multiplies its load). A stream cut off by the
+       server's own GOAWAY drain is retried after the backoff without
+       counting, at most ``max_attempts`` times. Other connection failures
+       and stream resets are counted retries.
+
+    A retry whose delay would end past ``deadline`` is not made.
 
     Args:
-        error: Why the attempt failed.
+        outcome: The attempt's error, or the status of its response.
         method: The request method.
-        replayable: Whether the body can be sent again (bytes, or a stream
-            not yet started).
-        policy: The retry policy (its ``methods`` are the idempotent ones).
-
-    Returns:
-        ``AT_ONCE`` for requests the server provably never processed,
-        whatever the method; ``SPACED`` for idempotent requests cut off by a
-        GOAWAY drain the server announced itself; ``COUNTED`` for other
-        connection or stream failures of idempotent requests; else ``NO``.
+        replayable: Whether the body can be sent again.
+        tries: What the request used of its retries so far.
+        now: The event-loop time.
+        deadline: The request's total deadline, or None.
+        policy: The retry policy.
+        retry_after: The response's ``Retry-After`` in seconds, if any.
+        rng: Random source for the jitter (tests pass a seeded one).
     """
-    if not replayable or isinstance(error, PoolClosed | PoolOverloaded | PoolTimeout):
-        return RetryKind.NO
+    if isinstance(outcome, int):
+        if outcome not in policy.statuses or method not in policy.methods:
+            return _stop(f"status {outcome} is final")
+        if not replayable:
+            return _stop(f"status {outcome}: the body cannot be sent again")
+        return _counted(policy, tries, now, deadline, retry_after, rng, f"status {outcome}")
+    error = outcome
+    if not replayable:
+        return _stop("the body cannot be sent again")
+    if isinstance(error, PoolClosed | PoolOverloaded | PoolTimeout | H2ProtocolError):
+        return _stop(type(error).__name__)
     if error.never_processed:
-        return RetryKind.AT_ONCE
+        if not tries.transparent and (deadline is None or now < deadline):
+            transparent = Tries(tries.attempts, True, tries.drained)
+            return RetryDecision(RetryAction.RETRY, 0.0, transparent, "never processed")
+        return _counted(policy, tries, now, deadline, None, rng, "never processed")
     if method not in policy.methods:
-        return RetryKind.NO
+        return _stop(f"{method} is not retried after a failure that may have been processed")
+    if isinstance(error, H2TimeoutError):
+        return _stop("a timeout is not retried: the server may be processing the request")
     if isinstance(error, DrainInterrupted):
-        return RetryKind.SPACED
-    if isinstance(error, H2ConnectionError | H2TimeoutError | StreamReset):
-        return RetryKind.COUNTED
-    return RetryKind.NO
+        # Spaced by the first backoff step, so the streams a drain cut off
+        # do not all land together on the next connection.
+        if tries.drained >= policy.max_attempts:
+            return _stop("cut off by GOAWAY drains too often")
+        delay = _backoff(policy, 1, rng)
+        if deadline is not None and now + delay >= deadline:
+            return _stop("drain interrupted; no time left for another attempt")
+        drained = Tries(tries.attempts, tries.transparent, tries.drained + 1)
+        return RetryDecision(RetryAction.RETRY, delay, drained, "drain interrupted")
+    if isinstance(error, H2ConnectionError | StreamReset):
+        return _counted(policy, tries, now, deadline, None, rng, type(error).__name__)
+    return _stop(type(error).__name__)
 
 
 def is_endpoint_failure(error: BaseException) -> bool:

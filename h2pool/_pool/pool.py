@@ -3,69 +3,39 @@
 Endpoints that only speak HTTP/1.1 (chosen by ALPN, or by the ``http1``
 option) are served through httpcore behind the same API and rules.
 
-The async code here only waits and does I/O; what to do is decided by the
-pure functions of :mod:`routing` (which connection takes a stream) and
-:mod:`policies` (retries, backoff, ejection). Connections tell the pool what
-changes on them through their listener, so nothing polls.
+The pool is the public face of four parts, each in its own module:
+:mod:`.scheduler` hands stream slots to requests (routing by the pure
+:func:`.routing.route`), :mod:`.attempts` runs a request's attempts under
+the pure :func:`.policies.decide_retry`, :mod:`.maintenance` opens and
+replaces connections and keeps the endpoints' health, and
+:mod:`.timeouts` bounds each phase.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import logging
-import socket
 import ssl as ssl_module
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import tenacity
-
 from .._core.config import H2Config
-from .._core.headers import HeadersIn, encode_headers
-from .._core.protocol import ConnectionEvent
+from .._core.headers import HeadersIn
 from .._core.tls import client_ssl_context
-from .._exceptions import (
-    CertificateVerifyError,
-    ConnectTimeout,
-    H2PoolError,
-    PoolClosed,
-    PoolOverloaded,
-    PoolTimeout,
-    RequestTimeout,
-)
-from .channel import Channel, OutgoingRequest, Upload, bounded
-from .connect import ChannelSettings, open_channel
-from .endpoint import Endpoint, EndpointStats
-from .policies import (
-    ConnectionBackoff,
-    EjectionPolicy,
-    RetryKind,
-    RetryPolicy,
-    classify_failure,
-    is_endpoint_failure,
-    may_eject,
-    parse_retry_after,
-    retry_delay,
-)
-from .response import Body, Response, deadline_scope
-from .routing import route
-from .timeouts import Timeouts
+from .._exceptions import PoolClosed, RequestTimeout
+from .attempts import Attempts
+from .checks import check_count, check_seconds
+from .connect import ChannelSettings
+from .endpoint import EndpointStats
+from .maintenance import Maintenance, MaintenanceSettings
+from .outgoing import Content, OutgoingRequest, build_request, checked_headers
+from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
+from .response import Response
+from .timeouts import Timeouts, deadline_scope
 
 __all__ = ["Content", "Pool", "PoolStats"]
 
-logger = logging.getLogger("h2pool.pool")
-
-#: A request body: bytes, or an async iterable of bytes for a streamed upload.
-Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
-
-# Never-processed failures are retried at once on another connection without
-# counting as attempts; this bounds a pathological peer that refuses forever.
-_MAX_TRANSPARENT_RETRIES = 16
 _DEFAULT = object()  # "use the pool's timeout"
 
 
@@ -84,14 +54,6 @@ class PoolStats:
     active: int
     pending: int
     closed: bool
-
-
-class _Retry(Exception):
-    """An attempt whose outcome the retry policy allows to try again, after ``delay``."""
-
-    def __init__(self, delay: float, error: H2PoolError | None = None) -> None:
-        super().__init__(str(error) if error else "retryable status")
-        self.delay = delay
 
 
 class Pool:
@@ -167,63 +129,67 @@ class Pool:
             )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError(f"target must have no path, query or fragment: {target!r}")
-        if functional_timeout <= 0:
-            raise ValueError("functional_timeout must be positive")
-        if not 0 <= min_connections <= max_connections or max_connections < 1:
-            raise ValueError(
-                "need 0 <= min_connections <= max_connections and max_connections >= 1"
-            )
-        if max_streams_per_connection < 1 or max_pending < 0:
-            raise ValueError("max_streams_per_connection must be >= 1 and max_pending >= 0")
-        self._tls = parts.scheme == "https"
-        if not self._tls and ssl not in (None, False):
+        functional = check_seconds("functional_timeout", functional_timeout)
+        connect = check_seconds("connect_timeout", connect_timeout)
+        resolve = check_seconds("resolve_interval", resolve_interval, zero=True, unbounded=True)
+        assert functional is not None
+        assert connect is not None
+        assert resolve is not None
+        check_count("min_connections", min_connections, 0)
+        check_count("max_connections", max_connections, 1)
+        check_count("http1_max_connections", http1_max_connections, 1)
+        check_count("max_streams_per_connection", max_streams_per_connection, 1)
+        check_count("max_pending", max_pending, 0)
+        if min_connections > max_connections:
+            raise ValueError("min_connections must be <= max_connections")
+        tls = parts.scheme == "https"
+        if not tls and ssl not in (None, False):
             raise ValueError("ssl is only for https targets")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._tls else 80)
+        host = parts.hostname
+        port = parts.port or (443 if tls else 80)
         context: ssl_module.SSLContext | None = None
-        if self._tls:
+        if tls:
             if isinstance(ssl, ssl_module.SSLContext):
                 context = ssl
                 # As httpcore does: the context offers what the pool speaks.
                 context.set_alpn_protocols(["h2", "http/1.1"])
             else:
                 context = client_ssl_context(verify=ssl is not False, alpn=("h2", "http/1.1"))
-        self._settings = ChannelSettings(
-            scheme=parts.scheme,
-            authority=parts.netloc,
-            server_hostname=self._host,
-            ssl=context,
-            functional_timeout=functional_timeout,
-            max_streams=max_streams_per_connection,
-            config=config,
-        )
-        self._extra_headers = encode_headers(headers) if headers is not None else []
-        self._functional_timeout = functional_timeout
         self._timeouts = Timeouts.coerce(timeout)
-        self._http1 = http1
-        self._wait_for_ready = wait_for_ready
-        self._min_connections = min_connections
-        self._max_connections = max_connections
-        self._http1_max_connections = http1_max_connections
-        # A Timeouts(connect=...) given as the pool's timeout bounds every attempt.
-        self._connect_timeout = self._timeouts.connect or connect_timeout
-        self._max_pending = max_pending
-        self._retry = retry or RetryPolicy()
-        self._backoff = backoff or ConnectionBackoff()
-        self._ejection = ejection or EjectionPolicy()
-        self._resolve_interval = resolve_interval
-        self._resolve = endpoints is None
-        self._endpoints = [self._new_endpoint(address) for address in endpoints or ()]
-        if endpoints is not None and not self._endpoints:
+        self._extra_headers = checked_headers(headers) if headers is not None else []
+        if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
-        self._resolved_at: float | None = None
-        self._resolving: asyncio.Task[None] | None = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._turns = itertools.count()
-        self._active = 0
-        self._idle: asyncio.Event | None = None
-        self._maintenance: asyncio.TimerHandle | None = None
+        settings = MaintenanceSettings(
+            channel=ChannelSettings(
+                scheme=parts.scheme,
+                authority=parts.netloc,
+                server_hostname=host,
+                ssl=context,
+                functional_timeout=functional,
+                max_streams=max_streams_per_connection,
+                config=config,
+            ),
+            http1=http1 if isinstance(http1, bool) else frozenset(http1),
+            min_connections=min_connections,
+            max_connections=max_connections,
+            http1_max_connections=http1_max_connections,
+            # A Timeouts(connect=...) given as the pool's timeout bounds every attempt.
+            connect_timeout=self._timeouts.connect or connect,
+            backoff=backoff or ConnectionBackoff(),
+            ejection=ejection or EjectionPolicy(),
+            resolve_interval=resolve,
+        )
+        self._maintenance = Maintenance(
+            settings,
+            host=host,
+            port=port,
+            endpoints=list(endpoints) if endpoints is not None else None,
+            functional_timeout=functional,
+            max_pending=max_pending,
+            wait_for_ready=wait_for_ready,
+        )
+        self._scheduler = self._maintenance.scheduler
+        self._attempts = Attempts(self._scheduler, retry or RetryPolicy())
         self._closing = False
 
     # ------------------------------------------------------------------
@@ -242,8 +208,8 @@ class Pool:
         Optional: the first request does the same.
         """
         self._check_open()
-        await self._ensure_endpoints()
-        self._maintain(asyncio.get_running_loop().time())
+        await self._maintenance.ensure_endpoints()
+        self._maintenance.maintain()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close gracefully: no new requests; requests in flight finish; then close.
@@ -255,21 +221,12 @@ class Pool:
         if self._closing:
             return
         self._closing = True
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-        self._wake_all()
+        self._maintenance.closing = True
+        self._scheduler.close(PoolClosed("the pool is closed"))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._active:
-                    self._idle = asyncio.Event()
-                    await self._idle.wait()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        connections = [conn for ep in self._endpoints for conn in ep.connections]
-        for endpoint in self._endpoints:
-            endpoint.closed = True
-        await asyncio.gather(*(conn.shutdown(timeout=1.0) for conn in connections))
+                await self._attempts.wait_idle()
+        await self._maintenance.aclose()
 
     # ------------------------------------------------------------------
     # Requests
@@ -299,12 +256,18 @@ class Pool:
             RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
                 as are ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``
                 and ``PoolTimeout`` for the phases).
-            H2PoolError: The request failed and could not be retried.
+            LocalProtocolError: A header field HTTP/2 forbids (nothing sent).
+            H2PoolError: The request failed and could not be retried; the
+                message names the request, the endpoint, and whether the
+                server may have processed it.
+            ValueError: A timeout or the path is invalid (``TypeError`` for
+                a timeout that is not a number).
         """
-        request = self._build(method, path, headers, content, timeout)
-        deadline = self._deadline(request)
+        request, deadline = await self._begin(method, path, headers, content, timeout)
+        if deadline is None:
+            return await self._attempts.send(request, None, read_body=True)
         async with self._request_scope(request, deadline):
-            return await self._send(request, deadline, read_body=True)
+            return await self._attempts.send(request, deadline, read_body=True)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -323,10 +286,9 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        request = self._build(method, path, headers, content, timeout)
-        deadline = self._deadline(request)
+        request, deadline = await self._begin(method, path, headers, content, timeout)
         async with self._request_scope(request, deadline):
-            response = await self._send(request, deadline, read_body=False)
+            response = await self._attempts.send(request, deadline, read_body=False)
         try:
             yield response
         finally:
@@ -336,49 +298,33 @@ class Pool:
         """A snapshot of every endpoint and of the requests in the pool."""
         now = asyncio.get_running_loop().time()
         return PoolStats(
-            endpoints=tuple(ep.stats(now) for ep in self._endpoints),
-            active=self._active,
-            pending=len(self._waiters),
+            endpoints=tuple(ep.stats(now) for ep in self._maintenance.endpoints),
+            active=self._attempts.active,
+            pending=self._scheduler.pending,
             closed=self._closing,
         )
 
     # ------------------------------------------------------------------
     # Building and bounding requests
 
-    def _build(
+    async def _begin(
         self,
         method: str,
         path: str,
         headers: HeadersIn | None,
         content: Content | None,
-        timeout: Timeouts | float | object | None,
-    ) -> OutgoingRequest:
-        method = method.upper()
-        if not path.startswith("/") and not (path == "*" and method == "OPTIONS"):
-            raise ValueError(f"path must start with '/': {path!r}")
-        body: bytes | None = None
-        upload: Upload | None = None
-        fields = list(self._extra_headers)
-        if headers is not None:
-            fields += encode_headers(headers)
-        if isinstance(content, str):
-            content = content.encode()
-        if isinstance(content, bytes | bytearray | memoryview):
-            body = bytes(content)
-            if not any(name == b"content-length" for name, _ in fields):
-                fields.append((b"content-length", str(len(body)).encode()))
-        elif content is not None:
-            upload = Upload(content)
-        if timeout is _DEFAULT:
-            timeouts = self._timeouts
-        else:
-            assert timeout is None or isinstance(timeout, Timeouts | int | float)
-            timeouts = Timeouts.coerce(timeout, self._timeouts)
-        return OutgoingRequest(method, path, fields, body, upload, timeouts)
-
-    def _deadline(self, request: OutgoingRequest) -> float | None:
-        total = request.timeouts.total
-        return None if total is None else asyncio.get_running_loop().time() + total
+        timeout: object,
+    ) -> tuple[OutgoingRequest, float | None]:
+        """Check and build the request; its deadline; the endpoints, once resolved."""
+        timeouts = (
+            self._timeouts if timeout is _DEFAULT else Timeouts.coerce(timeout, self._timeouts)
+        )
+        request = build_request(method, path, self._extra_headers, headers, content, timeouts)
+        self._check_open()
+        total = timeouts.total
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        await self._maintenance.ensure_endpoints()
+        return request, deadline
 
     @contextlib.asynccontextmanager
     async def _request_scope(
@@ -398,405 +344,14 @@ class Pool:
         now = asyncio.get_running_loop().time()
         states = ", ".join(
             f"{ep.address} {ep.state(now).value}"
-            + (f" (last error: {ep.last_error})" if ep.last_error and not ep.live() else "")
-            for ep in self._endpoints
+            + (f" (last error: {ep.last_error})" if ep.last_error and not ep.ready() else "")
+            for ep in self._maintenance.endpoints
         )
         message = f"{request.target}: timed out; endpoints: {states or 'none resolved'}"
         if request.last_error is not None:
             message += f"; last error: {request.last_error}"
         return message
 
-    # ------------------------------------------------------------------
-    # Retries
-
-    async def _send(
-        self, request: OutgoingRequest, deadline: float | None, *, read_body: bool
-    ) -> Response:
-        """Run attempts under the retry policy; tenacity drives retries and their sleeps.
-
-        The first attempt runs directly (most requests need no other); if
-        the policy allows a retry, its outcome opens tenacity's loop as
-        attempt 1. The policy raises ``_Retry`` only when another attempt is
-        allowed (it counts attempts and watches the deadline), so tenacity
-        never has to stop on its own.
-        """
-        try:
-            return await self._attempt(request, deadline, 1, read_body)
-        except _Retry as retry:
-            first: _Retry | None = retry
-        retrying = tenacity.AsyncRetrying(
-            wait=_planned_delay,
-            retry=tenacity.retry_if_exception_type(_Retry),
-            before_sleep=self._log_retry,
-        )
-        async for attempt in retrying:
-            with attempt:
-                if first is not None:
-                    outcome, first = first, None
-                    raise outcome  # attempt 1, already run
-                number = attempt.retry_state.attempt_number
-                return await self._attempt(request, deadline, number, read_body)
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
-
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        retry = state.outcome.exception() if state.outcome else None
-        logger.info(
-            "retrying in %.3fs after attempt %d: %s",
-            state.upcoming_sleep,
-            state.attempt_number,
-            retry,
-        )
-
-    def _next_delay(
-        self, attempt: int, deadline: float | None, retry_after: float | None = None
-    ) -> float | None:
-        """Delay before another attempt, or None if the policy or the deadline forbids it."""
-        delay = retry_delay(self._retry, attempt, retry_after)
-        if delay is None:
-            return None
-        if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
-            return None
-        return delay
-
-    async def _attempt(
-        self, request: OutgoingRequest, deadline: float | None, attempt: int, read_body: bool
-    ) -> Response:
-        """One counted attempt, with its uncounted retries (see ``classify_failure``)."""
-        for transparent in itertools.count():
-            try:
-                response = await self._exchange(request, deadline, read_body)
-            except H2PoolError as exc:
-                request.last_error = exc
-                kind = classify_failure(exc, request.method, request.replayable, self._retry)
-                if kind is RetryKind.COUNTED:
-                    delay = self._next_delay(attempt, deadline)
-                    if delay is not None:
-                        raise _Retry(delay, exc) from exc
-                elif kind is not RetryKind.NO and transparent < _MAX_TRANSPARENT_RETRIES:
-                    logger.debug("%s: %s; retrying (%s)", request.target, exc, kind.value)
-                    if kind is RetryKind.SPACED:  # keep cut streams from landing together
-                        await asyncio.sleep(self._next_delay(1, deadline) or 0)
-                    continue
-                raise
-            if (
-                response.status_code in self._retry.statuses
-                and request.method in self._retry.methods
-            ):
-                retry_after = parse_retry_after(response.header("retry-after"))
-                delay = self._next_delay(attempt, deadline, retry_after)
-                if delay is not None and request.replayable:
-                    await response.aclose()
-                    raise _Retry(delay)
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # ------------------------------------------------------------------
-    # One exchange on one connection
-
-    async def _exchange(
-        self, request: OutgoingRequest, deadline: float | None, read_body: bool
-    ) -> Response:
-        endpoint, channel = await self._acquire(request)
-        self._active += 1
-        try:
-            reply = await channel.exchange(request)
-        except BaseException:
-            self._release()
-            raise
-        # request() reads the body inside its own deadline scope; stream()
-        # hands the body over, so its reads carry the deadline themselves.
-        body = Body(reply.body, deadline=None if read_body else deadline, on_close=self._release)
-        response = Response(reply.status, reply.headers, endpoint.address, body, reply.http_version)
-        if read_body:
-            await response.aread()  # on failure the body releases itself
-        return response
-
-    def _release(self) -> None:
-        self._active -= 1
-        if not self._active and self._idle is not None:
-            self._idle.set()
-
-    # ------------------------------------------------------------------
-    # Routing and waiting
-
-    async def _acquire(self, request: OutgoingRequest) -> tuple[Endpoint, Channel]:
-        """A connection with a free slot, opening one or waiting as routing decides.
-
-        Raises:
-            PoolTimeout: The request's pool timeout ran out (never sent).
-            PoolOverloaded: ``max_pending`` requests are waiting already.
-            ConnectError: Every endpoint is failing and ``wait_for_ready`` is
-                off, or their certificates fail verification.
-        """
-        await self._ensure_endpoints()
-        async with bounded(request.timeouts.pool, PoolTimeout, f"{request.target}: pool"):
-            return await self._route(request)
-
-    async def _route(self, request: OutgoingRequest) -> tuple[Endpoint, Channel]:
-        loop = asyncio.get_running_loop()
-        # Sending in parallel with a liveness PING is safe only if a dead
-        # connection's failure can be retried.
-        retry_safe = request.replayable and request.method in self._retry.methods
-        connect_timeout = request.timeouts.connect
-        connect_deadline: float | None = None
-        while True:
-            self._check_open()
-            now = loop.time()
-            self._maintain(now, connect_timeout)
-            decision = route(
-                self._endpoints,
-                now,
-                waiting=len(self._waiters) + 1,
-                functional_timeout=self._functional_timeout,
-                turn=next(self._turns),
-            )
-            if decision.connection is not None and decision.endpoint is not None:
-                if decision.stale and not retry_safe:
-                    with contextlib.suppress(H2PoolError):
-                        await decision.connection.wait_functional()
-                    continue  # proven alive (or dropped as dead): route again
-                return decision.endpoint, decision.connection
-            if decision.endpoint is not None:
-                self._start_connect(decision.endpoint, connect_timeout)
-                continue
-            self._fail_fast(now)
-            wake_at = decision.wake_at
-            if connect_timeout is not None and not any(ep.live() for ep in self._endpoints):
-                # Waiting for a connection to be established, maybe one that
-                # was started before with a longer timeout: bound it too.
-                connect_deadline = connect_deadline or now + connect_timeout
-                if now >= connect_deadline:
-                    raise ConnectTimeout(
-                        f"{request.target}: no connection within {connect_timeout}s"
-                    )
-                wake_at = connect_deadline if wake_at is None else min(wake_at, connect_deadline)
-            await self._wait(wake_at)
-
-    def _fail_fast(self, now: float) -> None:
-        """Raise the last connection error instead of waiting, where waiting is pointless.
-
-        That is when every endpoint is failing (none ready or connecting) and
-        either ``wait_for_ready`` is off or every failure is a certificate
-        that failed verification (not transient).
-        """
-        in_play = [ep for ep in self._endpoints if not ep.closed]
-        if not in_play or any(ep.live() or ep.connecting for ep in in_play):
-            return
-        errors = [ep.last_failure for ep in in_play]
-        if any(error is None for error in errors):
-            return
-        certificates = all(isinstance(error, CertificateVerifyError) for error in errors)
-        if not self._wait_for_ready or certificates:
-            error = errors[-1]
-            assert isinstance(error, H2PoolError)
-            raise type(error)(str(error)) from error
-
-    async def _wait(self, wake_at: float | None) -> None:
-        if len(self._waiters) >= self._max_pending:
-            raise PoolOverloaded(
-                f"{len(self._waiters)} requests already wait for a connection (max_pending)"
-            )
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_at(wake_at, _wake, waiter) if wake_at is not None else None
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._wake_one()  # pass the wake-up on
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            if _wake(self._waiters.popleft()):
-                return
-
-    def _wake_all(self) -> None:
-        waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
-            _wake(waiter)
-
     def _check_open(self) -> None:
         if self._closing:
             raise PoolClosed("the pool is closed")
-
-    # ------------------------------------------------------------------
-    # Connections
-
-    def _maintain(self, now: float, connect_timeout: float | None = None) -> None:
-        """Keep ``min_connections`` open per endpoint, now or when backoffs end.
-
-        Attempts started while routing a request are bounded by its
-        ``connect_timeout``.
-
-        An endpoint that may not be connected to yet (backing off, ejected)
-        is tried again by one timer, armed only while such an endpoint
-        exists: a healthy pool runs no timer.
-        """
-        retry_at: float | None = None
-        for endpoint in self._endpoints:
-            while len(endpoint.live()) + endpoint.connecting < self._min_connections:
-                if not endpoint.may_connect(now):
-                    if not endpoint.closed:
-                        at = max(endpoint.next_attempt_at, endpoint.ejected_until)
-                        retry_at = at if retry_at is None else min(retry_at, at)
-                    break
-                self._start_connect(endpoint, connect_timeout)
-        if retry_at is not None and not self._closing:
-            timer = self._maintenance
-            if timer is None or timer.when() > retry_at:
-                if timer is not None:
-                    timer.cancel()
-                loop = asyncio.get_running_loop()
-                self._maintenance = loop.call_at(retry_at, self._maintenance_due)
-
-    def _maintenance_due(self) -> None:
-        self._maintenance = None
-        if not self._closing:
-            self._maintain(asyncio.get_running_loop().time())
-
-    def _start_connect(self, endpoint: Endpoint, timeout: float | None) -> None:
-        endpoint.connecting += 1
-        self._spawn(self._connect(endpoint, timeout or self._connect_timeout))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _new_endpoint(self, address: str) -> Endpoint:
-        endpoint = Endpoint(address, max_connections=self._max_connections)
-        http1 = self._http1
-        endpoint.http1 = http1 if isinstance(http1, bool) else address in http1
-        return endpoint
-
-    async def _connect(self, endpoint: Endpoint, timeout: float) -> None:
-        try:
-            channel = await open_channel(
-                endpoint.host,
-                endpoint.port,
-                self._settings,
-                http1=endpoint.http1,
-                connect_timeout=timeout,
-                ping_interval=endpoint.ping_interval,
-            )
-        except H2PoolError as exc:
-            logger.warning("connecting to %s failed: %s", endpoint.address, exc)
-            self._endpoint_failed(endpoint, exc, self._backoff)
-        else:
-            if self._closing:
-                channel.close()
-            else:
-                channel.set_listener(self._on_connection_event)
-                endpoint.add(channel, self._http1_max_connections)
-                logger.debug(
-                    "connected to %s with %s (rtt %s)",
-                    endpoint.address,
-                    channel.http_version,
-                    channel.rtt,
-                )
-        finally:
-            endpoint.connecting -= 1
-            if not self._closing:
-                self._maintain(asyncio.get_running_loop().time())
-            self._wake_all()
-
-    def _on_connection_event(self, connection: Channel, event: ConnectionEvent) -> None:
-        if event is ConnectionEvent.SLOT_FREED:
-            self._wake_one()
-            return
-        if event is ConnectionEvent.CLOSED:
-            error = connection.error
-            endpoint = next((ep for ep in self._endpoints if connection in ep.connections), None)
-            if endpoint is not None and error is not None and is_endpoint_failure(error):
-                logger.warning("connection to %s failed: %s", endpoint.address, error)
-                self._endpoint_failed(endpoint, error, None)
-        if event is not ConnectionEvent.LIMIT_CHANGED and not self._closing:
-            self._maintain(asyncio.get_running_loop().time())  # replace it
-        self._wake_all()  # draining, closed, or a new limit: routing may change
-
-    def _endpoint_failed(
-        self, endpoint: Endpoint, error: BaseException, backoff: ConnectionBackoff | None
-    ) -> None:
-        """Count a failure against an endpoint: maybe back off, eject, re-resolve."""
-        now = asyncio.get_running_loop().time()
-        endpoint.record_failure(now, error, backoff)
-        if (
-            endpoint.consecutive_failures >= self._ejection.consecutive_failures
-            and not endpoint.ejected(now)
-        ):
-            in_play = [ep for ep in self._endpoints if not ep.closed]
-            ejected = sum(ep.ejected(now) for ep in in_play)
-            if may_eject(self._ejection, len(in_play), ejected):
-                duration = endpoint.eject(now, self._ejection)
-                logger.warning(
-                    "ejected %s for %.1fs after repeated failures", endpoint.address, duration
-                )
-            self._schedule_resolve()
-
-    # ------------------------------------------------------------------
-    # Endpoints from DNS
-
-    async def _ensure_endpoints(self) -> None:
-        if self._resolve and self._resolved_at is None:
-            if self._resolving is None:
-                self._resolving = asyncio.ensure_future(self._resolve_endpoints())
-            await asyncio.shield(self._resolving)
-
-    def _schedule_resolve(self) -> None:
-        if not self._resolve or self._resolved_at is None:
-            return
-        now = asyncio.get_running_loop().time()
-        if now - self._resolved_at >= self._resolve_interval and (
-            self._resolving is None or self._resolving.done()
-        ):
-            self._resolving = asyncio.ensure_future(self._resolve_endpoints())
-            self._tasks.add(self._resolving)
-            self._resolving.add_done_callback(self._tasks.discard)
-
-    async def _resolve_endpoints(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            logger.warning("resolving %s failed: %s", self._host, exc)
-            infos = []
-        finally:
-            self._resolved_at = loop.time()
-        addresses = []
-        for family, *_, sockaddr in infos:
-            host, port = str(sockaddr[0]), self._port
-            address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            return  # keep what we had
-        known = {ep.address: ep for ep in self._endpoints}
-        self._endpoints = [
-            known.get(address) or self._new_endpoint(address) for address in addresses
-        ]
-        for address, endpoint in known.items():
-            if address not in addresses:
-                endpoint.closed = True
-                for connection in endpoint.connections:
-                    self._spawn(connection.shutdown(timeout=self._functional_timeout * 2))
-        self._wake_all()
-
-
-def _planned_delay(state: tenacity.RetryCallState) -> float:
-    """The delay the policy chose when it allowed the retry (carried by ``_Retry``)."""
-    error = state.outcome.exception() if state.outcome is not None else None
-    return error.delay if isinstance(error, _Retry) else 0.0
-
-
-def _wake(waiter: asyncio.Future[None]) -> bool:
-    if waiter.done():
-        return False
-    waiter.set_result(None)
-    return True

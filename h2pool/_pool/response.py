@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from .._core.headers import HeaderList
-from .._exceptions import RequestTimeout, ResponseNotRead
+from .._exceptions import ResponseNotRead
 from .channel import BodySource
-from .timeouts import expiring
+from .timeouts import deadline_scope
 
-__all__ = ["Body", "Response", "deadline_scope"]
-
-
-def deadline_scope(
-    deadline: float | None, what: str
-) -> contextlib.AbstractAsyncContextManager[None]:
-    """Bound the block by the request's total deadline; expiry raises RequestTimeout."""
-    return expiring(deadline, RequestTimeout, f"{what}: timed out")
+__all__ = ["Body", "Response"]
 
 
 class Body:

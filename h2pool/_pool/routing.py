@@ -1,24 +1,27 @@
-"""Which connection takes a new stream: one synchronous decision, no I/O.
+"""Which connection takes a new stream: one pure synchronous decision, no I/O.
 
-The pool calls :func:`route` for every stream it starts; the answer is a
-connection to use, an endpoint to open a connection to, or to wait (and until
-when, at the latest). Only connections that take new streams count: none that
-received GOAWAY, is dead, or is full under the peer's MAX_CONCURRENT_STREAMS.
+The scheduler calls :func:`route` for the oldest waiting request; the answer
+is a connection to use, an endpoint to open a connection to, or to wait (and
+until when, at the latest). Only connections with a free slot count: none
+that received GOAWAY, is dead, or is full under the peer's
+MAX_CONCURRENT_STREAMS once the slots reserved by other requests are counted.
+:func:`route` only reads :class:`~.endpoint.ConnectionView` properties and
+endpoint fields; it changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic
 
-from .channel import Channel
-from .endpoint import Endpoint
+from .endpoint import ConnT, Endpoint
 
-__all__ = ["Route", "route"]
+__all__ = ["Route", "free_slots", "route"]
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class Route(Generic[ConnT]):
     """The routing decision for one new stream.
 
     With a ``connection``: start the stream on it (``endpoint`` is its
@@ -35,20 +38,25 @@ class Route:
             ejection ends, so routing may change without any other event.
     """
 
-    endpoint: Endpoint | None = None
-    connection: Channel | None = None
+    endpoint: Endpoint[ConnT] | None = None
+    connection: ConnT | None = None
     stale: bool = False
     wake_at: float | None = None
 
 
+def free_slots(conn: ConnT) -> int:
+    """Slots a new request may still take on ``conn`` (reservations count as taken)."""
+    return conn.max_streams - conn.open_streams - conn.reserved
+
+
 def route(
-    endpoints: Sequence[Endpoint],
+    endpoints: Sequence[Endpoint[ConnT]],
     now: float,
     *,
     waiting: int,
     functional_timeout: float,
     turn: int = 0,
-) -> Route:
+) -> Route[ConnT]:
     """Decide where a new stream goes.
 
     Args:
@@ -68,31 +76,34 @@ def route(
     open_endpoints = [ep for ep in endpoints if not ep.closed]
     in_rotation = [ep for ep in open_endpoints if not ep.ejected(now)] or open_endpoints
     count = len(in_rotation)
-    best: tuple[Endpoint, Channel] | None = None
+    best: tuple[Endpoint[ConnT], ConnT] | None = None
     best_key: tuple[bool, float, int, float] | None = None
+    ready_counts = []
     for index, endpoint in enumerate(in_rotation):
-        live = endpoint.live()
-        if not live:
+        ready = endpoint.ready()
+        ready_counts.append(len(ready))
+        if not ready:
             continue
-        load = sum(conn.open_streams for conn in live) / sum(conn.max_streams for conn in live)
+        taken = sum(conn.open_streams + conn.reserved for conn in ready)
+        load = taken / sum(conn.max_streams for conn in ready)
         rotation = (index - turn) % count
-        for conn in live:
-            if conn.open_streams >= conn.max_streams:
+        for conn in ready:
+            if free_slots(conn) <= 0:
                 continue
             stale = now - conn.last_received >= functional_timeout
-            key = (stale, load, rotation, conn.open_streams / conn.max_streams)
+            key = (stale, load, rotation, 1 - free_slots(conn) / conn.max_streams)
             if best_key is None or key < best_key:
                 best, best_key = (endpoint, conn), key
     if best is not None and best_key is not None:
         return Route(endpoint=best[0], connection=best[1], stale=best_key[0])
 
-    expected = sum(ep.connecting * ep.stream_capacity for ep in in_rotation)
+    expected = sum(ep.connecting * ep.max_streams for ep in in_rotation)
     if waiting <= expected:
         return Route()  # the connections being opened will hold them
     openable = [
-        (len(ep.live()) + ep.connecting, (index - turn) % count, ep)
-        for index, ep in enumerate(in_rotation)
-        if ep.may_connect(now) and len(ep.live()) + ep.connecting < ep.max_connections
+        (ready + ep.connecting, (index - turn) % count, ep)
+        for index, (ep, ready) in enumerate(zip(in_rotation, ready_counts, strict=True))
+        if ep.may_connect(now) and ready + ep.connecting < ep.max_connections
     ]
     if openable:
         return Route(endpoint=min(openable, key=lambda item: item[:2])[2])

@@ -1,37 +1,63 @@
-"""The timeouts of a request, one per phase, as a frozen value."""
+"""Every timeout of a request: the per-phase values, and the scopes that enforce them.
+
+A scope bounds a block of async code by an event-loop deadline and turns
+its expiry into one of h2pool's timeout errors. When no bound is set no
+scope object is made: the callers test for None first.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from types import TracebackType
 
-from .._exceptions import H2PoolError
+from .._exceptions import H2PoolError, RequestTimeout
+from .checks import check_seconds
 
-__all__ = ["Timeouts", "expiring"]
+__all__ = ["Expiring", "Timeouts", "bounded", "deadline_scope"]
 
 
-@contextlib.asynccontextmanager
-async def expiring(
-    deadline: float | None, error: type[H2PoolError], message: str
-) -> AsyncIterator[None]:
-    """Bound the block by an event-loop ``deadline``; its expiry raises ``error(message)``.
+class Expiring:
+    """Bound a block by an event-loop ``deadline``; its expiry raises ``error(message)``.
 
-    Only the expiry of this deadline is turned into ``error``: other
-    timeouts raised inside (a connect timeout, say) pass through unchanged.
+    Only the expiry of this deadline becomes ``error``: other timeouts raised
+    inside (a connect timeout, say) pass through unchanged. A plain class
+    rather than a generator-based context manager: it is on the hot path.
     """
-    if deadline is None:
-        yield
-        return
-    scope = asyncio.timeout_at(deadline)
-    try:
-        async with scope:
-            yield
-    except TimeoutError:
-        if scope.expired():
-            raise error(message) from None
-        raise
+
+    __slots__ = ("_error", "_message", "_scope")
+
+    def __init__(self, deadline: float, error: type[H2PoolError], message: str) -> None:
+        self._scope = asyncio.timeout_at(deadline)
+        self._error = error
+        self._message = message
+
+    async def __aenter__(self) -> None:
+        await self._scope.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._scope.__aexit__(exc_type, exc, traceback)
+        except TimeoutError:
+            if self._scope.expired():
+                raise self._error(self._message) from None
+            raise
+
+
+def bounded(seconds: float, error: type[H2PoolError], what: str) -> Expiring:
+    """Bound one wait by ``seconds`` from now; its expiry raises ``error`` naming ``what``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    return Expiring(deadline, error, f"{what}: no progress within {seconds}s")
+
+
+def deadline_scope(deadline: float, what: str) -> Expiring:
+    """Bound the block by a request's total deadline; expiry raises RequestTimeout."""
+    return Expiring(deadline, RequestTimeout, f"{what}: timed out")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +65,7 @@ class Timeouts:
     """How long each phase of a request may take, in seconds (None: no bound).
 
     Each expiry raises an h2pool error that is also a builtin ``TimeoutError``.
+    Every value must be a positive finite number or None.
 
     Attributes:
         total: The whole request: waiting for a connection, every attempt
@@ -48,7 +75,7 @@ class Timeouts:
             be established when none is open (``ConnectTimeout``); None uses
             the pool's ``connect_timeout`` for the attempts.
         read: Each wait for the response headers or the next body data
-            (``ReadTimeout``).
+            (``ReadTimeout``): a body that keeps arriving never hits it.
         write: Each wait to send a chunk of a streamed request body
             (``WriteTimeout``); bytes bodies are queued and never wait.
         pool: Waiting for a connection with a free stream (``PoolTimeout``).
@@ -62,16 +89,19 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         for name in ("total", "connect", "read", "write", "pool"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"timeout {name} must be positive or None")
+            check_seconds(name, getattr(self, name), optional=True)
 
     @classmethod
-    def coerce(cls, value: Timeouts | float | None, default: Timeouts | None = None) -> Timeouts:
+    def coerce(cls, value: object, default: Timeouts | None = None) -> Timeouts:
         """A ``Timeouts`` from a number (the total), None (no total) or itself.
 
         A number or None replaces only ``total`` of ``default``.
+
+        Raises:
+            TypeError: ``value`` is none of those.
+            ValueError: The number is not a positive finite one.
         """
         if isinstance(value, Timeouts):
             return value
-        return replace(default or cls(), total=value)
+        total = check_seconds("timeout", value, optional=True)
+        return replace(default or cls(), total=total)

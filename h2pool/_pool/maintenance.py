@@ -1,0 +1,298 @@
+"""The pool's connections over time: opening them, replacing them, and the endpoints' health.
+
+Everything here reacts to something: a connection attempt ending, a
+connection event (draining, closed, limit changed, slot freed), the end of a
+backoff, a failed endpoint that calls for a new DNS resolution. After each,
+the scheduler runs once (:meth:`Scheduler.assign`). Nothing polls: one
+timer is armed only while an endpoint waits out a backoff or an ejection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
+from .._core.protocol import ConnectionEvent
+from .._exceptions import H2PoolError
+from .channel import Channel
+from .connect import ChannelSettings, open_channel
+from .endpoint import Endpoint
+from .policies import ConnectionBackoff, EjectionPolicy, is_endpoint_failure, may_eject
+from .scheduler import Scheduler
+
+__all__ = ["Maintenance", "MaintenanceSettings"]
+
+logger = logging.getLogger("h2pool.pool")
+
+
+class MaintenanceSettings:
+    """What maintenance needs of the pool's options (see :class:`~h2pool.Pool`)."""
+
+    def __init__(
+        self,
+        *,
+        channel: ChannelSettings,
+        http1: bool | frozenset[str],
+        min_connections: int,
+        max_connections: int,
+        http1_max_connections: int,
+        connect_timeout: float,
+        backoff: ConnectionBackoff,
+        ejection: EjectionPolicy,
+        resolve_interval: float,
+    ) -> None:
+        self.channel = channel
+        self.http1 = http1
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.http1_max_connections = http1_max_connections
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
+        self.ejection = ejection
+        self.resolve_interval = resolve_interval
+
+
+class Maintenance:
+    """Opens, replaces and drops the connections of a pool's endpoints.
+
+    Args:
+        settings: The pool's connection options.
+        host: The target's host (resolved when ``endpoints`` is None).
+        port: The target's port.
+        endpoints: The fixed endpoints, or None to resolve ``host``.
+        functional_timeout: Health check of connections.
+        max_pending: Requests allowed to wait for a slot.
+        wait_for_ready: See :class:`~h2pool.Pool`.
+    """
+
+    def __init__(
+        self,
+        settings: MaintenanceSettings,
+        *,
+        host: str,
+        port: int,
+        endpoints: list[str] | None,
+        functional_timeout: float,
+        max_pending: int,
+        wait_for_ready: bool,
+    ) -> None:
+        self._settings = settings
+        self._host = host
+        self._port = port
+        self._functional_timeout = functional_timeout
+        self.scheduler = Scheduler(
+            functional_timeout=functional_timeout,
+            max_pending=max_pending,
+            wait_for_ready=wait_for_ready,
+            open_connection=self.start_connect,
+        )
+        self.scheduler.endpoints = [self._new_endpoint(address) for address in endpoints or ()]
+        self._resolve = endpoints is None
+        self._resolved_at: float | None = None
+        self._resolving: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self.closing = False
+
+    @property
+    def endpoints(self) -> list[Endpoint[Channel]]:
+        """The endpoints, in the scheduler's hands."""
+        return self.scheduler.endpoints
+
+    # ------------------------------------------------------------------
+    # Keeping min_connections
+
+    def maintain(self) -> None:
+        """Keep ``min_connections`` open per endpoint, now or when backoffs end.
+
+        An endpoint that may not be connected to yet (backing off, ejected)
+        is tried again by one timer, armed only while such an endpoint
+        exists: a healthy pool runs no timer.
+        """
+        if self.closing:
+            return
+        now = asyncio.get_running_loop().time()
+        retry_at: float | None = None
+        for endpoint in self.endpoints:
+            self.prune(endpoint)  # HTTP/1.1 connections may expire without an event
+            while len(endpoint.ready()) + endpoint.connecting < self._settings.min_connections:
+                if not endpoint.may_connect(now):
+                    if not endpoint.closed:
+                        at = max(endpoint.next_attempt_at, endpoint.ejected_until)
+                        retry_at = at if retry_at is None else min(retry_at, at)
+                    break
+                self.start_connect(endpoint, None)
+        if retry_at is not None:
+            timer = self._timer
+            if timer is None or timer.when() > retry_at:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = asyncio.get_running_loop().call_at(retry_at, self._timer_due)
+
+    def _timer_due(self) -> None:
+        self._timer = None
+        self.maintain()
+        self.scheduler.assign()
+
+    def start_connect(self, endpoint: Endpoint[Channel], timeout: float | None) -> None:
+        """Start a connection attempt to ``endpoint`` (counted in ``connecting`` at once)."""
+        endpoint.connecting += 1
+        self.spawn(self._connect(endpoint, timeout or self._settings.connect_timeout))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the pool cancels when it closes."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _new_endpoint(self, address: str) -> Endpoint[Channel]:
+        settings = self._settings
+        endpoint: Endpoint[Channel] = Endpoint(address, max_connections=settings.max_connections)
+        http1 = settings.http1
+        endpoint.http1 = http1 if isinstance(http1, bool) else address in http1
+        return endpoint
+
+    async def _connect(self, endpoint: Endpoint[Channel], timeout: float) -> None:
+        settings = self._settings
+        try:
+            channel = await open_channel(
+                endpoint.address,
+                endpoint.host,
+                endpoint.port,
+                settings.channel,
+                http1=endpoint.http1,
+                connect_timeout=timeout,
+                ping_interval=endpoint.ping_interval,
+            )
+        except H2PoolError as exc:
+            logger.warning("connecting to %s failed: %s", endpoint.address, exc)
+            self._endpoint_failed(endpoint, exc, settings.backoff)
+        else:
+            if self.closing:
+                channel.close()
+            else:
+                channel.set_listener(self._on_connection_event)
+                http1 = channel.http_version == "HTTP/1.1"
+                endpoint.add(channel, http1, settings.http1_max_connections)
+                logger.debug(
+                    "connected to %s with %s (rtt %s)",
+                    endpoint.address,
+                    channel.http_version,
+                    channel.rtt,
+                )
+        finally:
+            endpoint.connecting -= 1
+            self.maintain()
+            self.scheduler.assign()
+
+    def _on_connection_event(self, connection: Channel, event: ConnectionEvent) -> None:
+        if event is ConnectionEvent.SLOT_FREED:
+            self.scheduler.assign()
+            return
+        endpoint = next((ep for ep in self.endpoints if connection in ep.connections), None)
+        if endpoint is not None:
+            error = connection.error
+            if event is ConnectionEvent.CLOSED and error and is_endpoint_failure(error):
+                logger.warning("connection to %s failed: %s", endpoint.address, error)
+                self._endpoint_failed(endpoint, error, None)
+            self.prune(endpoint)
+        self.maintain()  # replace what drained or closed
+        self.scheduler.assign()
+
+    def prune(self, endpoint: Endpoint[Channel]) -> None:
+        """Drop the endpoint's connections that ended, closing what is left of them."""
+        before = endpoint.connections
+        endpoint.prune()
+        for connection in before:
+            if connection not in endpoint.connections:
+                connection.close()
+
+    def _endpoint_failed(
+        self,
+        endpoint: Endpoint[Channel],
+        error: BaseException,
+        backoff: ConnectionBackoff | None,
+    ) -> None:
+        """Count a failure against an endpoint: maybe back off, eject, re-resolve."""
+        now = asyncio.get_running_loop().time()
+        endpoint.record_failure(now, error, backoff)
+        ejection = self._settings.ejection
+        if endpoint.consecutive_failures < ejection.consecutive_failures or endpoint.ejected(now):
+            return
+        in_play = [ep for ep in self.endpoints if not ep.closed]
+        ejected = sum(ep.ejected(now) for ep in in_play)
+        if may_eject(ejection, len(in_play), ejected):
+            duration = endpoint.eject(now, ejection)
+            logger.warning(
+                "ejected %s for %.1fs after repeated failures", endpoint.address, duration
+            )
+        self._schedule_resolve()
+
+    # ------------------------------------------------------------------
+    # Endpoints from DNS
+
+    async def ensure_endpoints(self) -> None:
+        """Resolve the target's host once, before the first request (if needed)."""
+        if self._resolve and self._resolved_at is None:
+            if self._resolving is None:
+                self._resolving = asyncio.ensure_future(self._resolve_endpoints())
+            await asyncio.shield(self._resolving)
+
+    def _schedule_resolve(self) -> None:
+        if not self._resolve or self._resolved_at is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._resolved_at >= self._settings.resolve_interval and (
+            self._resolving is None or self._resolving.done()
+        ):
+            self._resolving = asyncio.ensure_future(self._resolve_endpoints())
+            self._tasks.add(self._resolving)
+            self._resolving.add_done_callback(self._tasks.discard)
+
+    async def _resolve_endpoints(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            logger.warning("resolving %s failed: %s", self._host, exc)
+            infos = []
+        finally:
+            self._resolved_at = loop.time()
+        addresses = []
+        for family, *_, sockaddr in infos:
+            host, port = str(sockaddr[0]), self._port
+            address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            return  # keep what we had
+        known = {ep.address: ep for ep in self.endpoints}
+        self.scheduler.endpoints = [
+            known.get(address) or self._new_endpoint(address) for address in addresses
+        ]
+        for address, endpoint in known.items():
+            if address not in addresses:
+                endpoint.closed = True
+                for connection in endpoint.connections:
+                    self.spawn(connection.shutdown(timeout=self._functional_timeout * 2))
+        self.maintain()
+        self.scheduler.assign()
+
+    # ------------------------------------------------------------------
+    # Closing
+
+    async def aclose(self) -> None:
+        """Stop maintaining; shut every connection down gracefully."""
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        connections = [conn for ep in self.endpoints for conn in ep.connections]
+        for endpoint in self.endpoints:
+            endpoint.closed = True
+        await asyncio.gather(*(conn.shutdown(timeout=1.0) for conn in connections))

@@ -1,0 +1,129 @@
+"""Requests on their way out: built from the caller's arguments and validated once, here.
+
+Header fields are checked against RFC 9113 section 8.2 when the request is
+built, so the connections below need not check them again: a bad field is
+the caller's mistake (:class:`~h2pool.LocalProtocolError`), raised before
+anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from .._core.headers import HeadersIn, encode_headers
+from .._exceptions import H2PoolError, LocalProtocolError
+from .timeouts import Timeouts
+
+__all__ = ["Content", "OutgoingRequest", "Upload", "build_request", "checked_headers"]
+
+#: A request body: bytes, or an async iterable of bytes for a streamed upload.
+Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
+
+# RFC 9110 section 5.6.2 token characters, lower case (RFC 9113 section 8.2.1).
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+# RFC 9113 section 8.2.1: no NUL, CR or LF, no leading or trailing whitespace.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
+_CONNECTION_FIELDS = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class Upload:
+    """A streamed request body, replayable only if it was never started."""
+
+    def __init__(self, source: AsyncIterable[bytes]) -> None:
+        self._source = source
+        self.started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._source:
+            self.started = True
+            yield chunk
+
+
+@dataclass(slots=True)
+class OutgoingRequest:
+    """A request as the pool hands it to a channel.
+
+    Attributes:
+        method: The method, upper case.
+        path: The request target.
+        headers: Regular header fields (no pseudo-headers), as validated bytes.
+        body: The whole body, or None.
+        upload: A streamed body, or None.
+        timeouts: Its timeouts.
+        last_error: The latest failure of an attempt, for messages.
+    """
+
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None
+    upload: Upload | None
+    timeouts: Timeouts
+    last_error: H2PoolError | None = None
+
+    @property
+    def target(self) -> str:
+        """``"METHOD path"``, for messages."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again."""
+        return self.upload is None or not self.upload.started
+
+
+def checked_headers(headers: HeadersIn) -> list[tuple[bytes, bytes]]:
+    """The caller's header fields as lower-case bytes, checked (RFC 9113 section 8.2).
+
+    Raises:
+        LocalProtocolError: A field HTTP/2 forbids, or a malformed one.
+    """
+    fields = encode_headers(headers)
+    for name, value in fields:
+        if name[:1] == b":":
+            raise LocalProtocolError(f"pseudo-header field {name!r}: the pool sets those")
+        if not _NAME.fullmatch(name):
+            raise LocalProtocolError(f"invalid header field name {name!r}")
+        if name in _CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
+            raise LocalProtocolError(f"connection-specific header field {name!r}")
+        if _BAD_VALUE.search(value):
+            raise LocalProtocolError(f"invalid value of header field {name!r}")
+    return fields
+
+
+def build_request(
+    method: str,
+    path: str,
+    extra_headers: list[tuple[bytes, bytes]],
+    headers: HeadersIn | None,
+    content: Content | None,
+    timeouts: Timeouts,
+) -> OutgoingRequest:
+    """Build and check a request (``extra_headers``: the pool's own, already checked).
+
+    Raises:
+        ValueError: The path does not start with ``/``.
+        LocalProtocolError: A header field HTTP/2 forbids.
+    """
+    method = method.upper()
+    if not path.startswith("/") and not (path == "*" and method == "OPTIONS"):
+        raise ValueError(f"path must start with '/': {path!r}")
+    if not _NAME.fullmatch(method.lower().encode()):
+        raise LocalProtocolError(f"invalid method {method!r}")
+    fields = extra_headers + checked_headers(headers) if headers is not None else extra_headers
+    body: bytes | None = None
+    upload: Upload | None = None
+    if isinstance(content, str):
+        content = content.encode()
+    if isinstance(content, bytes | bytearray | memoryview):
+        body = bytes(content)
+        if not any(name == b"content-length" for name, _ in fields):
+            fields = [*fields, (b"content-length", str(len(body)).encode())]
+    elif content is not None:
+        upload = Upload(content)
+    return OutgoingRequest(method, path, fields, body, upload, timeouts)

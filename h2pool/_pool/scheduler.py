@@ -1,0 +1,274 @@
+"""Hands stream slots to requests: one synchronous function, as httpcore's pool does it.
+
+A request that finds a free slot takes it at once (no future, no timer).
+Otherwise it waits in one queue, oldest first. :meth:`Scheduler.assign` runs
+synchronously whenever something may have changed (a slot freed, a limit
+changed, a connection opened, drained or closed, a backoff ended): it routes
+the oldest waiters, reserves a slot for each one it places (a reservation
+count per connection, as Go's ``reserveNewRequest``, so two requests can
+never take the last slot), wakes only those, and asks for new connections
+where routing says so. The connection's own ``start_request`` therefore
+never waits: the pool keeps the only queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._exceptions import (
+    CertificateVerifyError,
+    ConnectTimeout,
+    H2PoolError,
+    PoolOverloaded,
+    PoolTimeout,
+)
+from .channel import Channel
+from .endpoint import Endpoint
+from .routing import route
+from .timeouts import bounded
+
+__all__ = ["Grant", "Scheduler"]
+
+#: Asked to open a connection to an endpoint, bounded by a connect timeout
+#: (None: the pool's own); it counts the attempt in ``endpoint.connecting`` at once.
+OpenConnection = Callable[[Endpoint[Channel], "float | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A reserved slot: the request must use it (``Channel.exchange``) or give it back.
+
+    Attributes:
+        endpoint: The endpoint of the connection.
+        channel: The connection, with one slot reserved.
+        stale: The connection was silent for a functional timeout.
+    """
+
+    endpoint: Endpoint[Channel]
+    channel: Channel
+    stale: bool
+
+
+class _Waiter:
+    __slots__ = ("connect_timeout", "future")
+
+    def __init__(self, future: asyncio.Future[Grant], connect_timeout: float | None) -> None:
+        self.future = future
+        self.connect_timeout = connect_timeout
+
+
+class Scheduler:
+    """The queue of requests waiting for a slot, and the one function that serves it.
+
+    Args:
+        functional_timeout: Silence after which a connection counts as stale.
+        max_pending: Requests allowed to wait; more fail with PoolOverloaded.
+        wait_for_ready: When every endpoint is failing, wait (True) or fail
+            the waiting requests with the last connection error.
+        open_connection: Starts a connection attempt (see ``OpenConnection``).
+    """
+
+    def __init__(
+        self,
+        *,
+        functional_timeout: float,
+        max_pending: int,
+        wait_for_ready: bool,
+        open_connection: OpenConnection,
+    ) -> None:
+        self.endpoints: list[Endpoint[Channel]] = []
+        self._functional_timeout = functional_timeout
+        self._max_pending = max_pending
+        self._wait_for_ready = wait_for_ready
+        self._open_connection = open_connection
+        self._waiters: deque[_Waiter] = deque()
+        self._turns = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed: H2PoolError | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiters)
+
+    def try_acquire(self, connect_timeout: float | None) -> Grant | None:
+        """A slot now, if one is free and nobody waits for one: the fast path, no waiting.
+
+        Raises:
+            PoolClosed: The pool is closing (retries too are refused then).
+        """
+        if self._closed is not None:
+            raise self._closed.copy() from self._closed
+        if self._waiters:
+            return None
+        endpoints = self.endpoints
+        decision = route(
+            endpoints,
+            asyncio.get_running_loop().time(),
+            waiting=1,
+            functional_timeout=self._functional_timeout,
+            turn=next(self._turns),
+        )
+        channel, endpoint = decision.connection, decision.endpoint
+        if channel is None or endpoint is None:
+            if endpoint is not None:
+                self._open_connection(endpoint, connect_timeout)
+            return None
+        channel.reserved += 1
+        return Grant(endpoint, channel, decision.stale)
+
+    async def acquire(
+        self, target: str, connect_timeout: float | None, pool_timeout: float | None
+    ) -> Grant:
+        """Wait for a slot, oldest first; the slot is reserved when this returns.
+
+        Raises:
+            PoolOverloaded: ``max_pending`` requests are waiting already.
+            PoolTimeout: ``pool_timeout`` ran out (never sent).
+            ConnectTimeout: No connection was ready within ``connect_timeout``.
+            ConnectError: Every endpoint is failing and waiting is pointless.
+        """
+        if self._closed is not None:
+            raise self._closed.copy() from self._closed
+        if len(self._waiters) >= self._max_pending:
+            raise PoolOverloaded(
+                f"{target}: {len(self._waiters)} requests already wait for a connection"
+                " (max_pending)"
+            )
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), connect_timeout)
+        self._waiters.append(waiter)
+        self.assign()
+        timer = None
+        if connect_timeout is not None and not waiter.future.done():
+            timer = asyncio.get_running_loop().call_later(
+                connect_timeout, self._connect_expired, waiter, target
+            )
+        try:
+            if pool_timeout is None:
+                return await waiter.future
+            async with bounded(pool_timeout, PoolTimeout, f"{target}: pool"):
+                return await waiter.future
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+        except PoolTimeout:
+            self._abandon(waiter)
+            raise
+        except H2PoolError as exc:  # set by fail_all() or _connect_expired()
+            raise exc.copy() from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.give_back(future.result().channel)  # granted as we left: pass it on
+        else:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    def give_back(self, channel: Channel) -> None:
+        """Return a reserved slot that will not be used."""
+        channel.reserved -= 1
+        self.assign()
+
+    def _connect_expired(self, waiter: _Waiter, target: str) -> None:
+        if waiter.future.done() or any(ep.ready() for ep in self.endpoints):
+            return  # connected (then the pool timeout bounds the wait)
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        waiter.future.set_exception(
+            ConnectTimeout(f"{target}: no connection within {waiter.connect_timeout}s")
+        )
+
+    def assign(self) -> None:
+        """Hand free slots to the oldest waiters and wake them; ask for connections. Synchronous.
+
+        Runs once per event, however many requests wait.
+        """
+        waiters = self._waiters
+        if not waiters:
+            return
+        now = asyncio.get_running_loop().time()
+        wake_at: float | None = None
+        while waiters:
+            waiter = waiters[0]
+            if waiter.future.done():
+                waiters.popleft()
+                continue
+            decision = route(
+                self.endpoints,
+                now,
+                waiting=len(waiters),
+                functional_timeout=self._functional_timeout,
+                turn=next(self._turns),
+            )
+            channel, endpoint = decision.connection, decision.endpoint
+            if channel is not None and endpoint is not None:
+                waiters.popleft()
+                channel.reserved += 1
+                waiter.future.set_result(Grant(endpoint, channel, decision.stale))
+            elif endpoint is not None:
+                self._open_connection(endpoint, waiter.connect_timeout)
+            else:
+                wake_at = decision.wake_at
+                break
+        if waiters:
+            self._arm(wake_at)
+            self._fail_fast()
+
+    def _arm(self, wake_at: float | None) -> None:
+        """One timer for the end of the earliest backoff or ejection, while requests wait."""
+        if wake_at is None:
+            return
+        timer = self._timer
+        if timer is not None and not timer.cancelled() and timer.when() <= wake_at:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(wake_at, self._timer_due)
+
+    def _timer_due(self) -> None:
+        self._timer = None
+        self.assign()
+
+    def _fail_fast(self) -> None:
+        """Fail the waiters with the last connection error where waiting is pointless.
+
+        That is when every endpoint is failing (none ready or connecting) and
+        either ``wait_for_ready`` is off or every failure is a certificate
+        that failed verification (not transient).
+        """
+        in_play = [ep for ep in self.endpoints if not ep.closed]
+        if not in_play or any(ep.ready() or ep.connecting for ep in in_play):
+            return
+        errors = [ep.last_failure for ep in in_play]
+        if any(not isinstance(error, H2PoolError) for error in errors):
+            return
+        certificates = all(isinstance(error, CertificateVerifyError) for error in errors)
+        if self._wait_for_ready and not certificates:
+            return
+        error = errors[-1]
+        assert isinstance(error, H2PoolError)
+        self.fail_all(error)
+
+    def fail_all(self, error: H2PoolError) -> None:
+        """Fail every waiting request with ``error`` (each raises its own copy)."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+    def close(self, error: H2PoolError) -> None:
+        """Take no more requests, fail those waiting with ``error``, stop the timer."""
+        self._closed = error
+        self.fail_all(error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
