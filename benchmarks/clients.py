@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -174,14 +174,3 @@ CLIENTS: dict[str, ClientFactory] = {
     AIOHTTP: aiohttp_client,
 }
 """The coroutine-per-request clients, by name (the callback client runs on its own)."""
-
-
-async def measure_client(
-    factory: ClientFactory,
-    origins: Origins,
-    run: Callable[[Get], Awaitable[float]],
-    concurrency: int,
-) -> float:
-    """Open a client and return what ``run`` measures with its ``get``."""
-    async with factory(origins, concurrency) as get:
-        return await run(get)

@@ -5,7 +5,8 @@ of 127.0.0.1, prints that port on a line of its own, and serves until SIGTERM. M
 
 * ``small``: answer every request with 200 and the 12-byte ``SMALL_BODY``;
 * ``discard``: read the request body, throw it away, answer 200 with no body;
-* ``hold``: never answer (streams stay open until the client goes away or the server stops).
+* ``hold``: never answer (streams stay open until the client goes away or the server stops),
+  except ``/now``, answered 200 at once (a client can prove its connection up with it).
 
 Every request gets its own task, as in ``tests/servers.py``.
 """
@@ -25,24 +26,28 @@ __all__ = ["MODES", "SMALL_BODY"]
 SMALL_BODY = b"hello world\n"
 """The small response body, 12 bytes (the same as the small file the other peers serve)."""
 
-Handler = Callable[[h2pool.H2Protocol, int], Coroutine[None, None, None]]
+Handler = Callable[[h2pool.H2Protocol, int, h2pool.HeaderList], Coroutine[None, None, None]]
 
 
-async def small(proto: h2pool.H2Protocol, stream_id: int) -> None:
+async def small(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
     """Answer 200 with ``SMALL_BODY``."""
     await proto.start_response(stream_id, {":status": "200", "content-length": "12"})
     await proto.send_data(stream_id, SMALL_BODY, end_stream=True)
 
 
-async def discard(proto: h2pool.H2Protocol, stream_id: int) -> None:
+async def discard(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
     """Read the body to its end, keeping none of it, then answer 200."""
     while await proto.read_stream(stream_id, 1 << 20):
         pass
     await proto.start_response(stream_id, {":status": "200"}, end_stream=True)
 
 
-async def hold(proto: h2pool.H2Protocol, stream_id: int) -> None:
-    """Never answer: the stream stays open until the server stops (and cancels this)."""
+async def hold(proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList) -> None:
+    """Never answer (the stream stays open until the server stops and cancels this), but
+    answer ``/now`` at once."""
+    if (":path", "/now") in headers:
+        await proto.start_response(stream_id, {":status": "200"}, end_stream=True)
+        return
     await asyncio.Event().wait()
 
 
@@ -57,8 +62,8 @@ async def serve(handler: Handler, concurrency: int) -> None:
     async def connected(proto: h2pool.H2Protocol) -> None:
         with contextlib.suppress(h2pool.H2PoolError):
             while True:
-                stream_id, _ = await proto.recv_request()
-                task = asyncio.create_task(handler(proto, stream_id))
+                stream_id, headers = await proto.recv_request()
+                task = asyncio.create_task(handler(proto, stream_id, headers))
                 tasks.add(task)
                 task.add_done_callback(_discard_outcome(tasks))
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+from .memory_probe import POOL_REQUESTS
 from .peers import REPO_ROOT, h2pool_server
 from .results import Results, Table
 from .sizes import Size
@@ -31,8 +32,8 @@ def run_memory(size: Size, results: Results) -> None:
         note=(
             f"A fresh process opening {connections:,} idle h2c connections to h2pool's server"
             f" (each proven alive by a PING), then {streams:,} streams on one more connection"
-            " (requests sent, responses never sent by the server). RSS is VmRSS; the heap is"
-            " what tracemalloc traces."
+            " (requests sent, responses never sent by the server), then requests held in flight"
+            " through a Pool. RSS is VmRSS; the heap is what tracemalloc traces."
         ),
     )
     results.tables.append(table)
@@ -67,3 +68,7 @@ def run_memory(size: Size, results: Results) -> None:
     table.add("RSS per idle connection, KiB", value=growth * 1024 / connections)
     table.add("Python heap per open stream, bytes", value=figures["stream_traced_bytes"])
     table.add("RSS per open stream, bytes", value=figures["stream_rss_bytes"])
+    table.add(
+        f"Python heap per Pool.request in flight ({POOL_REQUESTS}), bytes",
+        value=figures["pool_request_traced_bytes"],
+    )

@@ -7,7 +7,9 @@ server in ``hold`` mode (advertising at least M streams). It prints one JSON obj
 * ``idle_kib``: RSS holding N idle client connections (each proven alive by a PING);
 * ``stream_traced_bytes`` / ``stream_rss_bytes``: growth of the Python heap (tracemalloc) and
   of RSS while M streams are open on one more connection (requests sent, responses awaited),
-  divided by M.
+  divided by M;
+* ``pool_request_traced_bytes``: growth of the Python heap per ``Pool.request`` in flight (its
+  task included), with ``POOL_REQUESTS`` of them on one connection of a warmed-up pool.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ __all__ = ["rss_kib"]
 
 # Connections opened at once (the server's listen backlog is larger).
 _BATCH = 100
+
+POOL_REQUESTS = 100
+"""Requests held in flight through the pool: as many as one connection takes by default."""
+
+# Seconds the pool's requests may take to be sent.
+_SEND_TIMEOUT = 10.0
 
 
 def rss_kib() -> int:
@@ -71,11 +79,36 @@ async def probe(port: int, connections: int, streams: int) -> dict[str, float]:
     tracemalloc.stop()
     holder.close_connection()
     return {
+        **await _pool_requests(port),
         "baseline_kib": baseline,
         "idle_kib": idle_kib,
         "stream_traced_bytes": (traced_after - traced_before) / streams,
         "stream_rss_bytes": (rss_after - rss_before) * 1024 / streams,
     }
+
+
+async def _pool_requests(port: int) -> dict[str, float]:
+    """Heap growth per ``Pool.request`` in flight (held by the server, never answered)."""
+    async with h2pool.Pool(f"http://127.0.0.1:{port}") as pool:
+        await pool.request("GET", "/now")  # connected, and the request path warmed up
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tasks = [
+            asyncio.create_task(pool.request("GET", "/hold", timeout=None))
+            for _ in range(POOL_REQUESTS)
+        ]
+        async with asyncio.timeout(_SEND_TIMEOUT):
+            # Polled: the pool has no event for "all sent".
+            while pool.stats().active < POOL_REQUESTS:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await pool.aclose(timeout=1.0)
+    return {"pool_request_traced_bytes": (after - before) / POOL_REQUESTS}
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ SIZES = {
         download_mib=4,
         upload_files=2,
         upload_mib=4,
-        h2load_requests=10_000,
+        h2load_requests=4_000,
         idle_connections=1_000,
         open_streams=200,
     ),

@@ -72,7 +72,7 @@ def _check_complete(results: dict[str, Any], out: Path) -> None:
             assert row["ratio"] is not None, (key, name)
             assert row["ratio"] > 0, (key, name)
     memory = _rows(results, "memory")
-    assert len(memory) == 6
+    assert len(memory) == 7
     assert all(row["error"] is None and row["values"]["value"] > 0 for row in memory.values())
     curve = _rows(results, "small_gets_curve")
     assert all(row["error"] is None and len(row["values"]) >= 1 for row in curve.values())
