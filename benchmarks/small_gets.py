@@ -1,176 +1,144 @@
-"""Small GETs at 100 concurrent requests against nghttpd (h2c), side by side.
+"""Benchmarks 1 and 7: small GETs against nghttpd (h2c) at several concurrency levels.
 
-Clients, in one run:
-
-* a plain ``h2`` client on one connection: the minimal asyncio protocol
-  around h2's state machine, the reference every Python HTTP/2 client pays
-  at least;
-* h2pool's core ``H2Protocol`` on one connection;
-* h2pool's ``Pool`` (routing, health, retries; one endpoint);
-* httpx with ``http2=True``, if installed.
-
-Prints requests per second and the ratio to the plain h2 client.
-
-Run: python benchmarks/small_gets.py [--requests 20000] [--concurrency 100] [--rounds 3]
+Each client runs closed loop (``concurrency`` requests in flight, the next one started when
+one ends) for a bounded count and time, on a fresh event loop; aiohttp runs the same against
+nginx over HTTP/1.1. The clients alternate level by level, so a burst of noise on the machine
+hits them all alike; with several rounds the best run of each client counts.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
-import tempfile
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
+from .clients import AIOHTTP, CALLBACK, CLIENTS, CORE, FUTURE, HTTPX, POOL, Origins, run_callback
+from .h2pool_server import SMALL_BODY
+from .load import LoopKind, closed_loop, run_on, uvloop_available
+from .results import Results, Table
+from .sizes import Budget, Size
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+__all__ = ["NAMES", "RATIO_LEVEL", "measure_gets", "run_small_gets", "run_uvloop"]
 
-import h2pool
-from tests.peers import Nghttpd
+NAMES = (CALLBACK, FUTURE, CORE, POOL, HTTPX, AIOHTTP)
+"""The clients, in table order."""
 
-BODY = b"x" * 100
+RATIO_LEVEL = 100
+"""The concurrency of the ratio table and of the uvloop comparison."""
 
-
-class PlainH2(asyncio.Protocol):
-    """The least a client can do with h2: send, receive, acknowledge, resolve."""
-
-    def __init__(self) -> None:
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        self.transport: asyncio.Transport | None = None
-        self.waiters: dict[int, asyncio.Future[bytes]] = {}
-        self.bodies: dict[int, list[bytes]] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.conn.initiate_connection()
-        transport.write(self.conn.data_to_send())
-
-    def data_received(self, data: bytes) -> None:
-        for event in self.conn.receive_data(data):
-            if isinstance(event, h2.events.DataReceived):
-                self.bodies[event.stream_id].append(event.data)
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.StreamEnded):
-                self.waiters.pop(event.stream_id).set_result(
-                    b"".join(self.bodies.pop(event.stream_id))
-                )
-        assert self.transport is not None
-        self.transport.write(self.conn.data_to_send())
-
-    async def get(self, path: str) -> bytes:
-        stream_id = self.conn.get_next_available_stream_id()
-        headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "b")]
-        self.conn.send_headers(stream_id, headers, end_stream=True)
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.waiters[stream_id] = waiter
-        self.bodies[stream_id] = []
-        assert self.transport is not None
-        self.transport.write(self.conn.data_to_send())
-        return await waiter
+# Seconds a run may overrun its budget (requests in flight finishing, set-up) before it fails.
+_GRACE = 5.0
 
 
-async def run_plain(port: int, requests: int, concurrency: int) -> float:
-    loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(PlainH2, "127.0.0.1", port)
-    await asyncio.sleep(0.05)  # let SETTINGS arrive
-    return await measure(lambda: client.get("/small"), requests, concurrency)
+async def _bounded(main: Coroutine[Any, Any, float], seconds: float) -> float:
+    async with asyncio.timeout(seconds):
+        return await main
 
 
-async def run_core(port: int, requests: int, concurrency: int) -> float:
-    client = await h2pool.open_connection("127.0.0.1", port)
-    await client.wait_functional()
-
-    request = {":method": "GET", ":path": "/small"}
-
-    async def get() -> bytes:
-        stream_id = await client.start_request(request, end_stream=True)
-        await client.recv_response(stream_id)
-        return await client.read_stream(stream_id, -1)
-
-    try:
-        return await measure(get, requests, concurrency)
-    finally:
-        client.close_connection()
+async def _closed(name: str, origins: Origins, concurrency: int, budget: Budget) -> float:
+    async with CLIENTS[name](origins, concurrency) as get:
+        return await closed_loop(get, SMALL_BODY, concurrency, budget)
 
 
-async def run_pool(port: int, requests: int, concurrency: int) -> float:
-    async with h2pool.Pool(f"http://127.0.0.1:{port}") as pool:
-        await pool.request("GET", "/small")  # connected
+def measure_gets(
+    name: str, origins: Origins, concurrency: int, budget: Budget, kind: LoopKind = "asyncio"
+) -> float:
+    """Requests per second of one client at one concurrency, on a fresh loop of ``kind``.
 
-        async def get() -> bytes:
-            return (await pool.request("GET", "/small")).content
-
-        return await measure(get, requests, concurrency)
-
-
-async def run_httpx(port: int, requests: int, concurrency: int) -> float:
-    import httpx
-
-    async with httpx.AsyncClient(http1=False, http2=True) as client:
-        url = f"http://127.0.0.1:{port}/small"
-
-        async def get() -> bytes:
-            return (await client.get(url)).content
-
-        return await measure(get, requests, concurrency)
+    Raises:
+        Exception: Whatever the client raised, or TimeoutError if it overran its budget.
+    """
+    if name == CALLBACK:
+        main = run_callback(origins, SMALL_BODY, concurrency, budget)
+    else:
+        main = _closed(name, origins, concurrency, budget)
+    return run_on(kind, _bounded(main, budget.seconds + _GRACE))
 
 
-async def measure(get: Callable[[], Awaitable[bytes]], requests: int, concurrency: int) -> float:
-    """Requests per second of ``concurrency`` workers sharing ``requests`` GETs."""
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            assert await get() == BODY
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return requests / (time.perf_counter() - start)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    clients: dict[str, Callable[[int, int, int], Coroutine[Any, Any, float]]] = {
-        "plain h2, one connection": run_plain,
-        "h2pool core H2Protocol": run_core,
-        "h2pool Pool": run_pool,
-    }
-    try:
-        import httpx  # noqa: F401
-
-        clients["httpx http2=True"] = run_httpx
-    except ImportError:
-        pass
-    results: dict[str, list[float]] = {name: [] for name in clients}
-    with tempfile.TemporaryDirectory() as docroot:
-        Path(docroot, "small").write_bytes(BODY)
-        with Nghttpd(Path(docroot)) as server:
-            for _ in range(args.rounds):
-                for name, run in clients.items():
-                    rate = asyncio.run(run(server.port, args.requests, args.concurrency))
-                    results[name].append(rate)
-    baseline = max(results["plain h2, one connection"])
-    print(
-        f"{args.requests} GETs of {len(BODY)} bytes, {args.concurrency} concurrent,"
-        f" nghttpd h2c, best of {args.rounds}:"
+def run_small_gets(origins: Origins, size: Size, results: Results) -> None:
+    """Benchmark 1: throughput against concurrency for every client; ratios at 100."""
+    best: dict[str, dict[int, float]] = {name: {} for name in NAMES}
+    errors: dict[str, dict[int, str]] = {name: {} for name in NAMES}
+    for _ in range(size.rounds):
+        for concurrency in size.concurrencies:
+            for name in NAMES:
+                try:
+                    rate = measure_gets(name, origins, concurrency, size.gets)
+                except Exception as exc:
+                    errors[name][concurrency] = f"{type(exc).__name__}: {exc}"
+                    continue
+                best[name][concurrency] = max(rate, best[name].get(concurrency, 0.0))
+    levels = ", ".join(map(str, size.concurrencies))
+    table = Table(
+        key="small_gets",
+        title=f"Small GETs, {RATIO_LEVEL} concurrent (12-byte body, nghttpd h2c)",
+        columns=["req/s"],
+        reference=CALLBACK,
+        ratio_of="req/s",
+        note=(
+            f"Closed loop, at most {size.gets.requests:,} requests or {size.gets.seconds:g} s"
+            f" per run, best of {size.rounds} round(s). aiohttp: HTTP/1.1 to nginx serving the"
+            " same file, connection limit = concurrency."
+        ),
     )
-    for name, rates in results.items():
-        best = max(rates)
-        print(f"  {name:28s} {best:9.0f} req/s  {best / baseline:5.2f}x plain h2")
+    curve = Table(
+        key="small_gets_curve",
+        title=f"Small GETs: req/s at each concurrency ({levels})",
+        columns=[f"c={level}" for level in size.concurrencies],
+        note="One connection for the plain and core clients (nghttpd allows 100 streams on it).",
+    )
+    for name in NAMES:
+        rates = best[name]
+        if RATIO_LEVEL in rates:
+            table.add(name, **{"req/s": rates[RATIO_LEVEL]})
+        else:
+            table.fail(name, errors[name].get(RATIO_LEVEL, "not measured"))
+        if rates:
+            curve.add(name, **{f"c={level}": rate for level, rate in rates.items()})
+        else:
+            curve.fail(name, next(iter(errors[name].values()), "not measured"))
+    table.compute_ratios()
+    results.tables += [table, curve]
+    results.series["small_gets"] = {
+        name: {str(level): rate for level, rate in sorted(rates.items())}
+        for name, rates in best.items()
+    }
 
 
-if __name__ == "__main__":
-    main()
+def run_uvloop(origins: Origins, size: Size, results: Results) -> None:
+    """Benchmark 7: every small-GET client at 100 concurrent on asyncio's loop and on uvloop."""
+    table = Table(
+        key="uvloop",
+        title=f"Small GETs, {RATIO_LEVEL} concurrent: asyncio's default loop and uvloop",
+        columns=["asyncio req/s", "uvloop req/s", "uvloop / asyncio"],
+        reference=CALLBACK,
+        ratio_of="uvloop req/s",
+        note="Both loops measured one after the other for each client; ratios are under uvloop.",
+    )
+    results.tables.append(table)
+    if not uvloop_available():
+        for name in NAMES:
+            table.fail(name, "uvloop is not installed (pip install 'h2pool[uvloop]')")
+        return
+    for name in NAMES:
+        try:
+            kinds: tuple[LoopKind, ...] = ("asyncio", "uvloop")
+            rates = [
+                max(
+                    measure_gets(name, origins, RATIO_LEVEL, size.gets, kind)
+                    for _ in range(size.rounds)
+                )
+                for kind in kinds
+            ]
+        except Exception as exc:
+            table.fail(name, exc)
+            continue
+        table.add(
+            name,
+            **{
+                "asyncio req/s": rates[0],
+                "uvloop req/s": rates[1],
+                "uvloop / asyncio": rates[1] / rates[0],
+            },
+        )
+    table.compute_ratios()
