@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Sequence
 
@@ -23,13 +24,22 @@ def client_ssl_context(
     Args:
         verify: Verify the server's certificate and host name. False accepts
             any certificate: only for tests against servers you control.
-        cafile: CA bundle to trust instead of certifi's.
+        cafile: CA bundle to trust. Without it, the ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR`` environment variables are honoured, as by
+            OpenSSL, httpx and requests; without those, certifi's bundle.
         certfile: Client certificate chain, for mutual TLS.
         keyfile: Private key of ``certfile``.
         alpn: Protocols offered with ALPN, most preferred first; the pool
             offers ``("h2", "http/1.1")`` to fall back to HTTP/1.1.
     """
-    context = ssl.create_default_context(cafile=cafile or certifi.where())
+    capath: str | None = None
+    if cafile is None:
+        # The environment of an internal deployment names its own CA.
+        cafile = os.environ.get("SSL_CERT_FILE") or None
+        capath = os.environ.get("SSL_CERT_DIR") or None
+        if cafile is None and capath is None:
+            cafile = certifi.where()
+    context = ssl.create_default_context(cafile=cafile, capath=capath)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
