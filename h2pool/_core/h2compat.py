@@ -72,12 +72,17 @@ def check_h2_version(version: str) -> None:
 check_h2_version(h2.__version__)
 
 
+# h2 4.2 renamed the frame buffer's received bytes from ``data`` to ``_data``.
+_BUFFERED = "_data" if hasattr(FrameBuffer(), "_data") else "data"
+
+
 class _FrameBuffer(FrameBuffer):
     """h2's frame buffer, rejecting an oversized frame as soon as its header is in."""
 
     def __next__(self) -> Frame:
-        if len(self._data) >= 9:
-            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
+        data = getattr(self, _BUFFERED)
+        if len(data) >= 9:
+            self._validate_frame_length(int.from_bytes(data[:3], "big"))
         return super().__next__()
 
 
