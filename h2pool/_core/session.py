@@ -96,9 +96,9 @@ class Session:
         )
         self.wakeups = Wakeups()
         self.scheduler = DataScheduler()
-        self.defaults = [(b":scheme", b"http")]
+        self._defaults = [(b":scheme", b"http")]
         if authority is not None:
-            self.defaults.append((b":authority", authority.encode()))
+            self._defaults.append((b":authority", authority.encode()))
         # Lifecycle.
         self.state = ConnectionState.OPEN
         self.drain = Drain.NONE
@@ -175,6 +175,10 @@ class Session:
             raise StreamClosed(f"stream {stream_id} was already ended", stream_id=stream_id)
         return stream
 
+    def use_tls(self) -> None:
+        """Requests go over TLS: their default ``:scheme`` is https."""
+        self._defaults[0] = (b":scheme", b"https")
+
     def receive(self, data: bytes, now: float) -> None:
         """Process received bytes (see :class:`~h2pool._core.receiver.Receiver`)."""
         self._receiver.receive(data, now)
@@ -216,20 +220,21 @@ class Session:
             ) from None
         try:
             conn.send_headers(
-                stream_id, encode_headers(headers, self.defaults), end_stream=end_stream
+                stream_id, encode_headers(headers, self._defaults), end_stream=end_stream
             )
         except H2Error as exc:
             conn.streams.pop(stream_id, None)
             raise H2ProtocolError(
                 f"cannot send request headers: {exc}", stream_id=stream_id, never_processed=True
             ) from exc
-        stream = Stream(stream_id, recv=RecvState.HEADERS, ended=end_stream)
+        send = SendState.CLOSED if end_stream else SendState.OPEN
+        stream = Stream(stream_id, send=send, recv=RecvState.HEADERS)
         self.streams[stream_id] = stream
         self.outbound_open += 1
         return stream_id
 
     def admit_request(self, stream_id: int, block: list[tuple[bytes, bytes]]) -> None:
-        stream = Stream(stream_id, recv=RecvState.BODY, ended=False)
+        stream = Stream(stream_id, send=SendState.OPEN, recv=RecvState.BODY)
         stream.headers = headers = decode_headers(block)
         for name, value in headers:
             if name == "priority":

@@ -120,7 +120,7 @@ class ProtocolShim(asyncio.Protocol):
         transport.set_write_buffer_limits(high=session.config.write_buffer_high)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
-            session.defaults[0] = (b":scheme", b"https")
+            session.use_tls()
             alpn = ssl_object.selected_alpn_protocol()
             if alpn not in (None, "h2"):
                 session.fail(ConnectError(f"the peer chose {alpn!r} with ALPN, not 'h2'"))

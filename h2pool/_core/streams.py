@@ -73,9 +73,9 @@ class Stream:
         "urgency",
     )
 
-    def __init__(self, stream_id: int, *, recv: RecvState, ended: bool) -> None:
+    def __init__(self, stream_id: int, *, send: SendState, recv: RecvState) -> None:
         self.id = stream_id
-        self.send = SendState.CLOSED if ended else SendState.OPEN
+        self.send = send
         self.recv = recv
         self.headers: HeaderList | None = None
         self.trailers: HeaderList | None = None
