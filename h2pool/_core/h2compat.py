@@ -80,10 +80,16 @@ class _FrameBuffer(FrameBuffer):
     """h2's frame buffer, rejecting an oversized frame as soon as its header is in."""
 
     def __next__(self) -> Frame:
-        data = getattr(self, _BUFFERED)
-        if len(data) >= 9:
-            self._validate_frame_length(int.from_bytes(data[:3], "big"))
-        return super().__next__()
+        try:
+            return super().__next__()
+        except StopIteration:
+            # The buffer ends inside a frame: if its header announces too
+            # much, fail now rather than wait for the body. (Complete frames
+            # are checked by h2 itself; this runs once per received batch.)
+            data = getattr(self, _BUFFERED)
+            if len(data) >= 9:
+                self._validate_frame_length(int.from_bytes(data[:3], "big"))
+            raise
 
 
 class Connection(H2Connection):
@@ -105,11 +111,14 @@ class Connection(H2Connection):
             H2Configuration(
                 client_side=client_side,
                 header_encoding=None,
-                validate_outbound_headers=config.validate_headers,
-                normalize_outbound_headers=config.validate_headers,
-                # A client checks response header blocks itself (see
-                # headers.response_problem): h2 would make a malformed response
-                # a connection error, RFC 9113 section 8.1.1 a stream error.
+                # Outbound blocks are checked once, by headers.encode_headers and
+                # the request/response checks where they are sent. A client
+                # checks response blocks itself (headers.response_problem): h2
+                # would make a malformed response a connection error, RFC 9113
+                # section 8.1.1 a stream error. A server keeps h2's checks of
+                # requests (its conformance: RFC 9113 section 8.2).
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
                 validate_inbound_headers=config.validate_headers and not client_side,
                 normalize_inbound_headers=config.validate_headers and not client_side,
             )

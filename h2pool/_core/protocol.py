@@ -25,7 +25,7 @@ from .._exceptions import (
     StreamError,
 )
 from .config import check_duration
-from .headers import HeaderList, HeadersIn, encode_headers
+from .headers import HeaderList, HeadersIn
 from .priority import Priority
 from .shim import ConnectedCallback, Listener, ProtocolShim
 from .states import ConnectionEvent
@@ -148,8 +148,9 @@ class H2Protocol(ProtocolShim):
             await self._wait_for_slot()
         try:
             stream_id = session.open_stream(headers, end_stream)
-        finally:
+        except H2PoolError:
             self._apply()  # running out of stream ids drains the connection
+            raise
         self._watch()
         self._schedule_flush()
         return stream_id
@@ -198,7 +199,7 @@ class H2Protocol(ProtocolShim):
     ) -> None:
         """Send response headers (informational 1xx ones may come first)."""
         session = self._session
-        session.send_headers(session.sendable(stream_id), encode_headers(headers), end_stream)
+        session.respond(session.sendable(stream_id), headers, end_stream)
         self._after()
 
     # ------------------------------------------------------------------
@@ -243,9 +244,7 @@ class H2Protocol(ProtocolShim):
         """Send trailers after any queued data; this ends the stream."""
         session = self._session
         stream = session.sendable(stream_id)
-        block = encode_headers(trailers)
-        # h2 cannot send an empty header block: end with empty DATA instead.
-        session.queue(stream, block if block else (memoryview(b""), True), True)
+        session.queue_trailers(stream, trailers)
         self._pump()
         self._after()
         await self._wait_sent(stream)
@@ -276,6 +275,10 @@ class H2Protocol(ProtocolShim):
                     raise stream.error
                 await self._wait(self._recv_waiters, stream_id)
             chunk = stream.chunks.popleft()
+            self._consumed(stream, len(chunk))
+            return chunk
+        if size < 0 and stream.recv is RecvState.ENDED and len(stream.chunks) == 1:
+            chunk = stream.chunks.popleft()  # the common small body: no copy
             self._consumed(stream, len(chunk))
             return chunk
         parts: list[bytes] = []

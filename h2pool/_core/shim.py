@@ -213,7 +213,9 @@ class ProtocolShim(asyncio.Protocol):
             wakeups.pings = False
             self._settle_pings()
         if wakeups.events:
-            events = wakeups.events[:]
+            # Each kind of event is told once per batch, in order: a listener
+            # re-decides once, not once per stream that closed.
+            events = dict.fromkeys(wakeups.events)
             wakeups.events.clear()
             self._wake_slot_waiters()
             for event in events:
