@@ -25,7 +25,7 @@ from .._exceptions import (
     StreamError,
 )
 from .config import check_duration
-from .headers import HeaderList, HeadersIn
+from .headers import HeaderList, HeadersIn, decode_headers
 from .priority import Priority
 from .shim import ConnectedCallback, Listener, ProtocolShim
 from .states import ConnectionEvent
@@ -165,13 +165,27 @@ class H2Protocol(ProtocolShim):
             H2ConnectionError: The connection ended first.
         """
         stream = self._session.stream(stream_id)
-        while stream.headers is None:
+        headers = stream.headers
+        if headers is None:
+            headers = stream.headers = decode_headers(await self._response_block(stream))
+        return headers
+
+    async def recv_response_bytes(self, stream_id: int) -> list[tuple[bytes, bytes]]:
+        """Like :meth:`recv_response`, with names and values as received (bytes).
+
+        Skips decoding to str: for layers that keep header fields as bytes.
+        Lower-case names in wire order; do not modify the list.
+        """
+        return await self._response_block(self._session.stream(stream_id))
+
+    async def _response_block(self, stream: Stream) -> list[tuple[bytes, bytes]]:
+        while stream.block is None:
             if stream.error is not None:
                 raise stream.error
             if stream.recv is RecvState.ENDED:
-                raise StreamClosed("stream ended without a response", stream_id=stream_id)
-            await self._wait(self._recv_waiters, stream_id)
-        return stream.headers
+                raise StreamClosed("stream ended without a response", stream_id=stream.id)
+            await self._wait(self._recv_waiters, stream.id)
+        return stream.block
 
     # ------------------------------------------------------------------
     # Server API

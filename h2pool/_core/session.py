@@ -245,6 +245,7 @@ class Session:
 
     def admit_request(self, stream_id: int, block: list[tuple[bytes, bytes]]) -> None:
         stream = Stream(stream_id, send=SendState.OPEN, recv=RecvState.BODY)
+        stream.block = block
         stream.headers = headers = decode_headers(block)
         for name, value in headers:
             if name == "priority":
