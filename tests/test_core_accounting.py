@@ -14,7 +14,7 @@ import random
 import pytest
 
 import h2pool
-from tests.servers import Server, hello
+from tests.servers import Server, hello, hold
 from tests.waiting import eventually
 
 GET = {":method": "GET", ":path": "/"}
@@ -126,4 +126,34 @@ async def test_bad_shutdown_timeout_is_rejected(value: object) -> None:
         with pytest.raises((ValueError, TypeError), match="timeout"):
             await client.shutdown(value)  # type: ignore[arg-type]
         assert client.functional  # a bad argument changes nothing
+        await client.shutdown()
+
+
+async def test_free_slots_counts_what_may_start_without_waiting() -> None:
+    release = asyncio.Event()
+    async with Server(hold(release), concurrency=3) as server:
+        client = await h2pool.open_connection("127.0.0.1", server.port)
+        await client.wait_functional()  # the server's SETTINGS are in
+        assert client.free_slots == 3
+        ids = [await client.start_request(GET, end_stream=True) for _ in range(3)]
+        assert client.free_slots == 0
+        release.set()
+        for stream_id in ids:
+            await client.recv_response(stream_id)
+        await eventually(lambda: client.free_slots == 3)
+        client.send_goaway()
+        assert client.free_slots == 0  # draining: nothing may start
+
+
+async def test_response_headers_as_bytes_or_str() -> None:
+    async with Server(hello) as server:
+        client = await h2pool.open_connection("127.0.0.1", server.port)
+        stream_id = await client.start_request(GET, end_stream=True)
+        raw = await client.recv_response_bytes(stream_id)
+        assert raw[0] == (b":status", b"200")
+        assert (b"content-length", b"7") in raw  # "hello /"
+        assert await client.recv_response(stream_id) == [
+            (name.decode(), value.decode()) for name, value in raw
+        ]
+        assert await client.read_stream(stream_id, -1) == b"hello /"
         await client.shutdown()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import h2pool
-from h2pool._core.headers import decode_headers, encode_headers
+from h2pool._core.headers import decode_headers, encode_headers, request_problem
 from h2pool._core.health import HealthAction, check_health
 from h2pool._core.priority import parse_priority_update
 
@@ -111,9 +113,70 @@ class TestHeaders:
 
     @given(st.lists(st.tuples(st.text(min_size=1), st.binary())))
     def test_encode_is_total_and_keeps_regular_order(self, pairs: list[tuple[str, bytes]]) -> None:
-        wire = encode_headers(pairs)
+        # Without validation (H2Config(validate_headers=False)) it only converts.
+        wire = encode_headers(pairs, validate=False)
         regular = [(n.encode().lower(), v) for n, v in pairs if not n.encode().startswith(b":")]
         assert [pair for pair in wire if not pair[0].startswith(b":")] == regular
+
+    @given(st.lists(st.tuples(st.text(min_size=1, max_size=8), st.binary(max_size=8))))
+    def test_encode_validates_or_refuses(self, pairs: list[tuple[str, bytes]]) -> None:
+        try:
+            wire = encode_headers(pairs)
+        except h2pool.H2ProtocolError as exc:
+            refused: h2pool.H2ProtocolError | None = exc
+        else:
+            refused = None
+        if refused is not None:
+            assert refused.never_processed
+            return
+        for name, value in wire:
+            assert re.fullmatch(rb":?[a-z0-9!#$%&'*+\-.^_`|~]+", name)
+            assert not re.search(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z", value)
+            assert name not in (b"connection", b"keep-alive", b"transfer-encoding", b"upgrade")
+
+    def test_encode_normalizes_like_h2_did(self) -> None:
+        wire = encode_headers(
+            [
+                ("Connection", "close"),
+                ("Authorization", "secret"),
+                ("cookie", "a=1"),
+                ("x-pad", "  v \t"),
+                ("TE", "trailers"),
+            ]
+        )
+        assert wire == [
+            (b"authorization", b"secret"),
+            (b"cookie", b"a=1"),
+            (b"x-pad", b"v"),
+            (b"te", b"trailers"),
+        ]
+        assert type(wire[0]).__name__ == "NeverIndexedHeaderTuple"  # kept out of HPACK tables
+        assert type(wire[1]).__name__ == "NeverIndexedHeaderTuple"
+        for bad in ([("x", "a\r\nb")], [("bad name", "v")], [("te", "gzip")], [("", "v")]):
+            with pytest.raises(h2pool.H2ProtocolError):
+                encode_headers(bad)
+
+    @pytest.mark.parametrize(
+        ("block", "problem"),
+        [
+            ([(b":method", b"GET"), (b":path", b"/")], None),
+            ([(b":method", b"CONNECT"), (b":authority", b"h:1")], None),
+            ([(b":path", b"/")], "no :method"),
+            ([(b":method", b"GET")], "no :path"),
+            ([(b":method", b"GET"), (b":path", b"")], "no :path"),
+            ([(b":method", b"GET"), (b":method", b"GET"), (b":path", b"/")], "more than one"),
+            ([(b":method", b"GET"), (b":path", b"/"), (b":status", b"200")], "not allowed"),
+        ],
+    )
+    def test_request_pseudo_headers(
+        self, block: list[tuple[bytes, bytes]], problem: str | None
+    ) -> None:
+        found = request_problem(block)
+        if problem is None:
+            assert found is None
+        else:
+            assert found is not None
+            assert problem in found
 
 
 class TestConfig:

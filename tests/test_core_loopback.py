@@ -35,6 +35,8 @@ async def test_seed_example_runs() -> None:
         str(ROOT / "examples" / "core.py"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # This checkout's h2pool, not whichever one is installed.
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     async with asyncio.timeout(20):
         out, err = await proc.communicate()

@@ -3,7 +3,8 @@
 h2pool depends on h2's ``H2Connection`` for framing, HPACK, flow control and
 the per-stream state machine, and replaces a few behaviours through private
 attributes (``_data_to_send``, ``_closed_streams``, ``_receive_goaway_frame``,
-``incoming_buffer``, ``FrameBuffer._validate_frame_length``). Those are not
+``_terminate_connection``, the frame buffer's ``_data`` (``data`` before h2
+4.2) and ``_validate_frame_length``). Those are not
 h2's public API, so this module checks at import that the installed h2 is one
 of the versions they were checked against (``h2>=4.1,<5`` as in
 pyproject.toml; the suite runs against the oldest and the newest).
@@ -30,18 +31,23 @@ them (each override names the h2 behaviour it replaces):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h2
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event
+from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hyperframe.frame import Frame, GoAwayFrame
 
 from .config import H2Config
+
+if TYPE_CHECKING:
+    from h2._typing import Buffer  # h2 >= 4.2; only for type checking
 
 __all__ = ["MAX_STREAM_ID", "Connection", "check_h2_version"]
 
@@ -72,13 +78,8 @@ def check_h2_version(version: str) -> None:
 check_h2_version(h2.__version__)
 
 
-class _FrameBuffer(FrameBuffer):
-    """h2's frame buffer, rejecting an oversized frame as soon as its header is in."""
-
-    def __next__(self) -> Frame:
-        if len(self._data) >= 9:
-            self._validate_frame_length(int.from_bytes(self._data[:3], "big"))
-        return super().__next__()
+# h2 4.2 renamed the frame buffer's received bytes from ``data`` to ``_data``.
+_BUFFERED = "_data" if hasattr(FrameBuffer(), "_data") else "data"
 
 
 class Connection(H2Connection):
@@ -100,11 +101,14 @@ class Connection(H2Connection):
             H2Configuration(
                 client_side=client_side,
                 header_encoding=None,
-                validate_outbound_headers=config.validate_headers,
-                normalize_outbound_headers=config.validate_headers,
-                # A client checks response header blocks itself (see
-                # headers.response_problem): h2 would make a malformed response
-                # a connection error, RFC 9113 section 8.1.1 a stream error.
+                # Outbound blocks are checked once, by headers.encode_headers and
+                # the request/response checks where they are sent. A client
+                # checks response blocks itself (headers.response_problem): h2
+                # would make a malformed response a connection error, RFC 9113
+                # section 8.1.1 a stream error. A server keeps h2's checks of
+                # requests (its conformance: RFC 9113 section 8.2).
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
                 validate_inbound_headers=config.validate_headers and not client_side,
                 normalize_inbound_headers=config.validate_headers and not client_side,
             )
@@ -124,7 +128,6 @@ class Connection(H2Connection):
         self.local_settings = Settings(client=client_side, initial_values=initial)
         self.max_inbound_frame_size = config.max_frame_size
         self.decoder.max_header_list_size = config.max_header_list_size
-        self.incoming_buffer = _FrameBuffer(server=not client_side)
 
     # Replaces h2's O(n) scan (which also culls closed streams): the Session
     # keeps exact counts and forgets streams as they close.
@@ -176,6 +179,25 @@ class Connection(H2Connection):
         frame.error_code = int(error_code)
         frame.additional_data = debug_data
         self._prepare_for_sending([frame])
+
+    def receive_data(self, data: Buffer) -> list[Event]:
+        """h2's ``receive_data``, rejecting an oversized frame as soon as its header is in.
+
+        h2 checks a frame's length only once the whole announced body has
+        arrived, so a peer announcing 16 MiB and then stalling would park the
+        connection. What h2 leaves buffered is the start of one incomplete
+        frame: its header, once in, is checked here (once per batch, not per
+        frame).
+        """
+        events: list[Event] = super().receive_data(data)
+        pending = getattr(self.incoming_buffer, _BUFFERED)
+        if len(pending) >= 9:
+            try:
+                self.incoming_buffer._validate_frame_length(int.from_bytes(pending[:3], "big"))
+            except ProtocolError as exc:
+                self._terminate_connection(exc.error_code)  # as h2 does for its own checks
+                raise
+        return events
 
     def take_output(self) -> bytearray:
         """Return and clear the bytes waiting to be sent (no copy, unlike ``data_to_send``)."""

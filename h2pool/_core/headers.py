@@ -7,37 +7,106 @@ works and repeated fields survive.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
-__all__ = ["HeaderList", "HeadersIn", "decode_headers", "encode_headers", "response_problem"]
+from hpack import NeverIndexedHeaderTuple
+
+from .._exceptions import H2ProtocolError
+
+__all__ = [
+    "HeaderList",
+    "HeadersIn",
+    "decode_headers",
+    "encode_headers",
+    "request_problem",
+    "response_problem",
+]
 
 _Text: TypeAlias = str | bytes
 HeadersIn: TypeAlias = Mapping[str, _Text] | Mapping[bytes, _Text] | Iterable[tuple[_Text, _Text]]
 HeaderList: TypeAlias = list[tuple[str, str]]
 
+# RFC 9113 section 8.2.1: a field name is lower-case token characters (a
+# pseudo-header's after its colon); a value has no NUL, CR or LF and no
+# leading or trailing SP or HTAB. One regular expression each, run in C.
+_NAME = re.compile(rb"[a-z0-9!#$%&'*+\-.^_`|~]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+# Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
+_CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+# Kept out of HPACK's dynamic table (RFC 7541 section 7.1.3), as h2 and
+# nghttp2 do: credentials, and cookies short enough to guess.
+_NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization"))
+_SPECIAL = _CONNECTION_SPECIFIC | _NEVER_INDEXED | {b"te", b"cookie"}
 
-def _to_bytes(text: _Text) -> bytes:
-    return text if isinstance(text, bytes) else text.encode()
+
+def _special(name: bytes, value: bytes) -> tuple[bytes, bytes] | None:
+    """The field to send for a name in ``_SPECIAL``, or None to drop it."""
+    if name in _CONNECTION_SPECIFIC:
+        return None  # meaningless in HTTP/2: dropped, as h2's normalization does
+    if name == b"te" and value.lower() != b"trailers":
+        raise H2ProtocolError(f"te: {value!r} is not allowed in HTTP/2", never_processed=True)
+    if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
+        return NeverIndexedHeaderTuple(name, value)
+    return name, value
+
+
+def _checked_value(name: bytes, value: bytes) -> bytes:
+    """A value that failed the quick check: strip surrounding blanks, or refuse it."""
+    value = value.strip(b" \t")
+    if _BAD_VALUE.search(value):
+        raise H2ProtocolError(
+            f"header field {name!r} has NUL, CR or LF in its value", never_processed=True
+        )
+    return value
 
 
 def encode_headers(
     headers: HeadersIn,
     defaults: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    validate: bool = True,
 ) -> list[tuple[bytes, bytes]]:
-    """Turn caller headers into the byte pairs h2 sends.
+    """Turn caller headers into the byte pairs h2 sends, checked once, here.
 
     Names are lower-cased (RFC 9113 section 8.2.1) and pseudo-header fields
     are moved in front of regular ones (section 8.3), keeping the caller's
     order otherwise. Each ``defaults`` pair is added, in front, when the caller
     did not give that name (used for ``:scheme`` and ``:authority``).
+
+    h2's own outbound validation and normalization are off (they cost as much
+    as HPACK itself), so with ``validate`` this does what they did, in one
+    pass: field names must be tokens; surrounding blanks are stripped from
+    values and NUL, CR or LF refused; connection-specific fields are dropped
+    and ``te`` must be ``trailers`` (section 8.2.2); credentials and short
+    cookies are sent never-indexed (RFC 7541 section 7.1.3). Pseudo-header
+    rules of a request or response are checked where the block is sent.
+
+    Raises:
+        H2ProtocolError: A field is invalid (``never_processed``: nothing was sent).
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
     pseudo: list[tuple[bytes, bytes]] = []
     regular: list[tuple[bytes, bytes]] = []
+    name_ok, bad_value, special = _NAME.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in items:
-        key = _to_bytes(name).lower()
-        (pseudo if key[:1] == b":" else regular).append((key, _to_bytes(value)))
+        key = (name if isinstance(name, bytes) else name.encode()).lower()
+        data = value if isinstance(value, bytes) else value.encode()
+        is_pseudo = key[:1] == b":"
+        if validate:
+            if name_ok(key, 1 if is_pseudo else 0) is None:
+                raise H2ProtocolError(f"invalid header field name {key!r}", never_processed=True)
+            if bad_value(data):
+                data = _checked_value(key, data)
+            if key in special:
+                field = _special(key, data)
+                if field is not None:
+                    regular.append(field)
+                continue
+        (pseudo if is_pseudo else regular).append((key, data))
     if defaults:
         given = {name for name, _ in pseudo}
         pseudo[:0] = [pair for pair in defaults if pair[0] not in given]
@@ -58,21 +127,12 @@ def decode_headers(headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
     return [(name.decode("latin-1"), _decode_value(value)) for name, value in headers]
 
 
-# Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
-_CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te")
-)
-_FORBIDDEN_IN_VALUES = (b"\x00", b"\r", b"\n")
-
-
 def _field_problem(name: bytes, value: bytes) -> str | None:
-    # RFC 9113 section 8.2.1: lower-case names, no NUL, CR or LF, and no
-    # leading or trailing whitespace in values.
-    if not name or name != name.lower() or b" " in name or b":" in name:
+    if _NAME.fullmatch(name) is None:
         return f"invalid field name {name!r}"
-    if name in _CONNECTION_SPECIFIC:
+    if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
         return f"connection-specific field {name!r}"
-    if value != value.strip(b" \t") or any(c in value for c in _FORBIDDEN_IN_VALUES):
+    if _BAD_VALUE.search(value):
         return f"invalid value of {name!r}"
     return None
 
@@ -80,9 +140,10 @@ def _field_problem(name: bytes, value: bytes) -> str | None:
 def response_problem(
     block: Sequence[tuple[bytes, bytes]], *, trailers: bool, strict: bool
 ) -> str | None:
-    """Why a received response header block is malformed, or None if it is not.
+    """Why a response header block or a trailer section is malformed, or None.
 
-    The pseudo-header rules of RFC 9113 section 8.3 are always checked (a
+    Used for blocks received by a client and for blocks a server sends. The
+    pseudo-header rules of RFC 9113 section 8.3 are always checked (a
     response must carry exactly one ``:status``, a three-digit code in
     100..599 per RFC 9110 section 15, before any regular field; trailers carry
     none). With ``strict``, every regular field is checked as well (section
@@ -90,12 +151,13 @@ def response_problem(
     check of what arrives.
 
     Args:
-        block: The decoded header block as received (bytes pairs).
+        block: The header block (bytes pairs).
         trailers: Whether the block is a trailer section.
         strict: Also check regular field names and values.
     """
     status: bytes | None = None
     regular = False
+    name_ok, bad_value, special = _NAME.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in block:
         if name[:1] == b":":
             if trailers:
@@ -109,7 +171,7 @@ def response_problem(
             status = value
         else:
             regular = True
-            if strict:
+            if strict and (name_ok(name) is None or bad_value(value) or name in special):
                 problem = _field_problem(name, value)
                 if problem is not None:
                     return problem
@@ -119,4 +181,37 @@ def response_problem(
         return "no :status"
     if len(status) != 3 or not status.isdigit() or not 100 <= int(status) <= 599:
         return f"invalid :status {status.decode('latin-1')!r}"
+    return None
+
+
+# Request pseudo-header fields, each with a bit to see repeats without allocating.
+_REQUEST_PSEUDO = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8, b":protocol": 16}
+
+
+def request_problem(block: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Why request headers from :func:`encode_headers` are malformed, or None.
+
+    RFC 9113 section 8.3.1: only request pseudo-header fields, each at most
+    once, with ``:method`` and a non-empty ``:path`` (except for CONNECT).
+    ``encode_headers`` put the pseudo-header fields first.
+    """
+    method = path = None
+    seen = 0
+    for name, value in block:
+        if name[:1] != b":":
+            break
+        bit = _REQUEST_PSEUDO.get(name)
+        if bit is None:
+            return f"pseudo-header field {name.decode('latin-1')} not allowed in a request"
+        if seen & bit:
+            return f"more than one {name.decode('latin-1')}"
+        seen |= bit
+        if bit == 1:
+            method = value
+        elif bit == 8:
+            path = value
+    if method is None:
+        return "no :method"
+    if not path and method != b"CONNECT":
+        return "no :path"
     return None

@@ -25,7 +25,7 @@ from .._exceptions import (
     StreamError,
 )
 from .config import check_duration
-from .headers import HeaderList, HeadersIn, encode_headers
+from .headers import HeaderList, HeadersIn, decode_headers
 from .priority import Priority
 from .shim import ConnectedCallback, Listener, ProtocolShim
 from .states import ConnectionEvent
@@ -148,8 +148,9 @@ class H2Protocol(ProtocolShim):
             await self._wait_for_slot()
         try:
             stream_id = session.open_stream(headers, end_stream)
-        finally:
+        except H2PoolError:
             self._apply()  # running out of stream ids drains the connection
+            raise
         self._watch()
         self._schedule_flush()
         return stream_id
@@ -164,13 +165,27 @@ class H2Protocol(ProtocolShim):
             H2ConnectionError: The connection ended first.
         """
         stream = self._session.stream(stream_id)
-        while stream.headers is None:
+        headers = stream.headers
+        if headers is None:
+            headers = stream.headers = decode_headers(await self._response_block(stream))
+        return headers
+
+    async def recv_response_bytes(self, stream_id: int) -> list[tuple[bytes, bytes]]:
+        """Like :meth:`recv_response`, with names and values as received (bytes).
+
+        Skips decoding to str: for layers that keep header fields as bytes.
+        Lower-case names in wire order; do not modify the list.
+        """
+        return await self._response_block(self._session.stream(stream_id))
+
+    async def _response_block(self, stream: Stream) -> list[tuple[bytes, bytes]]:
+        while stream.block is None:
             if stream.error is not None:
                 raise stream.error
             if stream.recv is RecvState.ENDED:
-                raise StreamClosed("stream ended without a response", stream_id=stream_id)
-            await self._wait(self._recv_waiters, stream_id)
-        return stream.headers
+                raise StreamClosed("stream ended without a response", stream_id=stream.id)
+            await self._wait(self._recv_waiters, stream.id)
+        return stream.block
 
     # ------------------------------------------------------------------
     # Server API
@@ -198,7 +213,7 @@ class H2Protocol(ProtocolShim):
     ) -> None:
         """Send response headers (informational 1xx ones may come first)."""
         session = self._session
-        session.send_headers(session.sendable(stream_id), encode_headers(headers), end_stream)
+        session.respond(session.sendable(stream_id), headers, end_stream)
         self._after()
 
     # ------------------------------------------------------------------
@@ -243,9 +258,7 @@ class H2Protocol(ProtocolShim):
         """Send trailers after any queued data; this ends the stream."""
         session = self._session
         stream = session.sendable(stream_id)
-        block = encode_headers(trailers)
-        # h2 cannot send an empty header block: end with empty DATA instead.
-        session.queue(stream, block if block else (memoryview(b""), True), True)
+        session.queue_trailers(stream, trailers)
         self._pump()
         self._after()
         await self._wait_sent(stream)
@@ -276,6 +289,10 @@ class H2Protocol(ProtocolShim):
                     raise stream.error
                 await self._wait(self._recv_waiters, stream_id)
             chunk = stream.chunks.popleft()
+            self._consumed(stream, len(chunk))
+            return chunk
+        if size < 0 and stream.recv is RecvState.ENDED and len(stream.chunks) == 1:
+            chunk = stream.chunks.popleft()  # the common small body: no copy
             self._consumed(stream, len(chunk))
             return chunk
         parts: list[bytes] = []

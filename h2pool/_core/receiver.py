@@ -102,7 +102,7 @@ class Receiver:
         if problem is not None:
             session.abort(stream, ErrorCodes.PROTOCOL_ERROR, errors.malformed(stream.id, problem))
             return
-        stream.headers = decode_headers(block)
+        stream.block = block  # decoded to str only if asked (recv_response)
         stream.recv = RecvState.BODY
         session.wakeups.receivers.append(stream.id)
 

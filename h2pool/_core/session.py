@@ -42,7 +42,14 @@ from .._exceptions import (
 from . import errors
 from .config import H2Config
 from .h2compat import MAX_STREAM_ID, Connection
-from .headers import HeaderList, HeadersIn, decode_headers, encode_headers
+from .headers import (
+    HeaderList,
+    HeadersIn,
+    decode_headers,
+    encode_headers,
+    request_problem,
+    response_problem,
+)
 from .priority import Priority
 from .receiver import Receiver
 from .scheduler import DataScheduler
@@ -96,9 +103,9 @@ class Session:
         )
         self.wakeups = Wakeups()
         self.scheduler = DataScheduler()
-        self.defaults = [(b":scheme", b"http")]
+        self._defaults = [(b":scheme", b"http")]
         if authority is not None:
-            self.defaults.append((b":authority", authority.encode()))
+            self._defaults.append((b":authority", authority.encode()))
         # Lifecycle.
         self.state = ConnectionState.OPEN
         self.drain = Drain.NONE
@@ -120,6 +127,7 @@ class Session:
         self.ping_sent_at: float | None = None
         self.rtt: float | None = None
         self._ping_payloads = itertools.count(random.getrandbits(63))
+        self._strict = config.validate_headers
         self._receiver = Receiver(self)
 
     # ------------------------------------------------------------------
@@ -175,6 +183,10 @@ class Session:
             raise StreamClosed(f"stream {stream_id} was already ended", stream_id=stream_id)
         return stream
 
+    def use_tls(self) -> None:
+        """Requests go over TLS: their default ``:scheme`` is https."""
+        self._defaults[0] = (b":scheme", b"https")
+
     def receive(self, data: bytes, now: float) -> None:
         """Process received bytes (see :class:`~h2pool._core.receiver.Receiver`)."""
         self._receiver.receive(data, now)
@@ -214,22 +226,26 @@ class Session:
             raise ConnectionClosed(
                 "stream ids exhausted on this connection", never_processed=True
             ) from None
+        block = encode_headers(headers, self._defaults, validate=self._strict)
+        problem = request_problem(block) if self._strict else None
+        if problem is not None:
+            raise H2ProtocolError(f"cannot send request headers: {problem}", never_processed=True)
         try:
-            conn.send_headers(
-                stream_id, encode_headers(headers, self.defaults), end_stream=end_stream
-            )
+            conn.send_headers(stream_id, block, end_stream=end_stream)
         except H2Error as exc:
             conn.streams.pop(stream_id, None)
             raise H2ProtocolError(
                 f"cannot send request headers: {exc}", stream_id=stream_id, never_processed=True
             ) from exc
-        stream = Stream(stream_id, recv=RecvState.HEADERS, ended=end_stream)
+        send = SendState.CLOSED if end_stream else SendState.OPEN
+        stream = Stream(stream_id, send=send, recv=RecvState.HEADERS)
         self.streams[stream_id] = stream
         self.outbound_open += 1
         return stream_id
 
     def admit_request(self, stream_id: int, block: list[tuple[bytes, bytes]]) -> None:
-        stream = Stream(stream_id, recv=RecvState.BODY, ended=False)
+        stream = Stream(stream_id, send=SendState.OPEN, recv=RecvState.BODY)
+        stream.block = block
         stream.headers = headers = decode_headers(block)
         for name, value in headers:
             if name == "priority":
@@ -291,11 +307,12 @@ class Session:
             self.wakeups.events.append(ConnectionEvent.SLOT_FREED)
         else:
             self.inbound_open -= 1
-        conn.forget_stream(stream_id)
         if self.error is None and stream.buffered:
             # The stream is over, so its unread data no longer holds the
             # connection window: a body nobody reads must not stall the others.
+            # (Before forget_stream: h2 then skips the stream without raising.)
             conn.acknowledge_received_data(stream.buffered, stream_id)
+        conn.forget_stream(stream_id)
         self._retire(stream)
         self.close_if_drained()
 
@@ -315,6 +332,31 @@ class Session:
 
     # ------------------------------------------------------------------
     # Calls from the stream API
+
+    def respond(self, stream: Stream, headers: HeadersIn, end: bool) -> None:
+        """Send response headers (a 1xx informational block, or the final one).
+
+        Raises:
+            H2ProtocolError: The headers are invalid.
+        """
+        block = encode_headers(headers, validate=self._strict)
+        problem = response_problem(block, trailers=False, strict=False) if self._strict else None
+        if problem is not None:
+            raise H2ProtocolError(f"cannot send headers: {problem}", stream_id=stream.id)
+        self.send_headers(stream, block, end)
+
+    def queue_trailers(self, stream: Stream, trailers: HeadersIn) -> None:
+        """Queue trailers behind the stream's data; they end it.
+
+        Raises:
+            H2ProtocolError: The trailers are invalid.
+        """
+        block = encode_headers(trailers, validate=self._strict)
+        problem = response_problem(block, trailers=True, strict=False) if self._strict else None
+        if problem is not None:
+            raise H2ProtocolError(f"cannot send trailers: {problem}", stream_id=stream.id)
+        # h2 cannot send an empty header block: end with empty DATA instead.
+        self.queue(stream, block if block else (memoryview(b""), True), True)
 
     def send_headers(self, stream: Stream, block: list[tuple[bytes, bytes]], end: bool) -> None:
         """Send response headers or trailers now (h2 queues them in order).

@@ -120,7 +120,7 @@ class ProtocolShim(asyncio.Protocol):
         transport.set_write_buffer_limits(high=session.config.write_buffer_high)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
-            session.defaults[0] = (b":scheme", b"https")
+            session.use_tls()
             alpn = ssl_object.selected_alpn_protocol()
             if alpn not in (None, "h2"):
                 session.fail(ConnectError(f"the peer chose {alpn!r} with ALPN, not 'h2'"))
@@ -213,7 +213,9 @@ class ProtocolShim(asyncio.Protocol):
             wakeups.pings = False
             self._settle_pings()
         if wakeups.events:
-            events = wakeups.events[:]
+            # Each kind of event is told once per batch, in order: a listener
+            # re-decides once, not once per stream that closed.
+            events = dict.fromkeys(wakeups.events)
             wakeups.events.clear()
             self._wake_slot_waiters()
             for event in events:

@@ -47,7 +47,9 @@ class Stream:
         id: The stream id.
         send: The send half.
         recv: The receive half.
-        headers: Request (server) or final response (client) headers.
+        block: Request (server) or final response (client) headers as received
+            (bytes pairs), None until they arrive.
+        headers: The same as (str, str) pairs, decoded on first use.
         trailers: Trailers received, if any.
         chunks: Received DATA not yet read.
         buffered: Bytes in ``chunks``.
@@ -59,6 +61,7 @@ class Stream:
     """
 
     __slots__ = (
+        "block",
         "buffered",
         "chunks",
         "error",
@@ -73,10 +76,11 @@ class Stream:
         "urgency",
     )
 
-    def __init__(self, stream_id: int, *, recv: RecvState, ended: bool) -> None:
+    def __init__(self, stream_id: int, *, send: SendState, recv: RecvState) -> None:
         self.id = stream_id
-        self.send = SendState.CLOSED if ended else SendState.OPEN
+        self.send = send
         self.recv = recv
+        self.block: list[tuple[bytes, bytes]] | None = None
         self.headers: HeaderList | None = None
         self.trailers: HeaderList | None = None
         self.chunks: deque[bytes] = deque()
