@@ -197,24 +197,22 @@ class H2Channel(Channel):
         await self.protocol.shutdown(timeout)
 
     async def exchange(self, request: OutgoingRequest) -> Reply:
-        try:
-            return await self._exchange(request)
-        except H2PoolError as exc:
-            raise exc.in_context(self.context(request)) from exc
-
-    async def _exchange(self, request: OutgoingRequest) -> Reply:
+        # One coroutine, no helper: every await level is paid again on each wake-up.
         protocol = self.protocol
         headers = [
-            (b":method", request.method.encode()),
+            (b":method", request.wire_method),
             *self._pseudo,
-            (b":path", request.path.encode()),
+            (b":path", request.wire_path),
             *request.headers,
         ]
         # The reservation guarantees a free slot: start_request does not wait.
         self.reserved -= 1
-        stream_id = await protocol.start_request(
-            headers, end_stream=request.body is None and request.upload is None
-        )
+        try:
+            stream_id = await protocol.start_request(
+                headers, end_stream=request.body is None and request.upload is None
+            )
+        except H2PoolError as exc:
+            raise exc.in_context(self.context(request)) from exc
         sender: asyncio.Task[None] | None = None
         timeouts = request.timeouts
         try:
@@ -231,13 +229,19 @@ class H2Channel(Channel):
                     response = await protocol.recv_response(stream_id)
         except BaseException as exc:
             protocol.reset_stream(stream_id)
-            upload_error = await _stop(sender)
-            if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
-                raise upload_error from exc  # the caller's body failed: say so
+            error = exc
+            if sender is not None:
+                upload_error = await _stop(sender)
+                if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
+                    error = upload_error  # the caller's body failed: say so
+            if isinstance(error, H2PoolError):
+                raise error.in_context(self.context(request)) from error
+            if error is not exc:
+                raise error from exc
             raise
         status = int(response[0][1]) if response and response[0][0] == ":status" else 0
         fields = [(name, value) for name, value in response if not name.startswith(":")]
-        body = _H2Body(protocol, stream_id, sender, timeouts.read, self.context(request))
+        body = _H2Body(protocol, stream_id, sender, timeouts.read, self, request)
         return Reply(status, fields, body, self.http_version)
 
 
@@ -250,13 +254,15 @@ class _H2Body:
         stream_id: int,
         sender: asyncio.Task[None] | None,
         read_timeout: float | None,
-        context: str,
+        channel: Channel,
+        request: OutgoingRequest,
     ) -> None:
         self._protocol = protocol
         self._stream_id = stream_id
         self._sender = sender
         self._read_timeout = read_timeout
-        self._context = context
+        self._channel = channel
+        self._request = request  # for error messages only
         self._done = False
         self.trailers: HeaderList = []
 
@@ -273,7 +279,7 @@ class _H2Body:
                 self.trailers = await self._protocol.recv_trailers(self._stream_id)
                 self._done = True
         except H2PoolError as exc:
-            raise exc.in_context(self._context) from exc
+            raise exc.in_context(self._channel.context(self._request)) from exc
         return chunk
 
     async def _read_all(self, read_timeout: float) -> bytes:
@@ -289,7 +295,8 @@ class _H2Body:
     async def aclose(self) -> None:
         if not self._done:
             self._protocol.reset_stream(self._stream_id)  # RST_STREAM CANCEL
-        await _stop(self._sender)
+        if self._sender is not None:
+            await _stop(self._sender)
 
 
 async def _send_upload(
