@@ -11,7 +11,6 @@ import asyncio
 import logging
 
 from .._exceptions import H2PoolError
-from .channel import Reply
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
 from .response import Body, Response
@@ -63,13 +62,35 @@ class Attempts:
                 if grant is None or grant.stale:
                     grant = await self._acquire(request, grant)
                 self.active += 1
-                try:
-                    reply = await grant.channel.exchange(request)  # takes the reservation
-                except BaseException:
-                    self._release()
-                    scheduler.assign()  # a stream that never opened freed no slot
-                    raise
-                response = await self._response(reply, grant.endpoint.address, deadline, read_body)
+                channel = grant.channel
+                address = grant.endpoint.address
+                # Both take the reservation.
+                if read_body:  # request(): the whole body, inside the request's deadline
+                    try:
+                        fetched = await channel.fetch(request)
+                    finally:
+                        self._release()
+                        scheduler.assign()  # a stream that never opened freed no slot
+                    response = Response(
+                        fetched.status,
+                        fetched.headers,
+                        address,
+                        None,
+                        fetched.http_version,
+                        content=fetched.content,
+                        trailers=fetched.trailers,
+                    )
+                else:  # stream(): the body's reads carry the deadline themselves
+                    try:
+                        reply = await channel.exchange(request)
+                    except BaseException:
+                        self._release()
+                        scheduler.assign()
+                        raise
+                    body = Body(reply.body, deadline=deadline, on_close=self._release)
+                    response = Response(
+                        reply.status, reply.headers, address, body, reply.http_version
+                    )
             except H2PoolError as exc:
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
@@ -135,30 +156,3 @@ class Attempts:
                 return grant
             scheduler.give_back(grant.channel)
             grant = None
-
-    async def _response(
-        self, reply: Reply, address: str, deadline: float | None, read_body: bool
-    ) -> Response:
-        """The response of an exchange; for ``request()``, with its whole body read."""
-        source = reply.body
-        if not read_body:
-            # stream() hands the body over, so its reads carry the deadline themselves.
-            body = Body(source, deadline=deadline, on_close=self._release)
-            return Response(reply.status, reply.headers, address, body, reply.http_version)
-        # request(): the whole body now, inside the request's own deadline scope.
-        try:
-            content = await source.read(-1)
-        finally:
-            try:
-                await source.aclose()  # after a failure: abandon the stream
-            finally:
-                self._release()
-        return Response(
-            reply.status,
-            reply.headers,
-            address,
-            None,
-            reply.http_version,
-            content=content,
-            trailers=source.trailers,
-        )
