@@ -252,3 +252,34 @@ class TestEndpoint:
     def test_bad_addresses(self, address: str) -> None:
         with pytest.raises(ValueError, match="host:port"):
             split_address(address)
+
+
+@given(
+    open_streams=st.integers(0, 12),
+    reserved=st.integers(0, 3),
+    accepting=st.booleans(),
+    closed=st.booleans(),
+    ejected=st.booleans(),
+    silent=st.floats(0, 3),
+)
+def test_one_connection_fast_path_agrees_with_the_general_search(
+    open_streams: int, reserved: int, accepting: bool, closed: bool, ejected: bool, silent: float
+) -> None:
+    def layout(extra: bool) -> list[Endpoint[FakeConnection]]:
+        conn = FakeConnection(
+            open_streams=open_streams,
+            reserved=reserved,
+            max_streams=10,
+            accepting_streams=accepting,
+            last_received=100.0 - silent,
+        )
+        # A second connection that is never a candidate forces the general search.
+        others = [FakeConnection(accepting_streams=False)] if extra else []
+        ep = endpoint("a:1", conn, *others, ejected_until=200.0 if ejected else 0.0)
+        ep.closed = closed
+        return [ep]
+
+    fast, general = decide(layout(False)), decide(layout(True))
+    assert (fast.connection is None) == (general.connection is None)
+    assert fast.stale == general.stale
+    assert (fast.endpoint is None) == (general.endpoint is None)

@@ -115,3 +115,26 @@ async def test_the_transparent_retry_goes_to_another_connection_at_once() -> Non
         response = await pool.request("POST", "/", content=b"once")
         assert response.status_code == 200
         assert len(refused) == 1
+
+
+async def test_no_retry_is_started_once_the_pool_closes() -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+    received: list[int] = []
+
+    async def reset_later(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
+        received.append(stream_id)
+        arrived.set()
+        await release.wait()
+        proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)  # retryable for a GET
+
+    async with Server(reset_later) as server:
+        pool = h2pool.Pool(url(server.port))
+        request = asyncio.ensure_future(pool.request("GET", "/"))
+        await arrived.wait()
+        closing = asyncio.ensure_future(pool.aclose())
+        await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(h2pool.PoolClosed):
+            await request
+        await closing
+    assert len(received) == 1

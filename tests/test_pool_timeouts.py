@@ -381,3 +381,22 @@ async def test_total_timeout_while_every_endpoint_is_down_names_the_last_error()
         assert f"127.0.0.1:{port} transient_failure" in message
         assert "last error" in message, message
         assert "cannot connect" in message, message
+
+
+async def test_total_timeouts_of_many_requests_fire_on_time_never_early() -> None:
+    """Deadlines share timers per 10 ms slice: each still fires after its own total."""
+    recorder = Recorder()
+    async with Server(recorder.never()) as server, h2pool.Pool(url(server.port)) as pool:
+        loop = asyncio.get_running_loop()
+
+        async def timed(total: float) -> float:
+            started = loop.time()
+            with pytest.raises(h2pool.RequestTimeout):
+                await pool.request("GET", "/", timeout=total)
+            return loop.time() - started
+
+        totals = [0.1 + 0.013 * i for i in range(20)]
+        took = await asyncio.gather(*(timed(total) for total in totals))
+        for total, spent in zip(totals, took, strict=True):
+            assert total <= spent < total + SLACK
+        assert pool.stats().active == 0

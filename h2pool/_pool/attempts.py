@@ -48,12 +48,49 @@ class Attempts:
     async def send(
         self, request: OutgoingRequest, deadline: float | None, *, read_body: bool
     ) -> Response:
-        """Run attempts until one succeeds or :func:`decide_retry` says stop."""
+        """Run attempts until one succeeds or :func:`decide_retry` says stop.
+
+        One coroutine for the whole attempt (slot, exchange, body): every
+        await level is paid again on each wake-up, so there are few.
+        """
         tries = Tries()
         policy = self._retry
+        scheduler = self._scheduler
         while True:
             try:
-                response = await self._exchange(request, deadline, read_body)
+                grant = scheduler.try_acquire(request.timeouts.connect)
+                if grant is None or grant.stale:
+                    grant = await self._acquire(request, grant)
+                self.active += 1
+                channel = grant.channel
+                address = grant.endpoint.address
+                # Both take the reservation.
+                if read_body:  # request(): the whole body, inside the request's deadline
+                    try:
+                        fetched = await channel.fetch(request)
+                    finally:
+                        self._release()
+                        scheduler.assign()  # a stream that never opened freed no slot
+                    response = Response(
+                        fetched.status,
+                        fetched.headers,
+                        address,
+                        None,
+                        fetched.http_version,
+                        content=fetched.content,
+                        trailers=fetched.trailers,
+                    )
+                else:  # stream(): the body's reads carry the deadline themselves
+                    try:
+                        reply = await channel.exchange(request)
+                    except BaseException:
+                        self._release()
+                        scheduler.assign()
+                        raise
+                    body = Body(reply.body, deadline=deadline, on_close=self._release)
+                    response = Response(
+                        reply.status, reply.headers, address, body, reply.http_version
+                    )
             except H2PoolError as exc:
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
@@ -90,17 +127,21 @@ class Attempts:
             if decision.delay:
                 await asyncio.sleep(decision.delay)
 
-    async def _acquire(self, request: OutgoingRequest) -> Grant:
-        """A reserved slot on a connection proven alive where the request needs it."""
+    async def _acquire(self, request: OutgoingRequest, grant: Grant | None) -> Grant:
+        """A reserved slot on a connection proven alive where the request needs it.
+
+        ``grant`` is what the fast path got (a stale connection), if anything.
+        """
         scheduler = self._scheduler
         timeouts = request.timeouts
         # Sending in parallel with a liveness PING is safe only if a dead
         # connection's failure can be retried.
         retry_safe = request.replayable and request.method in self._retry.methods
         while True:
-            grant = scheduler.try_acquire(timeouts.connect) or await scheduler.acquire(
-                request.target, timeouts.connect, timeouts.pool
-            )
+            if grant is None:
+                grant = scheduler.try_acquire(timeouts.connect) or await scheduler.acquire(
+                    request.target, timeouts.connect, timeouts.pool
+                )
             if not grant.stale or retry_safe:
                 return grant
             try:
@@ -109,28 +150,9 @@ class Attempts:
                 scheduler.give_back(grant.channel)
                 if not isinstance(exc, H2PoolError):
                     raise
+                grant = None
                 continue  # dead: it leaves the rotation; route again
             if grant.channel.accepting_streams:
                 return grant
             scheduler.give_back(grant.channel)
-
-    async def _exchange(
-        self, request: OutgoingRequest, deadline: float | None, read_body: bool
-    ) -> Response:
-        grant = await self._acquire(request)
-        self.active += 1
-        try:
-            reply = await grant.channel.exchange(request)  # takes the reservation
-        except BaseException:
-            self._release()
-            self._scheduler.assign()  # a stream that never opened freed no slot
-            raise
-        # request() reads the body inside its own deadline scope; stream()
-        # hands the body over, so its reads carry the deadline themselves.
-        body = Body(reply.body, deadline=None if read_body else deadline, on_close=self._release)
-        response = Response(
-            reply.status, reply.headers, grant.endpoint.address, body, reply.http_version
-        )
-        if read_body:
-            await response.aread()  # on failure the body releases itself
-        return response
+            grant = None

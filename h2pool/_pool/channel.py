@@ -12,7 +12,7 @@ import abc
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from .._core.headers import HeaderList
 from .._core.protocol import ConnectionEvent, H2Protocol
@@ -24,6 +24,7 @@ __all__ = [
     "BodySource",
     "Channel",
     "ChannelListener",
+    "Fetched",
     "H2Channel",
     "Reply",
 ]
@@ -43,6 +44,17 @@ class BodySource(Protocol):
     async def aclose(self) -> None:
         """Finish: abandon what was not read and free the connection."""
         ...
+
+
+@dataclass(slots=True)
+class Fetched:
+    """A whole response: what ``Pool.request()`` returns the content of."""
+
+    status: int
+    headers: HeaderList
+    content: bytes
+    trailers: HeaderList
+    http_version: str
 
 
 @dataclass(slots=True)
@@ -130,6 +142,16 @@ class Channel(abc.ABC):
         Errors name the request and the endpoint.
         """
 
+    async def fetch(self, request: OutgoingRequest) -> Fetched:
+        """:meth:`exchange`, then the whole body and the trailers; the stream is released."""
+        reply = await self.exchange(request)
+        source = reply.body
+        try:
+            content = await source.read(-1)
+        finally:
+            await source.aclose()  # after a failure: abandon the stream
+        return Fetched(reply.status, reply.headers, content, source.trailers, reply.http_version)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close at once."""
@@ -196,49 +218,113 @@ class H2Channel(Channel):
     async def shutdown(self, timeout: float | None) -> None:
         await self.protocol.shutdown(timeout)
 
-    async def exchange(self, request: OutgoingRequest) -> Reply:
-        try:
-            return await self._exchange(request)
-        except H2PoolError as exc:
-            raise exc.in_context(self.context(request)) from exc
-
-    async def _exchange(self, request: OutgoingRequest) -> Reply:
+    async def _start(self, request: OutgoingRequest) -> tuple[int, asyncio.Task[None] | None]:
+        """Open the stream on the reserved slot, send the body; the stream and its sender."""
         protocol = self.protocol
         headers = [
-            (b":method", request.method.encode()),
+            (b":method", request.wire_method),
             *self._pseudo,
-            (b":path", request.path.encode()),
+            (b":path", request.wire_path),
             *request.headers,
         ]
         # The reservation guarantees a free slot: start_request does not wait.
         self.reserved -= 1
-        stream_id = await protocol.start_request(
-            headers, end_stream=request.body is None and request.upload is None
-        )
-        sender: asyncio.Task[None] | None = None
-        timeouts = request.timeouts
         try:
-            if request.body is not None:
-                protocol.queue_data(stream_id, request.body, end_stream=True)
-            elif request.upload is not None:
-                sender = asyncio.ensure_future(
-                    _send_upload(protocol, stream_id, request.upload, timeouts.write)
-                )
-            if timeouts.read is None:
-                response = await protocol.recv_response(stream_id)
-            else:
-                async with bounded(timeouts.read, ReadTimeout, "waiting for the response"):
-                    response = await protocol.recv_response(stream_id)
-        except BaseException as exc:
-            protocol.reset_stream(stream_id)
+            stream_id = await protocol.start_request(
+                headers, end_stream=request.body is None and request.upload is None
+            )
+        except H2PoolError as exc:
+            raise exc.in_context(self.context(request)) from exc
+        if request.body is not None:
+            protocol.queue_data(stream_id, request.body, end_stream=True)
+        elif request.upload is not None:
+            write_timeout = request.timeouts.write
+            upload = _send_upload(protocol, stream_id, request.upload, write_timeout)
+            return stream_id, asyncio.ensure_future(upload)
+        return stream_id, None
+
+    async def _failed(
+        self,
+        exc: BaseException,
+        request: OutgoingRequest,
+        stream_id: int,
+        sender: asyncio.Task[None] | None,
+    ) -> NoReturn:
+        """Abandon the stream after ``exc``; raise it, or the body's own error, in context."""
+        self.protocol.reset_stream(stream_id)
+        error = exc
+        if sender is not None:
             upload_error = await _stop(sender)
             if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
-                raise upload_error from exc  # the caller's body failed: say so
-            raise
-        status = int(response[0][1]) if response and response[0][0] == ":status" else 0
-        fields = [(name, value) for name, value in response if not name.startswith(":")]
-        body = _H2Body(protocol, stream_id, sender, timeouts.read, self.context(request))
+                error = upload_error  # the caller's body failed: say so
+        if isinstance(error, H2PoolError):
+            raise error.in_context(self.context(request)) from error
+        if error is not exc:
+            raise error from exc
+        raise exc
+
+    # exchange() and fetch() are single coroutines around the waits: every
+    # await level is paid again on each wake-up.
+
+    async def exchange(self, request: OutgoingRequest) -> Reply:
+        protocol = self.protocol
+        stream_id, sender = await self._start(request)
+        read_timeout = request.timeouts.read
+        try:
+            if read_timeout is None:
+                response = await protocol.recv_response(stream_id)
+            else:
+                async with bounded(read_timeout, ReadTimeout, "waiting for the response"):
+                    response = await protocol.recv_response(stream_id)
+        except BaseException as exc:
+            await self._failed(exc, request, stream_id, sender)
+        status, fields = _split(response)
+        body = _H2Body(protocol, stream_id, sender, read_timeout, self, request)
         return Reply(status, fields, body, self.http_version)
+
+    async def fetch(self, request: OutgoingRequest) -> Fetched:
+        protocol = self.protocol
+        stream_id, sender = await self._start(request)
+        read_timeout = request.timeouts.read
+        try:
+            if read_timeout is None:
+                response = await protocol.recv_response(stream_id)
+                content = await protocol.read_stream(stream_id, -1)
+            else:
+                async with bounded(read_timeout, ReadTimeout, "waiting for the response"):
+                    response = await protocol.recv_response(stream_id)
+                content = await _read_all(protocol, stream_id, read_timeout)
+            trailers = await protocol.recv_trailers(stream_id)
+        except BaseException as exc:
+            await self._failed(exc, request, stream_id, sender)
+        if sender is not None:
+            await _stop(sender)  # the response is complete: the rest of the body is not needed
+        status, fields = _split(response)
+        return Fetched(status, fields, content, trailers, self.http_version)
+
+
+def _split(response: HeaderList) -> tuple[int, HeaderList]:
+    """The status and the regular fields of a response header block."""
+    if response and response[0][0] == ":status":
+        status = int(response[0][1])
+        # Pseudo-header fields come first (RFC 9113 section 8.3), and a
+        # response has only :status (section 8.3.2): the rest is regular.
+        if len(response) == 1 or not response[1][0].startswith(":"):
+            return status, response[1:]
+    else:
+        status = 0
+    return status, [(name, value) for name, value in response if not name.startswith(":")]
+
+
+async def _read_all(protocol: H2Protocol, stream_id: int, read_timeout: float) -> bytes:
+    """The rest of a body; the read timeout bounds each wait for data, not the whole."""
+    chunks: list[bytes] = []
+    while True:
+        async with bounded(read_timeout, ReadTimeout, "reading the body"):
+            chunk = await protocol.read_stream(stream_id)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 class _H2Body:
@@ -250,13 +336,15 @@ class _H2Body:
         stream_id: int,
         sender: asyncio.Task[None] | None,
         read_timeout: float | None,
-        context: str,
+        channel: Channel,
+        request: OutgoingRequest,
     ) -> None:
         self._protocol = protocol
         self._stream_id = stream_id
         self._sender = sender
         self._read_timeout = read_timeout
-        self._context = context
+        self._channel = channel
+        self._request = request  # for error messages only
         self._done = False
         self.trailers: HeaderList = []
 
@@ -265,7 +353,7 @@ class _H2Body:
             if self._read_timeout is None:
                 chunk = await self._protocol.read_stream(self._stream_id, size)
             elif size == -1:
-                chunk = await self._read_all(self._read_timeout)
+                chunk = await _read_all(self._protocol, self._stream_id, self._read_timeout)
             else:
                 async with bounded(self._read_timeout, ReadTimeout, "reading the body"):
                     chunk = await self._protocol.read_stream(self._stream_id, size)
@@ -273,23 +361,14 @@ class _H2Body:
                 self.trailers = await self._protocol.recv_trailers(self._stream_id)
                 self._done = True
         except H2PoolError as exc:
-            raise exc.in_context(self._context) from exc
+            raise exc.in_context(self._channel.context(self._request)) from exc
         return chunk
-
-    async def _read_all(self, read_timeout: float) -> bytes:
-        """The rest of the body; the read timeout bounds each wait for data, not the whole."""
-        chunks: list[bytes] = []
-        while True:
-            async with bounded(read_timeout, ReadTimeout, "reading the body"):
-                chunk = await self._protocol.read_stream(self._stream_id)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
 
     async def aclose(self) -> None:
         if not self._done:
             self._protocol.reset_stream(self._stream_id)  # RST_STREAM CANCEL
-        await _stop(self._sender)
+        if self._sender is not None:
+            await _stop(self._sender)
 
 
 async def _send_upload(

@@ -281,12 +281,12 @@ class H11Channel(Channel):
         timeouts = request.timeouts
         content = request.body if request.body is not None else request.upload
         outgoing = httpcore.Request(
-            request.method.encode(),
+            request.wire_method,
             httpcore.URL(
                 scheme=self._origin.scheme,
                 host=self._origin.host,
                 port=self._origin.port,
-                target=request.path.encode(),
+                target=request.wire_path,
             ),
             headers=[(b"host", self._authority), *request.headers],
             content=content if content is not None else b"",

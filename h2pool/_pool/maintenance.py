@@ -234,9 +234,14 @@ class Maintenance:
     # ------------------------------------------------------------------
     # Endpoints from DNS
 
+    @property
+    def unresolved(self) -> bool:
+        """Whether the target's host must be resolved before the first request."""
+        return self._resolve and self._resolved_at is None
+
     async def ensure_endpoints(self) -> None:
         """Resolve the target's host once, before the first request (if needed)."""
-        if self._resolve and self._resolved_at is None:
+        if self.unresolved:
             if self._resolving is None:
                 self._resolving = asyncio.ensure_future(self._resolve_endpoints())
             await asyncio.shield(self._resolving)

@@ -25,6 +25,9 @@ Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 # RFC 9113 section 8.2.1: no NUL, CR or LF, no leading or trailing whitespace.
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
+# RFC 3986 section 3.3 / RFC 9112 section 3.2: no whitespace or controls in a target.
+_BAD_PATH = re.compile(rb"[\x00-\x20\x7f]")
+_METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 # Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
 _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -55,6 +58,8 @@ class OutgoingRequest:
         body: The whole body, or None.
         upload: A streamed body, or None.
         timeouts: Its timeouts.
+        wire_method: ``method`` as sent.
+        wire_path: ``path`` as sent.
         last_error: The latest failure of an attempt, for messages.
     """
 
@@ -64,6 +69,8 @@ class OutgoingRequest:
     body: bytes | None
     upload: Upload | None
     timeouts: Timeouts
+    wire_method: bytes
+    wire_path: bytes
     last_error: H2PoolError | None = None
 
     @property
@@ -113,8 +120,15 @@ def build_request(
     method = method.upper()
     if not path.startswith("/") and not (path == "*" and method == "OPTIONS"):
         raise ValueError(f"path must start with '/': {path!r}")
-    if not _NAME.fullmatch(method.lower().encode()):
-        raise LocalProtocolError(f"invalid method {method!r}")
+    wire_method = _METHODS.get(method) or _checked_method(method)
+    try:
+        wire_path = path.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(
+            f"path must be ASCII (percent-encode the rest): {path!r}"
+        ) from None
+    if _BAD_PATH.search(wire_path):
+        raise LocalProtocolError(f"invalid character in path {path!r}")
     fields = extra_headers + checked_headers(headers) if headers is not None else extra_headers
     body: bytes | None = None
     upload: Upload | None = None
@@ -126,4 +140,11 @@ def build_request(
             fields = [*fields, (b"content-length", str(len(body)).encode())]
     elif content is not None:
         upload = Upload(content)
-    return OutgoingRequest(method, path, fields, body, upload, timeouts)
+    return OutgoingRequest(method, path, fields, body, upload, timeouts, wire_method, wire_path)
+
+
+def _checked_method(method: str) -> bytes:
+    wire = method.encode("ascii", "replace")
+    if not _NAME.fullmatch(wire.lower()):
+        raise LocalProtocolError(f"invalid method {method!r}")
+    return wire

@@ -31,6 +31,7 @@ from .checks import check_count, check_fraction, check_seconds
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "MAX_DRAIN_RETRIES",
     "ConnectionBackoff",
     "EjectionPolicy",
     "RetryAction",
@@ -44,6 +45,11 @@ __all__ = [
     "may_eject",
     "parse_retry_after",
 ]
+
+#: Retries of one request after GOAWAY drains cut it off, on top of its attempts: a
+#: server that drains often (hypercorn every ``keep_alive_max_requests``) may cut
+#: the same request a few times in a row; more than this is pathological.
+MAX_DRAIN_RETRIES = 10
 
 #: Methods that may be sent twice without changing the result (RFC 9110 section 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -289,7 +295,7 @@ def decide_retry(
        are retried. A timeout is not (the server may be busy processing the
        request: retrying multiplies its load). A stream cut off by the
        server's own GOAWAY drain is retried after the backoff without
-       counting, at most ``max_attempts`` times. Other connection failures
+       counting, at most ``MAX_DRAIN_RETRIES`` (10) times. Other connection failures
        and stream resets are counted retries.
 
     A retry whose delay would end past ``deadline`` is not made.
@@ -328,7 +334,7 @@ def decide_retry(
     if isinstance(error, DrainInterrupted):
         # Spaced by the first backoff step, so the streams a drain cut off
         # do not all land together on the next connection.
-        if tries.drained >= policy.max_attempts:
+        if tries.drained >= MAX_DRAIN_RETRIES:
             return _stop("cut off by GOAWAY drains too often")
         delay = _backoff(policy, 1, rng)
         if deadline is not None and now + delay >= deadline:

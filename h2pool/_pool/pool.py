@@ -32,7 +32,7 @@ from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .response import Response
-from .timeouts import Timeouts, deadline_scope
+from .timeouts import DeadlineTimers, Timeouts, deadline_scope
 
 __all__ = ["Content", "Pool", "PoolStats"]
 
@@ -190,6 +190,7 @@ class Pool:
         )
         self._scheduler = self._maintenance.scheduler
         self._attempts = Attempts(self._scheduler, retry or RetryPolicy())
+        self._deadlines = DeadlineTimers()
         self._closing = False
 
     # ------------------------------------------------------------------
@@ -263,11 +264,26 @@ class Pool:
             ValueError: A timeout or the path is invalid (``TypeError`` for
                 a timeout that is not a number).
         """
-        request, deadline = await self._begin(method, path, headers, content, timeout)
-        if deadline is None:
+        request = self._build(method, path, headers, content, timeout)
+        if self._maintenance.unresolved:
+            await self._maintenance.ensure_endpoints()
+        total = request.timeouts.total
+        if total is None:
             return await self._attempts.send(request, None, read_body=True)
-        async with self._request_scope(request, deadline):
-            return await self._attempts.send(request, deadline, read_body=True)
+        # asyncio's scope used directly, its timer shared: this is the hot path.
+        deadline = asyncio.get_running_loop().time() + total
+        scope = asyncio.timeout(None)
+        try:
+            async with scope:
+                watched = self._deadlines.watch(deadline, scope)
+                try:
+                    return await self._attempts.send(request, deadline, read_body=True)
+                finally:
+                    watched.discard(scope)
+        except TimeoutError:
+            if scope.expired():
+                raise RequestTimeout(self._timeout_message(request)) from None
+            raise
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -286,7 +302,10 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        request, deadline = await self._begin(method, path, headers, content, timeout)
+        request = self._build(method, path, headers, content, timeout)
+        await self._maintenance.ensure_endpoints()
+        total = request.timeouts.total
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
         async with self._request_scope(request, deadline):
             response = await self._attempts.send(request, deadline, read_body=False)
         try:
@@ -307,24 +326,21 @@ class Pool:
     # ------------------------------------------------------------------
     # Building and bounding requests
 
-    async def _begin(
+    def _build(
         self,
         method: str,
         path: str,
         headers: HeadersIn | None,
         content: Content | None,
         timeout: object,
-    ) -> tuple[OutgoingRequest, float | None]:
-        """Check and build the request; its deadline; the endpoints, once resolved."""
-        timeouts = (
-            self._timeouts if timeout is _DEFAULT else Timeouts.coerce(timeout, self._timeouts)
-        )
+    ) -> OutgoingRequest:
+        """Check and build the request, before anything else happens."""
+        timeouts = self._timeouts
+        if timeout is not _DEFAULT:
+            timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
         self._check_open()
-        total = timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
-        await self._maintenance.ensure_endpoints()
-        return request, deadline
+        return request
 
     @contextlib.asynccontextmanager
     async def _request_scope(

@@ -83,18 +83,24 @@ class Response:
         endpoint: str,
         body: Body | None,
         http_version: str = "HTTP/2",
+        *,
+        content: bytes = b"",
+        trailers: HeaderList | None = None,
     ) -> None:
         self.status_code = status_code
         self.headers = headers
         self.endpoint = endpoint
         self.http_version = http_version
         self._body = body
-        self._content: bytes | None = None if body is not None else b""
+        self._content: bytes | None = None if body is not None else content
+        self._trailers = trailers
 
     @property
     def trailers(self) -> HeaderList:
         """Trailer fields; empty until the body has been read to its end."""
-        return self._body.trailers if self._body is not None else []
+        if self._body is not None:
+            return self._body.trailers
+        return self._trailers if self._trailers is not None else []
 
     @property
     def content(self) -> bytes:

@@ -73,6 +73,18 @@ def route(
         open a connection where one may be opened, unless the connections
         already being opened will hold every waiting stream. Otherwise wait.
     """
+    if len(endpoints) == 1 and len(endpoints[0].connections) == 1:
+        # The commonest case, decided without the general search: the same
+        # answer, as the only connection is the only candidate.
+        endpoint = endpoints[0]
+        conn = endpoint.connections[0]
+        if (
+            not endpoint.closed
+            and conn.accepting_streams
+            and conn.open_streams + conn.reserved < conn.max_streams
+        ):
+            stale = now - conn.last_received >= functional_timeout
+            return Route(endpoint=endpoint, connection=conn, stale=stale)
     open_endpoints = [ep for ep in endpoints if not ep.closed]
     in_rotation = [ep for ep in open_endpoints if not ep.ejected(now)] or open_endpoints
     count = len(in_rotation)
@@ -80,18 +92,27 @@ def route(
     best_key: tuple[bool, float, int, float] | None = None
     ready_counts = []
     for index, endpoint in enumerate(in_rotation):
-        ready = endpoint.ready()
-        ready_counts.append(len(ready))
-        if not ready:
-            continue
-        taken = sum(conn.open_streams + conn.reserved for conn in ready)
-        load = taken / sum(conn.max_streams for conn in ready)
-        rotation = (index - turn) % count
-        for conn in ready:
-            if free_slots(conn) <= 0:
+        # One pass reads each connection once (this runs for every request).
+        candidates = []
+        ready = taken = capacity = 0
+        for conn in endpoint.connections:
+            if not conn.accepting_streams:
                 continue
+            ready += 1
+            limit = conn.max_streams
+            used = conn.open_streams + conn.reserved
+            taken += used
+            capacity += limit
+            if used < limit:
+                candidates.append((conn, used / limit))
+        ready_counts.append(ready)
+        if not candidates:
+            continue
+        load = taken / capacity
+        rotation = (index - turn) % count
+        for conn, fill in candidates:
             stale = now - conn.last_received >= functional_timeout
-            key = (stale, load, rotation, 1 - free_slots(conn) / conn.max_streams)
+            key = (stale, load, rotation, fill)
             if best_key is None or key < best_key:
                 best, best_key = (endpoint, conn), key
     if best is not None and best_key is not None:

@@ -36,7 +36,7 @@ __all__ = ["Grant", "Scheduler"]
 
 #: Asked to open a connection to an endpoint, bounded by a connect timeout
 #: (None: the pool's own); it counts the attempt in ``endpoint.connecting`` at once.
-OpenConnection = Callable[[Endpoint[Channel], "float | None"], None]
+OpenConnection = Callable[[Endpoint[Channel], float | None], None]
 
 
 @dataclass(frozen=True, slots=True)
