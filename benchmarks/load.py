@@ -138,12 +138,14 @@ class OpenLoopResult:
         latencies: Seconds from each completed request's scheduled start to its end, sorted.
         scheduled: Requests in the schedule.
         failed: Requests that raised, returned a wrong body, or had not finished in time.
+        dropped: Requests never started: when they were due, ``max_in_flight`` were in flight.
         seconds: Length of the run, from the first scheduled start to the last completion.
     """
 
     latencies: list[float]
     scheduled: int
     failed: int
+    dropped: int
     seconds: float
 
 
@@ -155,11 +157,12 @@ def summarize(result: OpenLoopResult) -> dict[str, float]:
     }
     values["done/s"] = len(result.latencies) / result.seconds
     values["failed"] = float(result.failed)
+    values["dropped"] = float(result.dropped)
     return values
 
 
 async def open_loop(
-    get: Get, expected: bytes, rate: float, seconds: float, drain: float
+    get: Get, expected: bytes, rate: float, seconds: float, drain: float, max_in_flight: int
 ) -> OpenLoopResult:
     """Start requests on a fixed schedule, whether earlier ones finished or not.
 
@@ -173,11 +176,13 @@ async def open_loop(
         seconds: Length of the schedule.
         drain: Seconds allowed after the schedule for the last requests to finish; those
             still running are cancelled and counted as failed.
+        max_in_flight: Requests due while this many are in flight are dropped (counted, not
+            started): a saturated client's backlog, and the time to cancel it, stay bounded.
     """
     loop = asyncio.get_running_loop()
     total = max(1, round(rate * seconds))
     latencies: list[float] = []
-    failed = 0
+    failed = dropped = 0
 
     async def one(scheduled: float) -> None:
         nonlocal failed
@@ -197,6 +202,9 @@ async def open_loop(
     while started < total:
         now_due = due(loop.time() - start, rate, total)
         for index in range(started, now_due):
+            if len(tasks) >= max_in_flight:
+                dropped += 1
+                continue
             task = asyncio.create_task(one(start + index / rate))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -210,4 +218,4 @@ async def open_loop(
         task.cancel()
     await asyncio.gather(*unfinished, return_exceptions=True)
     end = loop.time()
-    return OpenLoopResult(sorted(latencies), total, failed + len(unfinished), end - start)
+    return OpenLoopResult(sorted(latencies), total, failed + len(unfinished), dropped, end - start)

@@ -32,11 +32,17 @@ def plot(results: Results, directory: Path) -> list[Path]:
 def _throughput(series: dict[str, dict[str, float]], title: str, directory: Path) -> Path:
     """Requests per second against concurrency, a line per client."""
     figure, axes = plt.subplots(figsize=(8, 5))
+    levels: set[int] = set()
     for name, points in series.items():
         if points:
-            levels = [int(level) for level in points]
-            axes.plot(levels, list(points.values()), marker="o", label=name)
+            levels.update(int(level) for level in points)
+            axes.plot(
+                [int(level) for level in points], list(points.values()), marker="o", label=name
+            )
     axes.set_xscale("log")
+    axes.set_xticks(sorted(levels), [str(level) for level in sorted(levels)])
+    axes.minorticks_off()
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("concurrent requests")
     axes.set_ylabel("requests/s (12-byte GETs)")
     axes.set_title(f"Throughput against concurrency\n{title}", fontsize=10)

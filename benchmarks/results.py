@@ -255,4 +255,6 @@ def machine(nginx: str) -> dict[str, str]:
         "hypercorn": _package("hypercorn"),
         "nghttpd": _version(["nghttpd", "--version"]).removeprefix("nghttpd "),
         "nginx": _version([nginx, "-v"]).removeprefix("nginx version: "),
+        # Other work on the machine is the main source of noise: say how much there was.
+        "load average at start": f"{os.getloadavg()[0]:.1f}",
     }

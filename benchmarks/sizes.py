@@ -96,7 +96,7 @@ SIZES = {
         download_mib=16,
         upload_files=16,
         upload_mib=16,
-        h2load_requests=200_000,
+        h2load_requests=100_000,
         idle_connections=1_000,
         open_streams=1_000,
     ),

@@ -163,13 +163,14 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_summarize_reports_milliseconds_rate_and_failures() -> None:
     result = OpenLoopResult(
-        latencies=[0.001, 0.002, 0.003, 0.004], scheduled=5, failed=1, seconds=2
+        latencies=[0.001, 0.002, 0.003, 0.004], scheduled=6, failed=1, dropped=1, seconds=2
     )
     values = summarize(result)
     assert values["p50 ms"] == pytest.approx(2.0)
     assert values["max ms"] == pytest.approx(4.0)
     assert values["done/s"] == pytest.approx(2.0)
     assert values["failed"] == 1
+    assert values["dropped"] == 1
 
 
 async def test_open_loop_counts_queueing_from_the_scheduled_start() -> None:
@@ -183,9 +184,10 @@ async def test_open_loop_counts_queueing_from_the_scheduled_start() -> None:
             await asyncio.sleep(0.02)
         return b"ok"
 
-    result = await open_loop(get, b"ok", rate=100, seconds=0.1, drain=5)
+    result = await open_loop(get, b"ok", rate=100, seconds=0.1, drain=5, max_in_flight=100)
     assert result.scheduled == 10
     assert result.failed == 0
+    assert result.dropped == 0
     assert len(result.latencies) == 10
     assert result.latencies[-1] >= 0.1
 
@@ -201,10 +203,25 @@ async def test_open_loop_counts_wrong_bodies_and_stragglers_as_failed() -> None:
             await never.wait()  # still running at the end of the drain
         return b"ok" if calls != 3 else b"wrong"
 
-    result = await open_loop(get, b"ok", rate=1000, seconds=0.004, drain=0.05)
+    result = await open_loop(get, b"ok", rate=1000, seconds=0.004, drain=0.05, max_in_flight=100)
     assert result.scheduled == 4
     assert len(result.latencies) == 2
     assert result.failed == 2
+    assert result.dropped == 0
+
+
+async def test_open_loop_drops_requests_beyond_its_backlog() -> None:
+    never = asyncio.Event()
+
+    async def get() -> bytes:
+        await never.wait()
+        return b"ok"
+
+    result = await open_loop(get, b"ok", rate=1000, seconds=0.005, drain=0.01, max_in_flight=2)
+    assert result.scheduled == 5
+    assert result.dropped == 3
+    assert result.failed == 2  # the two started, cancelled after the drain
+    assert result.latencies == []
 
 
 # --- results -------------------------------------------------------------------------------------
