@@ -156,6 +156,15 @@ class TestHeaders:
             with pytest.raises(h2pool.H2ProtocolError):
                 encode_headers(bad)
 
+    @pytest.mark.parametrize("field", [("connection", "close"), ("x-pad", " v"), ("x", "v\t")])
+    def test_encode_without_normalize_refuses_what_it_would_repair(
+        self, field: tuple[str, str]
+    ) -> None:
+        assert encode_headers([field]) != [(field[0].encode(), field[1].encode())]
+        with pytest.raises(h2pool.LocalProtocolError) as refused:
+            encode_headers([field], normalize=False)
+        assert refused.value.never_processed
+
     @pytest.mark.parametrize(
         ("block", "problem"),
         [

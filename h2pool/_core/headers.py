@@ -13,9 +13,10 @@ from typing import TypeAlias
 
 from hpack import NeverIndexedHeaderTuple
 
-from .._exceptions import H2ProtocolError
+from .._exceptions import LocalProtocolError
 
 __all__ = [
+    "TOKEN",
     "HeaderList",
     "HeadersIn",
     "decode_headers",
@@ -31,7 +32,7 @@ HeaderList: TypeAlias = list[tuple[str, str]]
 # RFC 9113 section 8.2.1: a field name is lower-case token characters (a
 # pseudo-header's after its colon); a value has no NUL, CR or LF and no
 # leading or trailing SP or HTAB. One regular expression each, run in C.
-_NAME = re.compile(rb"[a-z0-9!#$%&'*+\-.^_`|~]+")
+TOKEN = re.compile(rb"[a-z0-9!#$%&'*+\-.^_`|~]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 # Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
@@ -43,23 +44,26 @@ _NEVER_INDEXED = frozenset((b"authorization", b"proxy-authorization"))
 _SPECIAL = _CONNECTION_SPECIFIC | _NEVER_INDEXED | {b"te", b"cookie"}
 
 
-def _special(name: bytes, value: bytes) -> tuple[bytes, bytes] | None:
+def _special(name: bytes, value: bytes, normalize: bool) -> tuple[bytes, bytes] | None:
     """The field to send for a name in ``_SPECIAL``, or None to drop it."""
     if name in _CONNECTION_SPECIFIC:
-        return None  # meaningless in HTTP/2: dropped, as h2's normalization does
+        if normalize:
+            return None  # meaningless in HTTP/2: dropped, as h2's normalization does
+        raise LocalProtocolError(f"connection-specific header field {name!r} (RFC 9113 8.2.2)")
     if name == b"te" and value.lower() != b"trailers":
-        raise H2ProtocolError(f"te: {value!r} is not allowed in HTTP/2", never_processed=True)
+        raise LocalProtocolError(f"te: {value!r} is not allowed in HTTP/2")
     if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
         return NeverIndexedHeaderTuple(name, value)
     return name, value
 
 
-def _checked_value(name: bytes, value: bytes) -> bytes:
+def _checked_value(name: bytes, value: bytes, normalize: bool) -> bytes:
     """A value that failed the quick check: strip surrounding blanks, or refuse it."""
-    value = value.strip(b" \t")
+    if normalize:
+        value = value.strip(b" \t")
     if _BAD_VALUE.search(value):
-        raise H2ProtocolError(
-            f"header field {name!r} has NUL, CR or LF in its value", never_processed=True
+        raise LocalProtocolError(
+            f"invalid value of header field {name!r}: NUL, CR or LF, or surrounding blanks"
         )
     return value
 
@@ -69,6 +73,7 @@ def encode_headers(
     defaults: Sequence[tuple[bytes, bytes]] = (),
     *,
     validate: bool = True,
+    normalize: bool = True,
 ) -> list[tuple[bytes, bytes]]:
     """Turn caller headers into the byte pairs h2 sends, checked once, here.
 
@@ -84,25 +89,27 @@ def encode_headers(
     and ``te`` must be ``trailers`` (section 8.2.2); credentials and short
     cookies are sent never-indexed (RFC 7541 section 7.1.3). Pseudo-header
     rules of a request or response are checked where the block is sent.
+    Without ``normalize`` (the pool's choice, as httpx's), blanks around a
+    value and connection-specific fields are refused instead of repaired.
 
     Raises:
-        H2ProtocolError: A field is invalid (``never_processed``: nothing was sent).
+        LocalProtocolError: A field is invalid (``never_processed``: nothing was sent).
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
     pseudo: list[tuple[bytes, bytes]] = []
     regular: list[tuple[bytes, bytes]] = []
-    name_ok, bad_value, special = _NAME.fullmatch, _BAD_VALUE.search, _SPECIAL
+    name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in items:
         key = (name if isinstance(name, bytes) else name.encode()).lower()
         data = value if isinstance(value, bytes) else value.encode()
         is_pseudo = key[:1] == b":"
         if validate:
             if name_ok(key, 1 if is_pseudo else 0) is None:
-                raise H2ProtocolError(f"invalid header field name {key!r}", never_processed=True)
+                raise LocalProtocolError(f"invalid header field name {key!r}")
             if bad_value(data):
-                data = _checked_value(key, data)
+                data = _checked_value(key, data, normalize)
             if key in special:
-                field = _special(key, data)
+                field = _special(key, data, normalize)
                 if field is not None:
                     regular.append(field)
                 continue
@@ -128,7 +135,7 @@ def decode_headers(headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
 
 
 def _field_problem(name: bytes, value: bytes) -> str | None:
-    if _NAME.fullmatch(name) is None:
+    if TOKEN.fullmatch(name) is None:
         return f"invalid field name {name!r}"
     if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
         return f"connection-specific field {name!r}"
@@ -157,7 +164,7 @@ def response_problem(
     """
     status: bytes | None = None
     regular = False
-    name_ok, bad_value, special = _NAME.fullmatch, _BAD_VALUE.search, _SPECIAL
+    name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in block:
         if name[:1] == b":":
             if trailers:

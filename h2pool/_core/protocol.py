@@ -128,17 +128,27 @@ class H2Protocol(ProtocolShim):
     # ------------------------------------------------------------------
     # Client API
 
-    async def start_request(self, headers: HeadersIn, *, end_stream: bool = False) -> int:
+    async def start_request(
+        self, headers: HeadersIn, *, end_stream: bool = False, checked: bool = False
+    ) -> int:
         """Open a stream and send request headers; return the stream id.
 
         Waits for a free slot under the peer's MAX_CONCURRENT_STREAMS (and
         ``concurrency``); does not suspend when one is free. ``:scheme`` and
         ``:authority`` are added when missing.
 
+        Args:
+            headers: The request's header fields, pseudo-header fields included.
+            end_stream: The request has no body.
+            checked: ``headers`` is a complete block of bytes pairs, pseudo-header
+                fields first, whose regular fields came from
+                :func:`~h2pool._core.headers.encode_headers`: it is sent without
+                a second check (the pool checks each request once, when built).
+
         Raises:
             ConnectionClosed: The connection takes no new streams (GOAWAY,
                 shutdown, failure); ``never_processed`` is True, so retry elsewhere.
-            H2ProtocolError: The headers are invalid.
+            LocalProtocolError: The headers are invalid; nothing was sent.
         """
         if not self._client_side:
             raise H2ProtocolError("start_request() is for the client side")
@@ -147,7 +157,7 @@ class H2Protocol(ProtocolShim):
             session.check_new_stream()
             await self._wait_for_slot()
         try:
-            stream_id = session.open_stream(headers, end_stream)
+            stream_id = session.open_stream(headers, end_stream, checked)
         except H2PoolError:
             self._apply()  # running out of stream ids drains the connection
             raise

@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 from collections import deque
+from typing import cast
 
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error, NoAvailableStreamIDError
@@ -36,6 +37,7 @@ from .._exceptions import (
     ConnectionLost,
     H2PoolError,
     H2ProtocolError,
+    LocalProtocolError,
     StreamClosed,
     StreamRefused,
 )
@@ -210,12 +212,16 @@ class Session:
                 never_processed=True,
             )
 
-    def open_stream(self, headers: HeadersIn, end_stream: bool) -> int:
+    def open_stream(self, headers: HeadersIn, end_stream: bool, checked: bool = False) -> int:
         """Open a client stream and queue its headers; the caller checked ``free_slots``.
+
+        ``checked``: ``headers`` is a complete request block of bytes pairs
+        that the caller built from :func:`encode_headers` output and checked
+        already (the pool does, once per request): it is sent as it is.
 
         Raises:
             ConnectionClosed: No new stream is possible (never processed).
-            H2ProtocolError: h2 refused the headers (never processed).
+            LocalProtocolError: The headers are invalid (never processed).
         """
         self.check_new_stream()
         conn = self.conn
@@ -226,16 +232,20 @@ class Session:
             raise ConnectionClosed(
                 "stream ids exhausted on this connection", never_processed=True
             ) from None
-        block = encode_headers(headers, self._defaults, validate=self._strict)
-        problem = request_problem(block) if self._strict else None
-        if problem is not None:
-            raise H2ProtocolError(f"cannot send request headers: {problem}", never_processed=True)
+        block: list[tuple[bytes, bytes]]
+        if checked:
+            block = cast("list[tuple[bytes, bytes]]", headers)
+        else:
+            block = encode_headers(headers, self._defaults, validate=self._strict)
+            problem = request_problem(block) if self._strict else None
+            if problem is not None:
+                raise LocalProtocolError(f"cannot send request headers: {problem}")
         try:
             conn.send_headers(stream_id, block, end_stream=end_stream)
         except H2Error as exc:
             conn.streams.pop(stream_id, None)
-            raise H2ProtocolError(
-                f"cannot send request headers: {exc}", stream_id=stream_id, never_processed=True
+            raise LocalProtocolError(
+                f"cannot send request headers: {exc}", stream_id=stream_id
             ) from exc
         send = SendState.CLOSED if end_stream else SendState.OPEN
         stream = Stream(stream_id, send=send, recv=RecvState.HEADERS)
@@ -337,24 +347,24 @@ class Session:
         """Send response headers (a 1xx informational block, or the final one).
 
         Raises:
-            H2ProtocolError: The headers are invalid.
+            LocalProtocolError: The headers are invalid.
         """
         block = encode_headers(headers, validate=self._strict)
         problem = response_problem(block, trailers=False, strict=False) if self._strict else None
         if problem is not None:
-            raise H2ProtocolError(f"cannot send headers: {problem}", stream_id=stream.id)
+            raise LocalProtocolError(f"cannot send headers: {problem}", stream_id=stream.id)
         self.send_headers(stream, block, end)
 
     def queue_trailers(self, stream: Stream, trailers: HeadersIn) -> None:
         """Queue trailers behind the stream's data; they end it.
 
         Raises:
-            H2ProtocolError: The trailers are invalid.
+            LocalProtocolError: The trailers are invalid.
         """
         block = encode_headers(trailers, validate=self._strict)
         problem = response_problem(block, trailers=True, strict=False) if self._strict else None
         if problem is not None:
-            raise H2ProtocolError(f"cannot send trailers: {problem}", stream_id=stream.id)
+            raise LocalProtocolError(f"cannot send trailers: {problem}", stream_id=stream.id)
         # h2 cannot send an empty header block: end with empty DATA instead.
         self.queue(stream, block if block else (memoryview(b""), True), True)
 
@@ -362,12 +372,12 @@ class Session:
         """Send response headers or trailers now (h2 queues them in order).
 
         Raises:
-            H2ProtocolError: h2 refused the header block.
+            LocalProtocolError: h2 refused the header block.
         """
         try:
             self.conn.send_headers(stream.id, block, end_stream=end)
         except H2Error as exc:
-            raise H2ProtocolError(f"cannot send headers: {exc}", stream_id=stream.id) from exc
+            raise LocalProtocolError(f"cannot send headers: {exc}", stream_id=stream.id) from exc
         if end:
             self.end_sent(stream)
 

@@ -231,7 +231,7 @@ class H2Channel(Channel):
         self.reserved -= 1
         try:
             stream_id = await protocol.start_request(
-                headers, end_stream=request.body is None and request.upload is None
+                headers, end_stream=request.body is None and request.upload is None, checked=True
             )
         except H2PoolError as exc:
             raise exc.in_context(self.context(request)) from exc
