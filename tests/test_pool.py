@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import subprocess
@@ -382,6 +383,7 @@ async def test_failover_example_runs_without_a_failed_request() -> None:
         str(EXAMPLES / "pool.py"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)},  # this checkout's h2pool
     )
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
