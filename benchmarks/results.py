@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -138,8 +139,15 @@ class Target:
         return self.measured >= self.bound if self.at_least else self.measured <= self.bound
 
     def markdown_row(self) -> str:
-        """One line of the targets table."""
-        measured = "n/a" if self.measured is None else f"{self.measured:.2f}{self.unit}"
+        """One line of the targets table.
+
+        The measured figure is rounded towards missing the target (1.999 shows as 1.99 for
+        "at least 2"), so the figure shown and the verdict never disagree.
+        """
+        measured = "n/a"
+        if self.measured is not None:
+            rounding = math.floor if self.at_least else math.ceil
+            measured = f"{rounding(self.measured * 100) / 100:.2f}{self.unit}"
         bound = f"{'>=' if self.at_least else '<='} {self.bound:g}{self.unit}"
         met = {True: "yes", False: "no", None: "n/a"}[self.met]
         return f"| {self.goal} | {measured} | {bound} | {met} |"

@@ -244,6 +244,11 @@ def test_targets_bounds() -> None:
     assert Target("x", 0.8, 1.0).met is False
     assert Target("x", 40.0, 50.0, at_least=False).met is True
     assert Target("x", None, 1.0).met is None
+    # Shown rounded towards missing: never "2.00x" next to "no".
+    assert Target("x", 1.9998, 2.0).markdown_row() == "| x | 1.99x | >= 2x | no |"
+    assert Target("x", 50.004, 50.0, at_least=False, unit=" MiB").markdown_row() == (
+        "| x | 50.01 MiB | <= 50 MiB | no |"
+    )
 
 
 def test_h2load_rate_parses_the_summary() -> None:
