@@ -580,7 +580,9 @@ def test_server_retries_when_its_port_is_taken(
         taken = squatter.getsockname()[1]
         ports = iter([taken])
         real_free_port = free_port
-        monkeypatch.setattr("tests.peers.free_port", lambda: next(ports, None) or real_free_port())
+        monkeypatch.setattr(
+            "tests.peers.process.free_port", lambda: next(ports, None) or real_free_port()
+        )
         with kind(docroot, log_dir=tmp_path) as server:
             assert server.port != taken
             assert server.running
