@@ -65,21 +65,21 @@ async def connect_errors(what: str, timeout: float | None) -> AsyncIterator[None
         raise ConnectError(f"cannot connect to {what}: {reason}") from exc
 
 
-def _client_factory(
+def _protocol_factory(
+    client_side: bool,
     functional_timeout: float | None,
     concurrency: int,
     config: H2Config | None,
-    ping_interval: float | None,
-    authority: str,
+    **options: Any,
 ) -> Callable[[], H2Protocol]:
+    """What makes the protocol of each connection (``options``: side-specific arguments)."""
     return functools.partial(
         H2Protocol,
-        client_side=True,
+        client_side=client_side,
         functional_timeout=functional_timeout,
         concurrency=concurrency,
         config=config,
-        ping_interval=ping_interval,
-        authority=authority,
+        **options,
     )
 
 
@@ -142,7 +142,8 @@ async def open_connection(
         ConnectTimeout: ``connect_timeout`` ran out.
     """
     authority = _authority(server_hostname or host, port)
-    factory = _client_factory(functional_timeout, concurrency, config, ping_interval, authority)
+    options = {"ping_interval": ping_interval, "authority": authority}
+    factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
     create = functools.partial(asyncio.get_running_loop().create_connection, host=host, port=port)
     tls_name = server_hostname or host
     return await _open_client(authority, create, factory, ssl, tls_name, connect_timeout, kwargs)
@@ -167,7 +168,8 @@ async def open_unix_connection(
     and port, and ``authority`` for the default ``:authority`` of requests.
     """
     authority = server_hostname or authority
-    factory = _client_factory(functional_timeout, concurrency, config, ping_interval, authority)
+    options = {"ping_interval": ping_interval, "authority": authority}
+    factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
     create = functools.partial(asyncio.get_running_loop().create_unix_connection, path=path)
     return await _open_client(path, create, factory, ssl, authority, connect_timeout, kwargs)
 
@@ -182,13 +184,8 @@ def _server_factory(
     check_duration("functional_timeout", functional_timeout)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    return functools.partial(
-        H2Protocol,
-        client_side=False,
-        functional_timeout=functional_timeout,
-        concurrency=concurrency,
-        config=config,
-        on_connected=client_connected_cb,
+    return _protocol_factory(
+        False, functional_timeout, concurrency, config, on_connected=client_connected_cb
     )
 
 

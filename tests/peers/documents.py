@@ -1,10 +1,13 @@
-"""The standard test documents served by the peers (``docroot``)."""
+"""The standard test documents (``docroot``), and the base of the servers that serve them."""
 
 from __future__ import annotations
 
 import hashlib
 import random
 from pathlib import Path
+
+from .certs import Certificates
+from .process import _ServerProcess
 
 INDEX_HTML = b"hello world\n"
 """Contents of ``index.html`` in the docroot."""
@@ -33,3 +36,37 @@ def make_docroot(directory: Path) -> str:
     (directory / "small.txt").write_bytes(SMALL_TXT)
     (directory / "big.bin").write_bytes(big)
     return hashlib.sha256(big).hexdigest()
+
+
+class DocrootServer(_ServerProcess):
+    """A server process serving a directory on 127.0.0.1, cleartext or TLS (nghttpd, nginx).
+
+    Attributes:
+        docroot: The directory served.
+        certificates: The TLS certificate, or None for cleartext.
+    """
+
+    def __init__(
+        self,
+        docroot: Path,
+        certificates: Certificates | None,
+        *,
+        log_dir: Path | None,
+        port: int | None,
+        startup_timeout: float,
+    ) -> None:
+        super().__init__(log_dir=log_dir, port=port, startup_timeout=startup_timeout)
+        self.docroot = docroot
+        self.certificates = certificates
+
+    @property
+    def scheme(self) -> str:
+        """``"https"`` with TLS, ``"http"`` for cleartext (h2c for nghttpd)."""
+        return "http" if self.certificates is None else "https"
+
+    @property
+    def _url_scheme(self) -> str:
+        return self.scheme
+
+    def _repr_detail(self) -> str:
+        return f"docroot={self.docroot}"

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .certs import Certificates
-from .process import HOST, _ServerProcess, require_executable
+from .documents import DocrootServer
+from .process import HOST, require_executable
 
 
-class Nghttpd(_ServerProcess):
+class Nghttpd(DocrootServer):
     """An nghttpd process serving a directory on 127.0.0.1, h2c or TLS.
 
     Use it as a context manager, or call ``start()`` and ``stop()``. It is synchronous, but
@@ -54,22 +55,10 @@ class Nghttpd(_ServerProcess):
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """
-        super().__init__(log_dir=log_dir, port=port, startup_timeout=startup_timeout)
-        self.docroot = docroot
-        self.certificates = certificates
+        super().__init__(
+            docroot, certificates, log_dir=log_dir, port=port, startup_timeout=startup_timeout
+        )
         self.extra_args = list(extra_args)
-
-    @property
-    def scheme(self) -> str:
-        """``"https"`` with TLS, ``"http"`` for h2c."""
-        return "http" if self.certificates is None else "https"
-
-    @property
-    def _url_scheme(self) -> str:
-        return self.scheme
-
-    def _repr_detail(self) -> str:
-        return f"docroot={self.docroot}"
 
     def command(self, port: int) -> list[str]:
         """Return the nghttpd command line for ``port``."""

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from .certs import Certificates
-from .process import HOST, _ServerProcess
+from .documents import DocrootServer
+from .process import HOST
 
 # Where Debian's nginx-light puts the binary; /usr/sbin is not on every user's PATH.
 _NGINX_FALLBACK = Path("/usr/sbin/nginx")
@@ -47,7 +48,7 @@ def _nginx_string(value: object) -> str:
     return f'"{escaped}"'
 
 
-class Nginx(_ServerProcess):
+class Nginx(DocrootServer):
     """nginx serving a directory on 127.0.0.1 over HTTP/1.1 only, cleartext or TLS.
 
     This is the peer for "the server does not speak HTTP/2": nothing enables ``http2``, so
@@ -101,19 +102,10 @@ class Nginx(_ServerProcess):
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """
-        super().__init__(log_dir=log_dir, port=port, startup_timeout=startup_timeout)
-        self.docroot = docroot
-        self.certificates = certificates
+        super().__init__(
+            docroot, certificates, log_dir=log_dir, port=port, startup_timeout=startup_timeout
+        )
         self.server_directives = server_directives
-
-    @property
-    def scheme(self) -> str:
-        """``"https"`` with TLS, ``"http"`` for cleartext."""
-        return "http" if self.certificates is None else "https"
-
-    @property
-    def _url_scheme(self) -> str:
-        return self.scheme
 
     @property
     def config_path(self) -> Path:
@@ -134,9 +126,6 @@ class Nginx(_ServerProcess):
     def pid_path(self) -> Path:
         """nginx's pid file; it exists only while nginx runs."""
         return self.log_dir / "nginx.pid"
-
-    def _repr_detail(self) -> str:
-        return f"docroot={self.docroot}"
 
     def config_text(self, port: int) -> str:
         """Return the configuration that makes nginx listen on ``port``."""
