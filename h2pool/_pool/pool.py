@@ -1,4 +1,4 @@
-"""Pool: multiplexed HTTP/2 connections to the replicas of one service.
+"""Pool: multiplexed HTTP/2 connections to the endpoints of one service.
 
 Endpoints that only speak HTTP/1.1 (chosen by ALPN, or by the ``http1``
 option) are served through httpcore behind the same API and rules.
@@ -57,12 +57,12 @@ class PoolStats:
 
 
 class Pool:
-    """A pool of multiplexed HTTP/2 connections to the replicas of one service.
+    """A pool of multiplexed HTTP/2 connections to the endpoints of one service.
 
     Args:
         target: Base URL, ``http://authority`` or ``https://authority``: it
             gives ``:scheme``, ``:authority`` and the TLS server name.
-        endpoints: ``"host:port"`` of each replica to connect to. Without
+        endpoints: ``"host:port"`` of each endpoint (replica) to connect to. Without
             it, every address the target's host resolves to is an endpoint,
             resolved again when endpoints fail.
         ssl: For https targets: None verifies against certifi's CAs; an
