@@ -244,23 +244,20 @@ async def test_close_after_closes_new_connections(proxy: FaultProxy, connect: Co
     await eventually(lambda: proxy.connections == 0)
 
 
-async def test_close_after_counts_from_the_switch_on_open_connections(
-    proxy: FaultProxy, connect: Connect
+@pytest.mark.parametrize(
+    ("limit", "sent", "received"),
+    [(4, b"12345678", b"1234"), (0, b"", b"")],
+    ids=["counts-from-the-switch", "zero-closes-at-once"],
+)
+async def test_close_after_on_open_connections(
+    proxy: FaultProxy, connect: Connect, limit: int, sent: bytes, received: bytes
 ) -> None:
     client = await connect(proxy)
     assert await client.roundtrip(b"abc") == b"abc"
-    proxy.close_after(4)
-    client.writer.write(b"12345678")
-    assert await client.read_until_eof() == b"1234"
-
-
-async def test_close_after_zero_closes_open_connections_at_once(
-    proxy: FaultProxy, connect: Connect
-) -> None:
-    client = await connect(proxy)
-    assert await client.roundtrip(b"abc") == b"abc"
-    proxy.close_after(0)
-    assert await client.read_until_eof() == b""
+    proxy.close_after(limit)
+    if sent:
+        client.writer.write(sent)
+    assert await client.read_until_eof() == received
 
 
 async def test_unreachable_upstream_resets_the_client(connect: Connect) -> None:
