@@ -1,3 +1,3 @@
-"""Shared pytest configuration: loads the third-party peer fixtures from ``tests.peers``."""
+"""Shared pytest configuration: loads the peer fixtures from ``tests.peers.fixtures``."""
 
-pytest_plugins = ["tests.peers"]
+pytest_plugins = ["tests.peers.fixtures"]

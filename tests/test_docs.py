@@ -153,3 +153,12 @@ async def test_example_runs(where: str, source: str, stand_ins: StandIns) -> Non
     assert process.returncode == 0, f"{where} failed:\n{code}\n--- stderr:\n{err.decode()}"
     assert b"Traceback" not in err, err.decode()
     assert out or "print(" not in code, f"{where} printed nothing"
+
+
+def test_reference_lists_every_public_name() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    listed = set(re.findall(r"(?:^::: |`)h2pool\.(\w+)", reference, re.MULTILINE))
+    missing = sorted(set(h2pool.__all__) - listed)
+    assert missing == [], f"docs/reference.md does not list {missing}"
+    unknown = sorted(name for name in listed if not hasattr(h2pool, name))
+    assert unknown == [], f"docs/reference.md lists names h2pool lacks: {unknown}"

@@ -130,6 +130,13 @@ async def assert_silent(client: Client) -> None:
     assert not client.reader.at_eof()
 
 
+async def assert_reset(client: Client) -> None:
+    """Assert that the connection is reset (RST) within 5 seconds."""
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(5):
+            await client.reader.read(1)
+
+
 async def test_passthrough_echoes_and_counts(proxy: FaultProxy, connect: Connect) -> None:
     assert proxy.mode is Mode.PASS
     assert proxy.address == f"127.0.0.1:{proxy.port}"
@@ -194,13 +201,9 @@ async def test_reset_hits_open_and_new_connections(proxy: FaultProxy, connect: C
     assert await old.roundtrip(b"hi") == b"hi"
 
     proxy.reset()
-    with pytest.raises(ConnectionResetError):
-        async with asyncio.timeout(5):
-            await old.reader.read(1)
+    await assert_reset(old)
     new = await connect(proxy)  # the kernel completes the handshake before the proxy resets
-    with pytest.raises(ConnectionResetError):
-        async with asyncio.timeout(5):
-            await new.reader.read(1)
+    await assert_reset(new)
     assert proxy.accepted == 2
     await eventually(lambda: proxy.connections == 0)
 
@@ -241,31 +244,26 @@ async def test_close_after_closes_new_connections(proxy: FaultProxy, connect: Co
     await eventually(lambda: proxy.connections == 0)
 
 
-async def test_close_after_counts_from_the_switch_on_open_connections(
-    proxy: FaultProxy, connect: Connect
+@pytest.mark.parametrize(
+    ("limit", "sent", "received"),
+    [(4, b"12345678", b"1234"), (0, b"", b"")],
+    ids=["counts-from-the-switch", "zero-closes-at-once"],
+)
+async def test_close_after_on_open_connections(
+    proxy: FaultProxy, connect: Connect, limit: int, sent: bytes, received: bytes
 ) -> None:
     client = await connect(proxy)
     assert await client.roundtrip(b"abc") == b"abc"
-    proxy.close_after(4)
-    client.writer.write(b"12345678")
-    assert await client.read_until_eof() == b"1234"
-
-
-async def test_close_after_zero_closes_open_connections_at_once(
-    proxy: FaultProxy, connect: Connect
-) -> None:
-    client = await connect(proxy)
-    assert await client.roundtrip(b"abc") == b"abc"
-    proxy.close_after(0)
-    assert await client.read_until_eof() == b""
+    proxy.close_after(limit)
+    if sent:
+        client.writer.write(sent)
+    assert await client.read_until_eof() == received
 
 
 async def test_unreachable_upstream_resets_the_client(connect: Connect) -> None:
     async with fault_proxy(free_port()) as proxy:
         client = await connect(proxy)
-        with pytest.raises(ConnectionResetError):
-            async with asyncio.timeout(5):
-                await client.reader.read(1)
+        await assert_reset(client)
 
 
 async def test_upstream_reset_is_passed_on(echo: EchoServer, connect: Connect) -> None:
@@ -273,9 +271,7 @@ async def test_upstream_reset_is_passed_on(echo: EchoServer, connect: Connect) -
         client = await connect(outer)
         assert await client.roundtrip(b"x") == b"x"
         inner.reset()
-        with pytest.raises(ConnectionResetError):
-            async with asyncio.timeout(5):
-                await client.reader.read(1)
+        await assert_reset(client)
 
 
 async def test_aclose_with_busy_connections_is_prompt(echo: EchoServer, connect: Connect) -> None:

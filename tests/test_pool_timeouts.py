@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -119,6 +120,12 @@ class Recorder:
         return handler
 
 
+def mute_pool(port: int, **options: Any) -> h2pool.Pool:
+    """A pool whose one endpoint, ``mute_listener()`` on ``port``, accepts TCP and says nothing."""
+    url, endpoint = f"https://localhost:{port}", f"127.0.0.1:{port}"
+    return h2pool.Pool(url, endpoints=[endpoint], wait_for_ready=False, **options)
+
+
 # --- connect -------------------------------------------------------------------------------------
 
 
@@ -127,12 +134,7 @@ async def test_connect_timeout_of_a_tls_handshake_that_is_never_answered() -> No
         # min_connections=0: the request starts the connection attempt itself, so the attempt
         # is bounded by the request's connect timeout (the next test covers an attempt the
         # pool started on its own first).
-        pool = h2pool.Pool(
-            f"https://localhost:{port}",
-            endpoints=[f"127.0.0.1:{port}"],
-            min_connections=0,
-            wait_for_ready=False,
-        )
+        pool = mute_pool(port, min_connections=0)
         async with pool:
             with elapsed() as took, pytest.raises(h2pool.ConnectTimeout) as timed_out:
                 await pool.request("GET", "/", timeout=h2pool.Timeouts(total=5, connect=0.2))
@@ -148,13 +150,7 @@ async def test_connect_timeout_of_a_tls_handshake_that_is_never_answered() -> No
 
 async def test_connect_timeout_knob_bounds_the_pools_own_attempts() -> None:
     async with mute_listener() as port:
-        pool = h2pool.Pool(
-            f"https://localhost:{port}",
-            endpoints=[f"127.0.0.1:{port}"],
-            connect_timeout=0.2,
-            wait_for_ready=False,
-            timeout=5,
-        )
+        pool = mute_pool(port, connect_timeout=0.2, timeout=5)
         async with pool:
             with elapsed() as took, pytest.raises(h2pool.ConnectTimeout) as timed_out:
                 await pool.request("GET", "/")
@@ -164,12 +160,7 @@ async def test_connect_timeout_knob_bounds_the_pools_own_attempts() -> None:
 
 async def test_pool_level_connect_timeout_bounds_every_attempt() -> None:
     async with mute_listener() as port:
-        pool = h2pool.Pool(
-            f"https://localhost:{port}",
-            endpoints=[f"127.0.0.1:{port}"],
-            wait_for_ready=False,
-            timeout=h2pool.Timeouts(total=1.5, connect=0.2),
-        )
+        pool = mute_pool(port, timeout=h2pool.Timeouts(total=1.5, connect=0.2))
         async with pool:
             with elapsed() as took, pytest.raises(h2pool.H2TimeoutError) as timed_out:
                 await pool.request("GET", "/")

@@ -13,22 +13,14 @@ import httpcore
 # stream() on top of handle_async_request(). Not re-exported by httpcore.
 from httpcore._async.interfaces import AsyncRequestInterface
 
-from .._pool.pool import Pool, PoolStats
-from .origins import (
-    OriginPools,
-    StreamedResponse,
-    error_table,
-    request_headers,
-    timeouts_from,
-    translated,
-)
+from .origins import OriginAdapter, StreamedResponse, error_table
 
 __all__ = ["AsyncConnectionPool"]
 
 _ERRORS = error_table(httpcore, "NetworkError")
 
 
-class AsyncConnectionPool(AsyncRequestInterface):
+class AsyncConnectionPool(OriginAdapter, AsyncRequestInterface):
     """httpcore's async connection-pool interface, served by h2pool pools.
 
     Use it wherever code expects ``httpcore.AsyncConnectionPool``: requests
@@ -46,47 +38,32 @@ class AsyncConnectionPool(AsyncRequestInterface):
     """
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
-        options.setdefault("wait_for_ready", False)
-        options.setdefault("timeout", None)
-        self._pools = OriginPools(options, ssl=ssl_context)
-
-    def _pool(self, url: httpcore.URL) -> Pool:
-        scheme = url.scheme.decode()
-        if scheme not in ("http", "https"):
-            raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        return self._pools.get(scheme, url.host.decode(), url.port)
+        super().__init__(options, ssl=ssl_context)
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
-        pool = self._pool(request.url)
+        url = request.url
+        scheme = url.scheme.decode()
+        if scheme not in ("http", "https"):
+            raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         content: Any = request.stream
         if isinstance(content, Iterable):  # bytes in memory (httpcore's ByteStream): replayable
             content = b"".join(content)
-        held = StreamedResponse(
-            pool.stream(
-                request.method.decode(),
-                request.url.target.decode(),
-                headers=request_headers(request.headers),
-                content=content or None,
-                timeout=timeouts_from(request.extensions.get("timeout")),
-            )
+        held, response = await self._open(
+            (scheme, url.host.decode(), url.port),
+            request.method.decode(),
+            url.target.decode(),
+            request.headers,
+            content or None,
+            request.extensions.get("timeout"),
+            _ERRORS,
         )
-        with translated(_ERRORS):
-            response = await held.open()
         return httpcore.Response(
             response.status_code,
             headers=[(name.encode(), value.encode()) for name, value in response.headers],
             content=_Body(held),
             extensions={"http_version": response.http_version.encode()},
         )
-
-    def stats(self) -> dict[str, PoolStats]:
-        """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
-        return self._pools.stats()
-
-    async def aclose(self) -> None:
-        """Close every pool gracefully."""
-        await self._pools.aclose()
 
     async def __aenter__(self) -> AsyncConnectionPool:
         return self

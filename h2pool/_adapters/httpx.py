@@ -12,22 +12,14 @@ from typing import Any
 
 import httpx
 
-from .._pool.pool import PoolStats
-from .origins import (
-    OriginPools,
-    StreamedResponse,
-    error_table,
-    request_headers,
-    timeouts_from,
-    translated,
-)
+from .origins import OriginAdapter, StreamedResponse, error_table
 
 __all__ = ["AsyncHTTPTransport"]
 
 _ERRORS = error_table(httpx, "TransportError")
 
 
-class AsyncHTTPTransport(httpx.AsyncBaseTransport):
+class AsyncHTTPTransport(OriginAdapter, httpx.AsyncBaseTransport):
     """An httpx transport that sends every request through h2pool.
 
     Any URL works: each origin (scheme, host, port) gets its own
@@ -49,9 +41,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, verify: ssl.SSLContext | bool = True, **options: Any) -> None:
-        options.setdefault("wait_for_ready", False)
-        options.setdefault("timeout", None)
-        self._pools = OriginPools(options, ssl=None if verify is True else verify)
+        super().__init__(options, ssl=None if verify is True else verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
@@ -60,36 +50,26 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(
                 f"unsupported URL scheme {url.scheme!r}", request=request
             )
-        pool = self._pools.get(url.scheme, url.host, url.port)
         try:
             content: Any = request.content or None  # in memory: replayable
         except httpx.RequestNotRead:
             content = request.stream  # streamed upload
-        held = StreamedResponse(
-            pool.stream(
-                request.method,
-                url.raw_path.decode("ascii"),
-                headers=request_headers(request.headers.raw),
-                content=content,
-                timeout=timeouts_from(request.extensions.get("timeout")),
-            )
+        held, response = await self._open(
+            (url.scheme, url.host, url.port),
+            request.method,
+            url.raw_path.decode("ascii"),
+            request.headers.raw,
+            content,
+            request.extensions.get("timeout"),
+            _ERRORS,
+            request=request,
         )
-        with translated(_ERRORS, request=request):
-            response = await held.open()
         return httpx.Response(
             response.status_code,
             headers=response.headers,
             stream=_Body(held, request),
             extensions={"http_version": response.http_version.encode()},
         )
-
-    def stats(self) -> dict[str, PoolStats]:
-        """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
-        return self._pools.stats()
-
-    async def aclose(self) -> None:
-        """Close every pool gracefully."""
-        await self._pools.aclose()
 
 
 class _Body(httpx.AsyncByteStream):

@@ -22,6 +22,7 @@ from .._pool.timeouts import Timeouts
 
 __all__ = [
     "ErrorTable",
+    "OriginAdapter",
     "OriginPools",
     "StreamedResponse",
     "error_table",
@@ -165,3 +166,56 @@ class StreamedResponse:
     async def aclose(self) -> None:
         """Release the stream (an unread rest is abandoned)."""
         await self._manager.__aexit__(None, None, None)
+
+
+class OriginAdapter:
+    """What both adapters are: a Pool per origin, created with the caller's options.
+
+    As httpx's and httpcore's own pools do, a request fails at once when every
+    endpoint of its origin is failing (``wait_for_ready=False``), and only the
+    caller's per-phase timeouts apply (``timeout=None``), unless the options
+    say otherwise.
+
+    Args:
+        options: Passed to every :class:`~h2pool.Pool`.
+        ssl: The ``ssl`` argument of the pools of https origins.
+    """
+
+    def __init__(self, options: dict[str, Any], ssl: ssl.SSLContext | bool | None) -> None:
+        options.setdefault("wait_for_ready", False)
+        options.setdefault("timeout", None)
+        self._pools = OriginPools(options, ssl=ssl)
+
+    async def _open(
+        self,
+        origin: tuple[str, str, int | None],
+        method: str,
+        target: str,
+        raw_headers: Sequence[tuple[bytes, bytes]],
+        content: Any,
+        timeout: Mapping[str, float | None] | None,
+        table: ErrorTable,
+        **context: Any,
+    ) -> tuple[StreamedResponse, Response]:
+        """Send a request through the pool of ``origin`` (scheme, host, port); hold its body."""
+        pool = self._pools.get(*origin)
+        held = StreamedResponse(
+            pool.stream(
+                method,
+                target,
+                headers=request_headers(raw_headers),
+                content=content,
+                timeout=timeouts_from(timeout),
+            )
+        )
+        with translated(table, **context):
+            response = await held.open()
+        return held, response
+
+    def stats(self) -> dict[str, PoolStats]:
+        """A snapshot of the pool of each origin used so far, by ``"scheme://host:port"``."""
+        return self._pools.stats()
+
+    async def aclose(self) -> None:
+        """Close every pool gracefully."""
+        await self._pools.aclose()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
-__all__ = ["H2Config", "check_duration"]
+__all__ = ["H2Config", "check_duration", "check_seconds"]
 
 _MAX_WINDOW = 2**31 - 1
 _MIN_FRAME, _MAX_FRAME = 2**14, 2**24 - 1
@@ -54,24 +55,51 @@ class H2Config:
             raise ValueError("write_buffer_high must be at least 16384")
 
 
-def check_duration(name: str, value: object, *, optional: bool = True) -> None:
-    """Reject a duration in seconds that is not a finite positive number.
+def check_seconds(
+    name: str,
+    value: object,
+    *,
+    optional: bool = False,
+    zero: bool = False,
+    unbounded: bool = False,
+) -> float | None:
+    """``value`` as seconds, or raise ``ValueError``/``TypeError`` naming ``name``.
 
     NaN compares false with everything, so without this check it would turn
-    a timeout off silently (a deadline that never comes).
+    a timeout off silently (a deadline that never comes): every test here is
+    written so that NaN fails it. The one check of durations for the core and
+    the pool.
 
     Args:
-        name: The argument's name, for the message.
-        value: The value given.
-        optional: Whether None (no limit) is allowed.
+        name: The argument, for the message.
+        value: What was given.
+        optional: None is allowed (no bound).
+        zero: Zero is allowed.
+        unbounded: Infinity is allowed (only where it means something, like
+            a maximum); NaN never is.
 
     Raises:
         TypeError: ``value`` is not a number (bool is not one here).
-        ValueError: ``value`` is NaN, infinite, zero or negative.
+        ValueError: ``value`` is NaN, infinite, zero or negative (as allowed).
     """
     if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number of seconds, not {value!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if math.isnan(seconds) or (math.isinf(seconds) and not unbounded):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+    if not (seconds >= 0 if zero else seconds > 0):
+        kind = "zero or positive" if zero else "positive"
+        raise ValueError(f"{name} must be {kind}, not {value!r}")
+    return seconds
+
+
+def check_duration(name: str, value: object, *, optional: bool = True) -> None:
+    """Reject a duration of the core that is not a finite positive number (None allowed).
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is NaN, infinite, zero or negative.
+    """
+    check_seconds(name, value, optional=optional)

@@ -65,21 +65,37 @@ async def connect_errors(what: str, timeout: float | None) -> AsyncIterator[None
         raise ConnectError(f"cannot connect to {what}: {reason}") from exc
 
 
+def _protocol_factory(
+    client_side: bool,
+    functional_timeout: float | None,
+    concurrency: int,
+    config: H2Config | None,
+    **options: Any,
+) -> Callable[[], H2Protocol]:
+    """What makes the protocol of each connection (``options``: side-specific arguments)."""
+    return functools.partial(
+        H2Protocol,
+        client_side=client_side,
+        functional_timeout=functional_timeout,
+        concurrency=concurrency,
+        config=config,
+        **options,
+    )
+
+
 async def _open_client(
     what: str,
     create: Callable[..., Awaitable[tuple[asyncio.BaseTransport, H2Protocol]]],
-    *,
+    factory: Callable[[], H2Protocol],
     ssl: SSLArg,
     tls_name: str,
     connect_timeout: float | None,
-    protocol_options: dict[str, Any],
     kwargs: dict[str, Any],
 ) -> H2Protocol:
     """Connect with ``create`` (a loop method), mapping every failure to an h2pool error."""
     context = _client_context(ssl)
     if context is not None:
         kwargs["server_hostname"] = tls_name
-    factory = functools.partial(H2Protocol, client_side=True, **protocol_options)
     async with connect_errors(what, connect_timeout):
         _, protocol = await create(factory, ssl=context, **kwargs)
     if not protocol.functional:  # e.g. ALPN chose another protocol
@@ -126,21 +142,11 @@ async def open_connection(
         ConnectTimeout: ``connect_timeout`` ran out.
     """
     authority = _authority(server_hostname or host, port)
-    return await _open_client(
-        authority,
-        functools.partial(asyncio.get_running_loop().create_connection, host=host, port=port),
-        ssl=ssl,
-        tls_name=server_hostname or host,
-        connect_timeout=connect_timeout,
-        protocol_options={
-            "functional_timeout": functional_timeout,
-            "concurrency": concurrency,
-            "config": config,
-            "ping_interval": ping_interval,
-            "authority": authority,
-        },
-        kwargs=kwargs,
-    )
+    options = {"ping_interval": ping_interval, "authority": authority}
+    factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
+    create = functools.partial(asyncio.get_running_loop().create_connection, host=host, port=port)
+    tls_name = server_hostname or host
+    return await _open_client(authority, create, factory, ssl, tls_name, connect_timeout, kwargs)
 
 
 async def open_unix_connection(
@@ -161,21 +167,11 @@ async def open_unix_connection(
     Same arguments as :func:`open_connection`, with ``path`` instead of host
     and port, and ``authority`` for the default ``:authority`` of requests.
     """
-    return await _open_client(
-        path,
-        functools.partial(asyncio.get_running_loop().create_unix_connection, path=path),
-        ssl=ssl,
-        tls_name=server_hostname or authority,
-        connect_timeout=connect_timeout,
-        protocol_options={
-            "functional_timeout": functional_timeout,
-            "concurrency": concurrency,
-            "config": config,
-            "ping_interval": ping_interval,
-            "authority": server_hostname or authority,
-        },
-        kwargs=kwargs,
-    )
+    authority = server_hostname or authority
+    options = {"ping_interval": ping_interval, "authority": authority}
+    factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
+    create = functools.partial(asyncio.get_running_loop().create_unix_connection, path=path)
+    return await _open_client(path, create, factory, ssl, authority, connect_timeout, kwargs)
 
 
 def _server_factory(
@@ -188,13 +184,8 @@ def _server_factory(
     check_duration("functional_timeout", functional_timeout)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    return functools.partial(
-        H2Protocol,
-        client_side=False,
-        functional_timeout=functional_timeout,
-        concurrency=concurrency,
-        config=config,
-        on_connected=client_connected_cb,
+    return _protocol_factory(
+        False, functional_timeout, concurrency, config, on_connected=client_connected_cb
     )
 
 

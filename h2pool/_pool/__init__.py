@@ -1,1 +1,1 @@
-"""The pool: connections to the replicas of one service, health-aware routing, retries."""
+"""The pool: connections to the endpoints of one service, health-aware routing, retries."""

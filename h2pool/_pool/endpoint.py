@@ -1,4 +1,7 @@
-"""One replica of the service: its connections, connectivity state, backoff and ejection."""
+"""One endpoint, a replica of the service at one ``host:port``.
+
+Its connections, connectivity state, backoff and ejection.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from .._core.protocol import ConnectionEvent
@@ -28,31 +29,19 @@ __all__ = ["Maintenance", "MaintenanceSettings"]
 logger = logging.getLogger("h2pool.pool")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MaintenanceSettings:
     """What maintenance needs of the pool's options (see :class:`~h2pool.Pool`)."""
 
-    def __init__(
-        self,
-        *,
-        channel: ChannelSettings,
-        http1: bool | frozenset[str],
-        min_connections: int,
-        max_connections: int,
-        http1_max_connections: int,
-        connect_timeout: float,
-        backoff: ConnectionBackoff,
-        ejection: EjectionPolicy,
-        resolve_interval: float,
-    ) -> None:
-        self.channel = channel
-        self.http1 = http1
-        self.min_connections = min_connections
-        self.max_connections = max_connections
-        self.http1_max_connections = http1_max_connections
-        self.connect_timeout = connect_timeout
-        self.backoff = backoff
-        self.ejection = ejection
-        self.resolve_interval = resolve_interval
+    channel: ChannelSettings
+    http1: bool | frozenset[str]
+    min_connections: int
+    max_connections: int
+    http1_max_connections: int
+    connect_timeout: float
+    backoff: ConnectionBackoff
+    ejection: EjectionPolicy
+    resolve_interval: float
 
 
 class Maintenance:

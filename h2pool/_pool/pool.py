@@ -1,4 +1,4 @@
-"""Pool: multiplexed HTTP/2 connections to the replicas of one service.
+"""Pool: multiplexed HTTP/2 connections to the endpoints of one service.
 
 Endpoints that only speak HTTP/1.1 (chosen by ALPN, or by the ``http1``
 option) are served through httpcore behind the same API and rules.
@@ -32,7 +32,7 @@ from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .response import Response
-from .timeouts import DeadlineTimers, Timeouts, deadline_scope
+from .timeouts import DeadlineTimers, Timeouts
 
 __all__ = ["Content", "Pool", "PoolStats"]
 
@@ -57,12 +57,12 @@ class PoolStats:
 
 
 class Pool:
-    """A pool of multiplexed HTTP/2 connections to the replicas of one service.
+    """A pool of multiplexed HTTP/2 connections to the endpoints of one service.
 
     Args:
         target: Base URL, ``http://authority`` or ``https://authority``: it
             gives ``:scheme``, ``:authority`` and the TLS server name.
-        endpoints: ``"host:port"`` of each replica to connect to. Without
+        endpoints: ``"host:port"`` of each endpoint (replica) to connect to. Without
             it, every address the target's host resolves to is an endpoint,
             resolved again when endpoints fail.
         ssl: For https targets: None verifies against certifi's CAs; an
@@ -264,26 +264,7 @@ class Pool:
             ValueError: A timeout or the path is invalid (``TypeError`` for
                 a timeout that is not a number).
         """
-        request = self._build(method, path, headers, content, timeout)
-        if self._maintenance.unresolved:
-            await self._maintenance.ensure_endpoints()
-        total = request.timeouts.total
-        if total is None:
-            return await self._attempts.send(request, None, read_body=True)
-        # asyncio's scope used directly, its timer shared: this is the hot path.
-        deadline = asyncio.get_running_loop().time() + total
-        scope = asyncio.timeout(None)
-        try:
-            async with scope:
-                watched = self._deadlines.watch(deadline, scope)
-                try:
-                    return await self._attempts.send(request, deadline, read_body=True)
-                finally:
-                    watched.discard(scope)
-        except TimeoutError:
-            if scope.expired():
-                raise RequestTimeout(self._timeout_message(request)) from None
-            raise
+        return await self._send(method, path, headers, content, timeout, read_body=True)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -302,12 +283,7 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        request = self._build(method, path, headers, content, timeout)
-        await self._maintenance.ensure_endpoints()
-        total = request.timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
-        async with self._request_scope(request, deadline):
-            response = await self._attempts.send(request, deadline, read_body=False)
+        response = await self._send(method, path, headers, content, timeout, read_body=False)
         try:
             yield response
         finally:
@@ -326,35 +302,46 @@ class Pool:
     # ------------------------------------------------------------------
     # Building and bounding requests
 
-    def _build(
+    async def _send(
         self,
         method: str,
         path: str,
         headers: HeadersIn | None,
         content: Content | None,
         timeout: object,
-    ) -> OutgoingRequest:
-        """Check and build the request, before anything else happens."""
+        *,
+        read_body: bool,
+    ) -> Response:
+        """Check and build the request, then send it within its total deadline.
+
+        With ``read_body`` (``request()``) the deadline covers the whole
+        body; otherwise (``stream()``) it covers the attempts here, and the
+        body's reads carry it themselves.
+        """
         timeouts = self._timeouts
         if timeout is not _DEFAULT:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
         self._check_open()
-        return request
-
-    @contextlib.asynccontextmanager
-    async def _request_scope(
-        self, request: OutgoingRequest, deadline: float | None
-    ) -> AsyncIterator[None]:
-        """Bound a request by its deadline; say what was going on when it ran out."""
-        if deadline is None:
-            yield
-            return
+        if self._maintenance.unresolved:
+            await self._maintenance.ensure_endpoints()
+        total = timeouts.total
+        if total is None:
+            return await self._attempts.send(request, None, read_body=read_body)
+        # asyncio's scope used directly, its timer shared: this is the hot path.
+        deadline = asyncio.get_running_loop().time() + total
+        scope = asyncio.timeout(None)
         try:
-            async with deadline_scope(deadline, request.target):
-                yield
-        except RequestTimeout:
-            raise RequestTimeout(self._timeout_message(request)) from None
+            async with scope:
+                watched = self._deadlines.watch(deadline, scope)
+                try:
+                    return await self._attempts.send(request, deadline, read_body=read_body)
+                finally:
+                    watched.discard(scope)
+        except TimeoutError:
+            if scope.expired():
+                raise RequestTimeout(self._timeout_message(request)) from None
+            raise
 
     def _timeout_message(self, request: OutgoingRequest) -> str:
         now = asyncio.get_running_loop().time()
