@@ -34,7 +34,9 @@ And two do work nobody uses, on every request (see docs/performance.md):
 * HPACK encodes the same request headers and decodes the same response
   headers again and again. Here the connection's encoder and decoder keep
   the blocks they made while their dynamic table stood still (see
-  :class:`_CachingEncoder`).
+  :class:`_CachingEncoder`). That relies on how hpack changes its table
+  (``HeaderTable.add`` and the ``maxsize`` setter, checked in hpack 4.x, the
+  versions h2 4.x requires); with another hpack, hpack's own coders are used.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import h2
+import hpack
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -94,6 +97,8 @@ _BUFFERED = "_data" if hasattr(FrameBuffer(), "_data") else "data"
 
 
 _MAXSIZE = cast("property", HeaderTable.__dict__["maxsize"])
+#: Whether the installed hpack is one whose table changes _CountingTable sees.
+_HPACK_CHECKED = hpack.__version__.split(".")[0] == "4"
 
 
 class _CountingTable(HeaderTable):
@@ -115,7 +120,7 @@ class _CountingTable(HeaderTable):
 
     @property
     def maxsize(self) -> int:
-        return int(_MAXSIZE.fget(self))  # type: ignore[misc]
+        return self._maxsize  # as hpack's getter (read for every block decoded)
 
     @maxsize.setter
     def maxsize(self, value: int) -> None:
@@ -252,9 +257,10 @@ class Connection(H2Connection):
         # accept is always safe.
         self.local_settings = Settings(client=client_side, initial_values=initial)
         self.max_inbound_frame_size = config.max_frame_size
-        # Fresh ones, as h2 made them (nothing was encoded or decoded yet).
-        self.encoder = _CachingEncoder()
-        self.decoder = _CachingDecoder()
+        if _HPACK_CHECKED:
+            # Fresh ones, as h2 made them (nothing was encoded or decoded yet).
+            self.encoder = _CachingEncoder()
+            self.decoder = _CachingDecoder()
         self.decoder.max_header_list_size = config.max_header_list_size
 
     # Replaces h2's O(n) scan (which also culls closed streams): the Session
