@@ -17,6 +17,7 @@ from .._exceptions import LocalProtocolError
 
 __all__ = [
     "TOKEN",
+    "CheckedResponses",
     "HeaderList",
     "HeadersIn",
     "decode_headers",
@@ -189,6 +190,45 @@ def response_problem(
     if len(status) != 3 or not status.isdigit() or not 100 <= int(status) <= 599:
         return f"invalid :status {status.decode('latin-1')!r}"
     return None
+
+
+# Distinct response blocks remembered per connection; past this it starts over.
+_RESPONSES_KEPT = 64
+
+
+class CheckedResponses:
+    """Response header blocks checked and decoded once per connection, by content.
+
+    A server answers with the same header fields again and again. Whether a
+    block is malformed (:func:`response_problem`) and its str form
+    (:func:`decode_headers`) depend only on its fields, so both are kept for
+    the blocks seen last and looked up by the fields themselves.
+
+    Args:
+        strict: Check regular fields too (``response_problem``'s ``strict``).
+    """
+
+    __slots__ = ("_seen", "_strict")
+
+    def __init__(self, *, strict: bool) -> None:
+        self._strict = strict
+        self._seen: dict[tuple[tuple[bytes, bytes], ...], tuple[str | None, HeaderList]] = {}
+
+    def check(self, block: Sequence[tuple[bytes, bytes]]) -> tuple[str | None, HeaderList]:
+        """Why the final response block is malformed (or None), and its fields as str.
+
+        The str fields are a new list each time (the caller may keep or change
+        it); empty when the block is malformed.
+        """
+        key = tuple(block)
+        seen = self._seen.get(key)
+        if seen is None:
+            problem = response_problem(key, trailers=False, strict=self._strict)
+            seen = (problem, [] if problem is not None else decode_headers(key))
+            if len(self._seen) >= _RESPONSES_KEPT:
+                self._seen.clear()
+            self._seen[key] = seen
+        return seen[0], list(seen[1])
 
 
 # Request pseudo-header fields, each with a bit to see repeats without allocating.

@@ -188,6 +188,45 @@ class H2Protocol(ProtocolShim):
         """
         return await self._response_block(self._session.stream(stream_id))
 
+    async def recv_whole_response(self, stream_id: int) -> tuple[HeaderList, bytes, HeaderList]:
+        """The final response headers, the whole body and the trailers, in one call.
+
+        The same as :meth:`recv_response`, ``read_stream(stream_id, -1)`` and
+        :meth:`recv_trailers` in turn, with one coroutine instead of three (and
+        their inner ones): each coroutine between a caller and the future it
+        waits on is resumed again on every wake-up. Received data is read (and
+        acknowledged) as it arrives, so flow control never holds the body back.
+
+        Raises:
+            H2ProtocolError: The response was malformed; the stream was reset.
+            StreamError: The stream was reset or refused, or ended without a response.
+            H2ConnectionError: The connection ended first.
+        """
+        stream = self._session.stream(stream_id)
+        parts: list[bytes] = []
+        while True:
+            if stream.block is None:
+                if stream.error is not None:
+                    raise stream.error
+                if stream.recv is RecvState.ENDED:
+                    raise StreamClosed("stream ended without a response", stream_id=stream_id)
+            else:
+                chunks = stream.chunks
+                if chunks:
+                    parts += chunks
+                    chunks.clear()
+                    self._consumed(stream, stream.buffered)
+                if stream.recv is RecvState.ENDED:
+                    break
+                if stream.error is not None:
+                    raise stream.error
+            await self._wait(self._recv_waiters, stream_id)
+        headers = stream.headers
+        if headers is None:
+            headers = stream.headers = decode_headers(stream.block)
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return headers, body, stream.trailers or []
+
     async def _response_block(self, stream: Stream) -> list[tuple[bytes, bytes]]:
         while stream.block is None:
             if stream.error is not None:

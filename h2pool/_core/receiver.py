@@ -21,7 +21,7 @@ from hyperframe.frame import ExtensionFrame
 
 from .._exceptions import H2ProtocolError
 from . import errors
-from .headers import decode_headers, response_problem
+from .headers import CheckedResponses, decode_headers, response_problem
 from .priority import PRIORITY_UPDATE_FRAME, parse_priority_update
 from .states import CloseAction, ConnectionEvent, Drain
 from .streams import RecvState
@@ -39,11 +39,12 @@ _TOO_MANY_PINGS = b"too_many_pings"
 class Receiver:
     """Feeds received bytes to h2 and applies each event to the Session."""
 
-    __slots__ = ("_handlers", "_session", "_strict")
+    __slots__ = ("_handlers", "_responses", "_session", "_strict")
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._strict = session.config.validate_headers
+        self._responses = CheckedResponses(strict=self._strict)
         self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
             ev.RequestReceived: self._on_request,
             ev.ResponseReceived: self._on_response,
@@ -98,11 +99,12 @@ class Receiver:
         if stream is None:
             return
         block = event.headers
-        problem = response_problem(block, trailers=False, strict=self._strict)
+        problem, fields = self._responses.check(block)
         if problem is not None:
             session.abort(stream, ErrorCodes.PROTOCOL_ERROR, errors.malformed(stream.id, problem))
             return
-        stream.block = block  # decoded to str only if asked (recv_response)
+        stream.block = block
+        stream.headers = fields  # what recv_response() returns
         stream.recv = RecvState.BODY
         session.wakeups.receivers.append(stream.id)
 

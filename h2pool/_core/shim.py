@@ -114,7 +114,9 @@ class ProtocolShim(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the connection preface; on the server side, hand the protocol over."""
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not isinstance(): uvloop's transports have asyncio.Transport's
+        # methods without deriving from it.
+        transport = cast("asyncio.Transport", transport)
         self._transport = transport
         session = self._session
         transport.set_write_buffer_limits(high=session.config.write_buffer_high)

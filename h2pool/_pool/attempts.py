@@ -20,6 +20,9 @@ __all__ = ["Attempts"]
 
 logger = logging.getLogger("h2pool.pool")
 
+# Nothing used yet (immutable: each decision returns the next value).
+_FRESH = Tries()
+
 
 class Attempts:
     """Sends requests through the scheduler's slots, retried as the policy decides.
@@ -53,7 +56,7 @@ class Attempts:
         One coroutine for the whole attempt (slot, exchange, body): every
         await level is paid again on each wake-up, so there are few.
         """
-        tries = Tries()
+        tries = _FRESH
         policy = self._retry
         scheduler = self._scheduler
         while True:

@@ -288,13 +288,12 @@ class H2Channel(Channel):
         read_timeout = request.timeouts.read
         try:
             if read_timeout is None:
-                response = await protocol.recv_response(stream_id)
-                content = await protocol.read_stream(stream_id, -1)
+                response, content, trailers = await protocol.recv_whole_response(stream_id)
             else:
                 async with bounded(read_timeout, ReadTimeout, "waiting for the response"):
                     response = await protocol.recv_response(stream_id)
                 content = await _read_all(protocol, stream_id, read_timeout)
-            trailers = await protocol.recv_trailers(stream_id)
+                trailers = await protocol.recv_trailers(stream_id)
         except BaseException as exc:
             await self._failed(exc, request, stream_id, sender)
         if sender is not None:

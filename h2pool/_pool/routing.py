@@ -12,17 +12,15 @@ endpoint fields; it changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Generic
+from typing import Generic, NamedTuple
 
 from .endpoint import ConnT, Endpoint
 
 __all__ = ["Route", "free_slots", "route"]
 
 
-@dataclass(frozen=True, slots=True)
-class Route(Generic[ConnT]):
-    """The routing decision for one new stream.
+class Route(NamedTuple, Generic[ConnT]):
+    """The routing decision for one new stream (a named tuple: made for every request).
 
     With a ``connection``: start the stream on it (``endpoint`` is its
     endpoint). With only an ``endpoint``: open a new connection to it, then

@@ -18,7 +18,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .._exceptions import (
     CertificateVerifyError,
@@ -39,9 +39,10 @@ __all__ = ["Grant", "Scheduler"]
 OpenConnection = Callable[[Endpoint[Channel], float | None], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """A reserved slot: the request must use it (``Channel.exchange``) or give it back.
+
+    A named tuple: one is made for every request.
 
     Attributes:
         endpoint: The endpoint of the connection.
