@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2pool._core.config import H2Config
-from h2pool._core.h2compat import Connection, _CachingDecoder, _CachingEncoder
+from h2pool._core.h2compat import (
+    _CACHED_BLOCK_BYTES,
+    _CACHED_BLOCKS,
+    Connection,
+    _CachingDecoder,
+    _CachingEncoder,
+)
 
 _NAMES = [b":method", b":path", b"x-a", b"x-b", b"cookie", b"date"]
 _VALUES = [b"GET", b"/", b"/small", b"1", b"22", b"v" * 40, b"v" * 900]
@@ -96,3 +102,19 @@ def test_connection_uses_the_caching_coders() -> None:
     assert isinstance(conn.encoder, _CachingEncoder)
     assert isinstance(conn.decoder, _CachingDecoder)
     assert conn.decoder.max_header_list_size == H2Config().max_header_list_size
+
+
+def test_a_peer_sending_large_distinct_blocks_fills_no_cache() -> None:
+    # Literals without indexing leave the table alone, so each block could be
+    # kept: only small ones are, and at most _CACHED_BLOCKS of them.
+    encoder, decoder = Encoder(), _CachingDecoder()
+    for index in range(3 * _CACHED_BLOCKS):
+        field = NeverIndexedHeaderTuple(b"x-big", b"%d" % index + b"v" * 2000)
+        block = encoder.encode([field])
+        assert len(block) > _CACHED_BLOCK_BYTES
+        assert decoder.decode(block, raw=True) == [field]
+        assert decoder._blocks == {}
+    for index in range(3 * _CACHED_BLOCKS):
+        field = NeverIndexedHeaderTuple(b"x-small", b"%d" % index)
+        assert decoder.decode(encoder.encode([field]), raw=True) == [field]
+        assert len(decoder._blocks) <= _CACHED_BLOCKS

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 import h2pool
-from tests.peers import INDEX_HTML, Nghttpd
+from tests.peers import INDEX_HTML, Nghttpd, Nginx
 from tests.servers import Server, echo
 
 uvloop = pytest.importorskip("uvloop")
@@ -51,5 +51,19 @@ def test_core_client_and_server_on_uvloop() -> None:
                 assert await client.wait_functional() >= 0
             finally:
                 await client.shutdown(timeout=5)
+
+    _run_on_uvloop(main())
+
+
+def test_http1_pool_request_on_uvloop(nginx_http1: Nginx) -> None:
+    # HTTP/1.1 connections (through httpcore) have their own asyncio protocol.
+    async def main() -> None:
+        url = f"http://127.0.0.1:{nginx_http1.port}"
+        async with h2pool.Pool(url, http1=True, timeout=10) as pool:
+            responses = await asyncio.gather(
+                *(pool.request("GET", "/index.html") for _ in range(20))
+            )
+            assert [r.content for r in responses] == [INDEX_HTML] * 20
+            assert {r.http_version for r in responses} == {"HTTP/1.1"}
 
     _run_on_uvloop(main())

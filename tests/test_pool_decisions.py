@@ -19,7 +19,7 @@ from h2pool._pool.policies import (
     may_eject,
     parse_retry_after,
 )
-from h2pool._pool.routing import free_slots, route
+from h2pool._pool.routing import route
 
 
 @dataclass
@@ -34,6 +34,11 @@ class FakeConnection:
     ping_interval: float = 1.0
     rtt: float | None = None
     reserved: int = 0
+
+
+def free_slots(conn: FakeConnection) -> int:
+    """Slots a new request may still take (reservations count as taken)."""
+    return conn.max_streams - conn.open_streams - conn.reserved
 
 
 def endpoint(address: str, *connections: FakeConnection, **state: Any) -> Endpoint[FakeConnection]:

@@ -129,7 +129,10 @@ class _CountingTable(HeaderTable):
 
 
 # Blocks kept per connection and direction; past this the cache starts over.
+# Only small blocks are kept (requests and responses repeated by a client
+# are), so a peer sending large distinct blocks costs at most 64 KiB here.
 _CACHED_BLOCKS = 64
+_CACHED_BLOCK_BYTES = 1024
 
 
 class _CachingEncoder(Encoder):
@@ -165,7 +168,7 @@ class _CachingEncoder(Encoder):
         if block is not None or not all(type(field) is tuple for field in key):
             return block if block is not None else bytes(super().encode(key, huffman))
         block = bytes(super().encode(key, huffman))
-        if table.changes == self._valid_at:
+        if table.changes == self._valid_at and len(block) <= _CACHED_BLOCK_BYTES:
             self._blocks[key] = block
         return block
 
@@ -206,7 +209,7 @@ class _CachingDecoder(Decoder):
             self._assert_valid_table_size()
             return list(fields)
         decoded = list(super().decode(key, raw=True))
-        if table.changes == self._valid_at:
+        if table.changes == self._valid_at and len(key) <= _CACHED_BLOCK_BYTES:
             self._blocks[key] = decoded
             return list(decoded)
         return decoded

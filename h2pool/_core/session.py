@@ -5,7 +5,7 @@ and grpclib's synchronous events processor: it is fed bytes (``receive``) and
 calls from the stream API, with the time passed in as a float, and answers
 with bytes to send (``take_output``) and :class:`Wakeups` saying whom to wake.
 It does no I/O, owns no timer and knows nothing of asyncio; the asyncio shim
-(:mod:`h2pool._core.protocol`) applies what it returns.
+(:mod:`h2pool._core.shim`) applies what it returns.
 
 It owns, each in one place:
 

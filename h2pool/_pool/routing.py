@@ -16,7 +16,7 @@ from typing import Generic, NamedTuple
 
 from .endpoint import ConnT, Endpoint
 
-__all__ = ["Route", "free_slots", "route"]
+__all__ = ["Route", "route"]
 
 
 class Route(NamedTuple, Generic[ConnT]):
@@ -40,11 +40,6 @@ class Route(NamedTuple, Generic[ConnT]):
     connection: ConnT | None = None
     stale: bool = False
     wake_at: float | None = None
-
-
-def free_slots(conn: ConnT) -> int:
-    """Slots a new request may still take on ``conn`` (reservations count as taken)."""
-    return conn.max_streams - conn.open_streams - conn.reserved
 
 
 def route(
