@@ -349,11 +349,7 @@ class Session:
         Raises:
             LocalProtocolError: The headers are invalid.
         """
-        block = encode_headers(headers, validate=self._strict)
-        problem = response_problem(block, trailers=False, strict=False) if self._strict else None
-        if problem is not None:
-            raise LocalProtocolError(f"cannot send headers: {problem}", stream_id=stream.id)
-        self.send_headers(stream, block, end)
+        self.send_headers(stream, self._response_block(stream, headers, trailers=False), end)
 
     def queue_trailers(self, stream: Stream, trailers: HeadersIn) -> None:
         """Queue trailers behind the stream's data; they end it.
@@ -361,12 +357,21 @@ class Session:
         Raises:
             LocalProtocolError: The trailers are invalid.
         """
-        block = encode_headers(trailers, validate=self._strict)
-        problem = response_problem(block, trailers=True, strict=False) if self._strict else None
-        if problem is not None:
-            raise LocalProtocolError(f"cannot send trailers: {problem}", stream_id=stream.id)
+        block = self._response_block(stream, trailers, trailers=True)
         # h2 cannot send an empty header block: end with empty DATA instead.
         self.queue(stream, block if block else (memoryview(b""), True), True)
+
+    def _response_block(
+        self, stream: Stream, headers: HeadersIn, *, trailers: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """Headers or trailers a server sends, encoded and checked (RFC 9113 section 8.3.2)."""
+        block = encode_headers(headers, validate=self._strict)
+        if self._strict:
+            problem = response_problem(block, trailers=trailers, strict=False)
+            if problem is not None:
+                what = "trailers" if trailers else "headers"
+                raise LocalProtocolError(f"cannot send {what}: {problem}", stream_id=stream.id)
+        return block
 
     def send_headers(self, stream: Stream, block: list[tuple[bytes, bytes]], end: bool) -> None:
         """Send response headers or trailers now (h2 queues them in order).
