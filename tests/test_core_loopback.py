@@ -377,3 +377,20 @@ async def test_unread_bodies_do_not_stall_the_connection() -> None:
             last = await client.start_request(GET, end_stream=True)
             assert len(await client.read_stream(last, -1)) == 60_000
         await client.shutdown()
+
+
+async def test_cancelled_graceful_shutdown_still_closes_the_connection() -> None:
+    release = asyncio.Event()
+    async with Server(hold(release)) as server:
+        client = await h2pool.open_connection("127.0.0.1", server.port)
+        stream_id = await client.start_request({":method": "GET", ":path": "/"}, end_stream=True)
+        closing = asyncio.ensure_future(client.shutdown())
+        await eventually(lambda: not client.accepting_streams)  # GOAWAY sent, draining
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        async with asyncio.timeout(5):
+            await client.wait_closed()
+        with pytest.raises(h2pool.H2ConnectionError):
+            await client.recv_response(stream_id)
+        release.set()

@@ -476,3 +476,35 @@ async def test_http1_for_one_endpoint_of_two(nghttpd_h2c: Nghttpd, nginx_http1: 
         (h2c, "HTTP/2"),
         (http1, "HTTP/1.1"),
     }
+
+
+async def test_cancelled_shutdown_of_an_http1_connection_still_closes_it() -> None:
+    # An HTTP/1.1 server that reads the request and never answers.
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = h2pool.Pool(f"http://127.0.0.1:{port}", http1=True, timeout=10)
+    try:
+        # A POST: not retried on another connection once it may have been processed.
+        request = asyncio.ensure_future(pool.request("POST", "/", content=b"x"))
+        await eventually(lambda: pool.stats().active == 1)
+        (connection,) = pool._maintenance.endpoints[0].connections
+        closing = asyncio.ensure_future(connection.shutdown(timeout=None))  # waits for the request
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        async with asyncio.timeout(5):
+            await closed.wait()  # the socket was closed all the same
+        with pytest.raises(h2pool.H2PoolError):
+            await request
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()

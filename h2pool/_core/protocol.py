@@ -480,6 +480,11 @@ class H2Protocol(ProtocolShim):
             self._apply()
             self._close_transport()
             await asyncio.shield(self._closed)
+        except asyncio.CancelledError:
+            # A cancelled graceful close still closes: the socket must not
+            # outlive whoever gave up waiting for it (a pool closing, say).
+            self.close_connection()
+            raise
 
     def close_connection(self) -> None:
         """Close at once: every pending operation fails with ConnectionClosed."""

@@ -272,10 +272,16 @@ class H11Channel(Channel):
             self._protocol.transport.close()
 
     async def shutdown(self, timeout: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()  # the request in progress, if any
-        self._fail(ConnectionClosed("connection shut down"))
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()  # the request in progress, if any
+        finally:
+            # Also when the wait is cancelled (the pool closing while this
+            # connection drains): the socket must not outlive the pool.
+            self._fail(ConnectionClosed("connection shut down"))
+            if self._protocol.transport is not None:
+                self._protocol.transport.close()
         await self._connection.aclose()
 
     async def exchange(self, request: OutgoingRequest) -> Reply:
