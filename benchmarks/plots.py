@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display: before pyplot is imported
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from .results import Results
 
@@ -46,13 +48,7 @@ def _throughput(series: dict[str, dict[str, float]], title: str, directory: Path
     axes.set_xlabel("concurrent requests")
     axes.set_ylabel("requests/s (12-byte GETs)")
     axes.set_title(f"Throughput against concurrency\n{title}", fontsize=10)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    path = directory / PLOTS["small_gets"]
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, axes, directory / PLOTS["small_gets"])
 
 
 def _latency(series: dict[str, dict[str, float]], title: str, directory: Path) -> Path:
@@ -67,9 +63,13 @@ def _latency(series: dict[str, dict[str, float]], title: str, directory: Path) -
     axes.set_xlabel("percentile")
     axes.set_ylabel("latency from scheduled start, ms")
     axes.set_title(f"Latency at a fixed offered load\n{title}", fontsize=10)
+    return _save(figure, axes, directory / PLOTS["latency"])
+
+
+def _save(figure: Figure, axes: Axes, path: Path) -> Path:
+    """Grid, legend, and the figure written to ``path`` as PNG."""
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    path = directory / PLOTS["latency"]
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
