@@ -240,6 +240,7 @@ class Pool:
         headers: HeadersIn | None = None,
         content: Content | None = None,
         timeout: Timeouts | float | object | None = _DEFAULT,
+        wait_for_ready: bool | None = None,
     ) -> Response:
         """Send a request and read its whole response.
 
@@ -252,6 +253,9 @@ class Pool:
             timeout: Bound on the whole request, retries and backoff
                 included, in seconds (None: no bound), or ``Timeouts`` for
                 each phase too; defaults to the pool's ``timeout``.
+            wait_for_ready: When every endpoint is failing, wait for one
+                (True) or fail at once (False); None: the pool's
+                ``wait_for_ready``.
 
         Raises:
             RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
@@ -264,7 +268,9 @@ class Pool:
             ValueError: A timeout or the path is invalid (``TypeError`` for
                 a timeout that is not a number).
         """
-        return await self._send(method, path, headers, content, timeout, read_body=True)
+        return await self._send(
+            method, path, headers, content, timeout, wait_for_ready, read_body=True
+        )
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -275,6 +281,7 @@ class Pool:
         headers: HeadersIn | None = None,
         content: Content | None = None,
         timeout: Timeouts | float | object | None = _DEFAULT,
+        wait_for_ready: bool | None = None,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
 
@@ -283,7 +290,9 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        response = await self._send(method, path, headers, content, timeout, read_body=False)
+        response = await self._send(
+            method, path, headers, content, timeout, wait_for_ready, read_body=False
+        )
         try:
             yield response
         finally:
@@ -309,6 +318,7 @@ class Pool:
         headers: HeadersIn | None,
         content: Content | None,
         timeout: object,
+        wait_for_ready: bool | None,
         *,
         read_body: bool,
     ) -> Response:
@@ -322,6 +332,7 @@ class Pool:
         if timeout is not _DEFAULT:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
+        request.wait_for_ready = wait_for_ready
         self._check_open()
         if self._maintenance.unresolved:
             await self._maintenance.ensure_endpoints()
