@@ -31,6 +31,7 @@ from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
+from .probes import HealthCheck, HealthChecker
 from .response import Response
 from .timeouts import DeadlineTimers, Timeouts
 
@@ -97,6 +98,8 @@ class Pool:
         headers: Header fields added to every request.
         resolve_interval: Least seconds between two resolutions of the
             target's host (when ``endpoints`` is not given).
+        health_check: An active health check of every endpoint: those that
+            say they do not serve are out of rotation until they do.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class Pool:
         config: H2Config | None = None,
         headers: HeadersIn | None = None,
         resolve_interval: float = 30.0,
+        health_check: HealthCheck | None = None,
     ) -> None:
         parts = urlsplit(target)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -192,6 +196,15 @@ class Pool:
         self._attempts = Attempts(self._scheduler, retry or RetryPolicy())
         self._deadlines = DeadlineTimers()
         self._closing = False
+        self._checker: HealthChecker | None = None
+        if health_check is not None:
+            self._checker = HealthChecker(
+                health_check,
+                lambda: self._maintenance.endpoints,
+                self._extra_headers,
+                settings.ejection,
+                self._rotation_changed,
+            )
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -211,6 +224,12 @@ class Pool:
         self._check_open()
         await self._maintenance.ensure_endpoints()
         self._maintenance.maintain()
+        if self._checker is not None:
+            self._checker.start()
+
+    def _rotation_changed(self) -> None:
+        self._maintenance.maintain()
+        self._scheduler.assign()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close gracefully: no new requests; requests in flight finish; then close.
@@ -224,6 +243,8 @@ class Pool:
         self._closing = True
         self._maintenance.closing = True
         self._scheduler.close(PoolClosed("the pool is closed"))
+        if self._checker is not None:
+            await self._checker.stop()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._attempts.wait_idle()
@@ -336,6 +357,8 @@ class Pool:
         self._check_open()
         if self._maintenance.unresolved:
             await self._maintenance.ensure_endpoints()
+        if self._checker is not None:
+            self._checker.start()  # once: a pool used without start()
         total = timeouts.total
         if total is None:
             return await self._attempts.send(request, None, read_body=read_body)

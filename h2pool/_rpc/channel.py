@@ -15,9 +15,11 @@ from typing import Any
 
 from .. import __version__
 from .._pool.pool import Pool
+from .._pool.probes import HealthCheck
 from .call import Call, Deserializer, Invocation, Serializer, UnaryUnaryCall
 from .compression import ACCEPT_ENCODING, Compression, codec_for
 from .config import ChannelOptions, ServiceConfig, parse_options, parse_service_config
+from .health import endpoint_check
 from .interceptors import ClientCallDetails, InterceptedCall, interceptors_for
 from .metadata import MetadataIn, encode_metadata
 from .retry import RetryThrottle
@@ -229,6 +231,11 @@ class Channel:
             retryPolicy; ``retryThrottling``).
         options: grpc channel options as ``(name, value)`` pairs; see the docs
             for those understood.
+        health_check_service: Ask each endpoint's standard health service
+            (``grpc.health.v1``) about this service (``""``: the server)
+            every ``health_check_interval`` seconds; endpoints not serving
+            are out of rotation until they serve. None: no such check.
+        health_check_interval: Seconds between two checks of an endpoint.
         **pool_options: Any other keyword of :class:`~h2pool.Pool`.
     """
 
@@ -241,6 +248,8 @@ class Channel:
         compression: Compression | int | None = None,
         service_config: str | Mapping[str, Any] | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        health_check_service: str | None = None,
+        health_check_interval: float = 5.0,
         **pool_options: Any,
     ) -> None:
         self.options: ChannelOptions = parse_options(options)
@@ -270,6 +279,10 @@ class Channel:
         pool_options.setdefault("wait_for_ready", False)
         if self.options.keepalive_timeout is not None:
             pool_options.setdefault("functional_timeout", self.options.keepalive_timeout)
+        if health_check_service is not None:
+            pool_options["health_check"] = HealthCheck(
+                check=endpoint_check(health_check_service), interval=health_check_interval
+            )
         self.pool = Pool(target, endpoints=endpoints, headers=headers, **pool_options)
         self._calls: set[Any] = set()
         self._closing = False
