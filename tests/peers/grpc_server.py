@@ -43,6 +43,7 @@ class ThreadedGrpcServer(abc.ABC):
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        port: int = 0,
     ) -> None:
         """Prepare, but do not start, the server.
 
@@ -52,7 +53,9 @@ class ThreadedGrpcServer(abc.ABC):
             compression: The compression of the server's responses (grpcio's default for every
                 call; a client that does not accept it gets them uncompressed).
             max_workers: Handler threads, i.e. how many calls can run at once.
+            port: The port to bind; 0 lets grpcio pick a free one (no race for the port).
         """
+        self._bind_port = port
         self.certificates = certificates
         self._options = list(options)
         self._compression = compression
@@ -93,7 +96,7 @@ class ThreadedGrpcServer(abc.ABC):
         return grpc.ssl_server_credentials([(key, chain)])
 
     def start(self) -> Self:
-        """Start the server on a free port (bound by grpcio itself: no race for the port).
+        """Start the server on its port.
 
         Returns:
             self, for chaining.
@@ -110,7 +113,7 @@ class ThreadedGrpcServer(abc.ABC):
         self._add_services(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         try:
-            address = f"{HOST}:0"
+            address = f"{HOST}:{self._bind_port}"
             port: int = (
                 self._server.add_insecure_port(address)
                 if self.certificates is None
@@ -120,7 +123,7 @@ class ThreadedGrpcServer(abc.ABC):
                 raise RuntimeError(f"grpcio could not bind {address}")
             self._server.start()
         except BaseException:
-            self._shutdown(grace=None)
+            self.close()
             raise
         self._port = port
         return self
@@ -142,22 +145,25 @@ class ThreadedGrpcServer(abc.ABC):
         done: threading.Event = self._server.stop(grace)
         return done
 
-    def _shutdown(self, grace: float | None) -> None:
-        """Stop the server and its threads, bounded in time."""
+    def close(self, grace: float | None = None) -> None:
+        """Stop the server and wait for it and its threads; idempotent.
+
+        Args:
+            grace: Seconds for in-flight calls to finish; None cancels them at once.
+
+        Raises:
+            TimeoutError: The server did not stop within ``grace`` plus a margin.
+        """
         server, self._server = self._server, None
         executor, self._executor = self._executor, None
-        self._release()
         try:
-            if server is not None and not server.stop(grace).wait(_STOP_TIMEOUT):
-                raise TimeoutError(f"the gRPC server did not stop within {_STOP_TIMEOUT:g} s")
+            timeout = (grace or 0) + _STOP_TIMEOUT
+            if server is not None and not server.stop(grace).wait(timeout):
+                raise TimeoutError(f"the gRPC server did not stop within {timeout:g} s")
         finally:
+            self._release()  # so that no handler thread is left waiting
             if executor is not None:
-                # Handlers were released above, so this returns promptly.
                 executor.shutdown(wait=True, cancel_futures=True)
-
-    def close(self) -> None:
-        """Stop the server immediately and wait for its threads; idempotent."""
-        self._shutdown(grace=None)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -186,6 +192,7 @@ class GrpcTestServer(ThreadedGrpcServer):
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        port: int = 0,
     ) -> None:
         """Prepare, but do not start, the server (arguments as ``ThreadedGrpcServer``)."""
         super().__init__(
@@ -193,6 +200,7 @@ class GrpcTestServer(ThreadedGrpcServer):
             options=options,
             compression=compression,
             max_workers=max_workers,
+            port=port,
         )
         self.service = RpcService()
 
