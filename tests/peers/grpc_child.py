@@ -68,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             _say({"ok": True})
         elif "stats" in command:
             _say(server.log.snapshot())
+        elif "wait_for_calls" in command:
+            method, count, timeout = command["wait_for_calls"]
+            try:
+                server.wait_for_calls(method, count, timeout)
+            except TimeoutError as exc:
+                _say({"error": str(exc)})
+            else:
+                _say({"ok": True})
     started = time.monotonic()
     server.close(grace)
     sys.stderr.write(f"stopped (grace {grace}) in {time.monotonic() - started:.3f} s\n")

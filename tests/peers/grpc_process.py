@@ -8,6 +8,8 @@ answers each on its stdout:
 * ``{"stop": grace}``: ``server.stop(grace)``, wait for it, exit 0 (no answer).
 * ``{"health": [service, status]}``: ``set_health``; answers ``{"ok": true}``.
 * ``{"stats": true}``: answers ``CallLog.snapshot()``.
+* ``{"wait_for_calls": [method, count, timeout]}``: answers ``{"ok": true}`` once ``count``
+  calls of ``method`` (null: any) have reached a handler, or ``{"error": "..."}`` on timeout.
 
 End of input (the parent closed the pipe, or died) stops the server at once.
 """
@@ -182,6 +184,18 @@ class GrpcServerProcess:
         """The child's ``CallLog.snapshot()``: calls started and cancelled per method path."""
         self._command({"stats": True})
         return self._reply(timeout)
+
+    def wait_for_calls(self, method: str | None, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` calls of ``method`` (None: any) have reached the child's
+        handlers in total (from async code: through ``asyncio.to_thread``).
+
+        Raises:
+            TimeoutError: Fewer arrived within ``timeout`` seconds.
+        """
+        self._command({"wait_for_calls": [method, count, timeout]})
+        reply = self._reply(timeout + _STOP_TIMEOUT)
+        if "error" in reply:
+            raise TimeoutError(reply["error"])
 
     def stop(self, grace: float | None) -> None:
         """Start grpcio's graceful stop in the child and return at once; ``wait()`` reaps it.

@@ -223,6 +223,10 @@ class GrpcTestServer(ThreadedGrpcServer):
         """Calls that ended cancelled (see ``CallLog``), of ``method`` or of all methods."""
         return self.log.calls_cancelled(method)
 
+    def messages_sent(self, method: str | None = None) -> int:
+        """Response messages handed to grpcio (see ``CallLog.messages_sent``)."""
+        return self.log.messages_sent(method)
+
     def last_metadata(self, method: str) -> Metadata:
         """The request metadata of the latest call of ``method``."""
         return self.log.last_metadata(method)

@@ -204,6 +204,7 @@ class CallLog:
         self._condition = threading.Condition()
         self._started: collections.Counter[str] = collections.Counter()
         self._cancelled: collections.Counter[str] = collections.Counter()
+        self._messages: collections.Counter[str] = collections.Counter()
         self._last_metadata: dict[str, Metadata] = {}
         self._released = False
 
@@ -236,6 +237,22 @@ class CallLog:
             self._cancelled[method] += 1
             self._condition.notify_all()
 
+    def record_message(self, method: str) -> None:
+        """Count a response message handed to grpcio (which sends it within flow control)."""
+        with self._condition:
+            self._messages[method] += 1
+            self._condition.notify_all()
+
+    def messages_sent(self, method: str | None = None) -> int:
+        """Response messages handed to grpcio, of ``method`` or of all methods.
+
+        A streaming handler hands over the next message only once the previous one was sent,
+        i.e. fitted in the client's flow-control windows: this tells how far a slow reader let
+        the server get.
+        """
+        with self._condition:
+            return self._count(self._messages, method)
+
     def calls_started(self, method: str | None = None) -> int:
         """Calls that reached a handler, of ``method`` (a full path) or of all methods."""
         with self._condition:
@@ -262,9 +279,13 @@ class CallLog:
             return self._last_metadata[method]
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Counts per method, as plain data: ``{"started": {...}, "cancelled": {...}}``."""
+        """Counts per method path, as plain data: ``started``, ``cancelled``, ``messages``."""
         with self._condition:
-            return {"started": dict(self._started), "cancelled": dict(self._cancelled)}
+            return {
+                "started": dict(self._started),
+                "cancelled": dict(self._cancelled),
+                "messages": dict(self._messages),
+            }
 
     def wait_for_calls(self, method: str | None, count: int, timeout: float = 10.0) -> None:
         """Block until ``count`` calls of ``method`` (None: any) have reached a handler in total.
@@ -371,6 +392,7 @@ class _Call:
         if not self.plan.compress:
             self._context.disable_next_message_compression()
         self.sent += 1
+        self._log.record_message(self._method)
         return data
 
     def answer(self, data: bytes) -> bytes:
