@@ -193,13 +193,13 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-# Keys already checked: a call's keys are nearly always ones seen before.
-_valid_keys: set[str] = set()
+# Keys already checked, as sent: a call's keys are nearly always ones seen before.
+_valid_keys: dict[str, bytes] = {}
 _VALID_KEYS_KEPT = 1024
 
 
-def _check_key(key: object) -> None:
-    """Check a key not seen before, and remember it when valid."""
+def _check_key(key: object) -> bytes:
+    """Check a key not seen before, remember it when valid, and return it as sent."""
     if not isinstance(key, str):
         raise TypeError(f"metadata key {key!r} must be str, not {type(key).__name__}")
     problem = _key_problem(key)
@@ -207,7 +207,8 @@ def _check_key(key: object) -> None:
         raise LocalProtocolError(problem)
     if len(_valid_keys) >= _VALID_KEYS_KEPT:
         _valid_keys.clear()
-    _valid_keys.add(key)
+    name = _valid_keys[key] = key.encode("ascii")
+    return name
 
 
 def _encode_value(key: str, value: object) -> bytes:
@@ -216,7 +217,9 @@ def _encode_value(key: str, value: object) -> bytes:
         if isinstance(value, str):
             value = value.encode()
         elif not isinstance(value, bytes | bytearray | memoryview):
-            raise TypeError(f"metadata {key!r}: a -bin value must be bytes, not {type(value)}")
+            raise TypeError(
+                f"metadata {key!r}: a -bin value must be bytes, not {type(value).__name__}"
+            )
         # Unpadded base64, as PROTOCOL-HTTP2.md says implementations should emit.
         return binascii.b2a_base64(value, newline=False).rstrip(b"=")
     if not isinstance(value, str):
@@ -244,9 +247,8 @@ def encode_metadata(metadata: MetadataIn | None) -> list[tuple[bytes, bytes]]:
         return []
     fields = []
     for key, value in metadata:
-        if key not in _valid_keys:
-            _check_key(key)
-        fields.append((key.encode("ascii"), _encode_value(key, value)))
+        name = _valid_keys.get(key) or _check_key(key)
+        fields.append((name, _encode_value(key, value)))
     return fields
 
 
