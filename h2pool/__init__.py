@@ -17,6 +17,7 @@ from ._core.endpoints import (
     start_unix_server,
 )
 from ._core.headers import HeaderList, HeadersIn
+from ._core.health import PingBudget
 from ._core.priority import Priority
 from ._core.protocol import ConnectionEvent, H2Protocol
 from ._core.tls import client_ssl_context, server_ssl_context
@@ -83,6 +84,7 @@ __all__ = [
     "HeadersIn",
     "HealthCheck",
     "LocalProtocolError",
+    "PingBudget",
     "Pool",
     "PoolClosed",
     "PoolOverloaded",

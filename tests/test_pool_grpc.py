@@ -70,8 +70,13 @@ async def test_graceful_stop_of_one_replica_loses_no_call() -> None:
 
 async def test_too_many_pings_from_grpcio_doubles_the_ping_interval_for_that_replica() -> None:
     with GrpcEchoServer() as server:  # grpcio's default ping policy
+        # Without a ping budget (the fallback for peers stricter than it).
         pool = h2pool.Pool(
-            "http://echo.test", endpoints=[server.target], functional_timeout=0.3, timeout=20
+            "http://echo.test",
+            endpoints=[server.target],
+            functional_timeout=0.3,
+            timeout=20,
+            ping_budget=None,
         )
         async with pool:
             # A silent call: the health check pings every 0.3 s, which grpcio

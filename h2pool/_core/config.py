@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 
-__all__ = ["H2Config", "check_duration", "check_seconds"]
+__all__ = ["H2Config", "check_count", "check_duration", "check_seconds"]
 
 _MAX_WINDOW = 2**31 - 1
 _MIN_FRAME, _MAX_FRAME = 2**14, 2**24 - 1
@@ -93,6 +93,20 @@ def check_seconds(
         kind = "zero or positive" if zero else "positive"
         raise ValueError(f"{name} must be {kind}, not {value!r}")
     return seconds
+
+
+def check_count(name: str, value: object, minimum: int) -> int:
+    """``value`` as an integer of at least ``minimum``, or raise naming ``name``.
+
+    Raises:
+        TypeError: ``value`` is not an integer (bool is not one here).
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
+    return value
 
 
 def check_duration(name: str, value: object, *, optional: bool = True) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._exceptions import CertificateVerifyError, ConnectError, ConnectTimeout, H2PoolError
 from .config import H2Config, check_duration
+from .health import DEFAULT_PING_BUDGET, PingBudget
 from .protocol import ConnectedCallback, H2Protocol
 from .tls import client_ssl_context
 
@@ -18,11 +20,68 @@ __all__ = [
     "connect_errors",
     "open_connection",
     "open_unix_connection",
+    "set_tcp_keepalive",
     "start_server",
     "start_unix_server",
+    "tcp_keepalive_options",
 ]
 
 SSLArg = ssl_module.SSLContext | bool | None
+
+# Unanswered keepalive probes before the kernel gives up (TCP_KEEPCNT).
+_KEEPALIVE_PROBES = 3
+# The socket options, by platform name: macOS calls TCP_KEEPIDLE TCP_KEEPALIVE.
+_KEEPALIVE_IDLE = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+_KEEPALIVE_INTERVAL = getattr(socket, "TCP_KEEPINTVL", None)
+_KEEPALIVE_COUNT = getattr(socket, "TCP_KEEPCNT", None)
+_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+
+
+def tcp_keepalive_options(seconds: float) -> tuple[int, int, int]:
+    """TCP keepalive (idle, interval, probes) noticing a dead peer host within about ``seconds``.
+
+    The kernel sends the first probe after ``idle`` seconds without traffic,
+    then one every ``interval`` seconds, and gives up after ``probes``
+    unanswered ones: ``idle + interval * probes`` seconds in all, which is
+    ``seconds`` rounded down to whole seconds, and at least 4. Half of it is
+    idle time, the other half probing, so that one lost probe is no verdict.
+    """
+    interval = max(1, int(seconds // (2 * _KEEPALIVE_PROBES)))
+    idle = max(1, int(seconds) - interval * _KEEPALIVE_PROBES)
+    return idle, interval, _KEEPALIVE_PROBES
+
+
+def set_tcp_keepalive(transport: asyncio.BaseTransport, seconds: float | None) -> None:
+    """Turn on TCP keepalive of a TCP connection (None: leave the OS default).
+
+    Sets SO_KEEPALIVE and, where the platform has them, TCP_KEEPIDLE,
+    TCP_KEEPINTVL and TCP_KEEPCNT from :func:`tcp_keepalive_options`, and
+    TCP_USER_TIMEOUT (Linux) to the same total, so that data left unacknowledged
+    (which suspends keepalive probes) is bounded alike. Keepalive probes are
+    answered by the peer's kernel: they notice a dead or unreachable host,
+    never a hung process.
+
+    Raises:
+        OSError: The socket refused an option; the transport is closed.
+    """
+    sock = transport.get_extra_info("socket")
+    if seconds is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    idle, interval, probes = tcp_keepalive_options(seconds)
+    options = (
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, _KEEPALIVE_IDLE, idle),
+        (socket.IPPROTO_TCP, _KEEPALIVE_INTERVAL, interval),
+        (socket.IPPROTO_TCP, _KEEPALIVE_COUNT, probes),
+        (socket.IPPROTO_TCP, _USER_TIMEOUT, (idle + interval * probes) * 1000),
+    )
+    try:
+        for level, option, value in options:
+            if option is not None:
+                sock.setsockopt(level, option, value)
+    except OSError:
+        transport.close()
+        raise
 
 
 def _client_context(ssl: SSLArg) -> ssl_module.SSLContext | None:
@@ -90,6 +149,7 @@ async def _open_client(
     ssl: SSLArg,
     tls_name: str,
     connect_timeout: float | None,
+    tcp_keepalive: float | None,
     kwargs: dict[str, Any],
 ) -> H2Protocol:
     """Connect with ``create`` (a loop method), mapping every failure to an h2pool error."""
@@ -97,7 +157,8 @@ async def _open_client(
     if context is not None:
         kwargs["server_hostname"] = tls_name
     async with connect_errors(what, connect_timeout):
-        _, protocol = await create(factory, ssl=context, **kwargs)
+        transport, protocol = await create(factory, ssl=context, **kwargs)
+        set_tcp_keepalive(transport, tcp_keepalive)
     if not protocol.functional:  # e.g. ALPN chose another protocol
         try:
             await protocol.wait_functional()
@@ -117,6 +178,8 @@ async def open_connection(
     config: H2Config | None = None,
     connect_timeout: float | None = None,
     ping_interval: float | None = None,
+    ping_budget: PingBudget | None = DEFAULT_PING_BUDGET,
+    tcp_keepalive: float | None = None,
     **kwargs: Any,
 ) -> H2Protocol:
     """Open an HTTP/2 client connection over TCP.
@@ -135,18 +198,29 @@ async def open_connection(
         config: Window sizes and other settings.
         connect_timeout: Bound on TCP and TLS set-up, in seconds.
         ping_interval: Silence before a health PING, if not functional_timeout.
+        ping_budget: PINGs allowed while the peer sends no HEADERS or DATA
+            (see :class:`h2pool.PingBudget`; on by default so that gRPC
+            servers accept the health check), or None for no limit.
+        tcp_keepalive: Seconds within which TCP keepalive notices a dead
+            peer host (see :func:`set_tcp_keepalive`), or None (the default)
+            to leave the operating system's setting.
         **kwargs: Passed to ``loop.create_connection`` (e.g. ``local_addr``).
 
     Raises:
         ConnectError: TCP, TLS or ALPN failed.
         ConnectTimeout: ``connect_timeout`` ran out.
+        ValueError: A duration is NaN, infinite or not positive.
+        TypeError: A duration is not a number.
     """
+    check_duration("tcp_keepalive", tcp_keepalive)
     authority = _authority(server_hostname or host, port)
-    options = {"ping_interval": ping_interval, "authority": authority}
+    options = {"ping_interval": ping_interval, "ping_budget": ping_budget, "authority": authority}
     factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
     create = functools.partial(asyncio.get_running_loop().create_connection, host=host, port=port)
     tls_name = server_hostname or host
-    return await _open_client(authority, create, factory, ssl, tls_name, connect_timeout, kwargs)
+    return await _open_client(
+        authority, create, factory, ssl, tls_name, connect_timeout, tcp_keepalive, kwargs
+    )
 
 
 async def open_unix_connection(
@@ -159,19 +233,21 @@ async def open_unix_connection(
     config: H2Config | None = None,
     connect_timeout: float | None = None,
     ping_interval: float | None = None,
+    ping_budget: PingBudget | None = DEFAULT_PING_BUDGET,
     authority: str = "localhost",
     **kwargs: Any,
 ) -> H2Protocol:
     """Open an HTTP/2 client connection over a Unix socket.
 
     Same arguments as :func:`open_connection`, with ``path`` instead of host
-    and port, and ``authority`` for the default ``:authority`` of requests.
+    and port, and ``authority`` for the default ``:authority`` of requests
+    (no ``tcp_keepalive``: there is no TCP).
     """
     authority = server_hostname or authority
-    options = {"ping_interval": ping_interval, "authority": authority}
+    options = {"ping_interval": ping_interval, "ping_budget": ping_budget, "authority": authority}
     factory = _protocol_factory(True, functional_timeout, concurrency, config, **options)
     create = functools.partial(asyncio.get_running_loop().create_unix_connection, path=path)
-    return await _open_client(path, create, factory, ssl, authority, connect_timeout, kwargs)
+    return await _open_client(path, create, factory, ssl, authority, connect_timeout, None, kwargs)
 
 
 def _server_factory(

@@ -53,6 +53,11 @@ class H2Protocol(ProtocolShim):
         ping_interval: Silence before a PING, when it must differ from
             ``functional_timeout`` (the pool passes a doubled interval to
             peers that complained of too many pings).
+        ping_budget: PINGs allowed while the peer sends no HEADERS or DATA
+            (:class:`h2pool.PingBudget`), or None (the default here, and
+            always on the server side) for no limit. While the budget forbids
+            a PING, the health check waits for it, and ``wait_functional``
+            presumes the connection alive.
         authority: ``:authority`` added to requests that do not give one.
         on_connected: Server side: called with this protocol once connected.
 
@@ -413,7 +418,10 @@ class H2Protocol(ProtocolShim):
 
         If a frame arrived within the functional timeout and an RTT is known,
         returns it at once; otherwise sends a PING (unless one is already
-        outstanding) and returns its round-trip time in seconds.
+        outstanding) and returns its round-trip time in seconds. When the
+        ping budget forbids a PING now (the peer answered the PINGs allowed
+        but sent no HEADERS or DATA since), the connection is presumed alive
+        and the latest RTT is returned at once, without a PING.
 
         Raises:
             H2ConnectionError: The connection is or becomes dead or closed.
@@ -425,7 +433,7 @@ class H2Protocol(ProtocolShim):
         if (
             session.rtt is not None
             and session.ping_sent_at is None
-            and now - session.last_received < self._ping_timeout
+            and (now - session.last_received < self._ping_timeout or self._ping_allowed_at() > now)
         ):
             return session.rtt
         return await self._ping_round_trip(send=session.ping_sent_at is None)

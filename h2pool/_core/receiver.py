@@ -34,6 +34,17 @@ __all__ = ["Receiver"]
 logger = logging.getLogger("h2pool.core")
 
 _TOO_MANY_PINGS = b"too_many_pings"
+# Events of HEADERS or DATA frames from the peer: they renew the ping budget,
+# as they are what resets the ping strikes of gRPC servers (health.PingBudget).
+_RENEWING = frozenset(
+    {
+        ev.RequestReceived,
+        ev.ResponseReceived,
+        ev.TrailersReceived,
+        ev.InformationalResponseReceived,
+        ev.DataReceived,
+    }
+)
 
 
 class Receiver:
@@ -66,7 +77,10 @@ class Receiver:
         handlers = self._handlers
         try:
             for event in session.conn.receive_data(data):
-                handler = handlers.get(type(event))
+                kind = type(event)
+                if kind in _RENEWING:
+                    session.pings_since_data = 0
+                handler = handlers.get(kind)
                 if handler is not None:
                     handler(event)
                 # Other events (PING, SETTINGS ack, PRIORITY, ALTSVC) need no action.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import random
 from collections import deque
 from typing import cast
@@ -52,6 +53,7 @@ from .headers import (
     request_problem,
     response_problem,
 )
+from .health import PingBudget
 from .priority import Priority
 from .receiver import Receiver
 from .scheduler import DataScheduler
@@ -81,6 +83,8 @@ class Session:
             the streams this side opens.
         now: The current time, for the health state.
         ping_interval: Silence before a health PING.
+        ping_budget: PINGs allowed while the peer sends no HEADERS or DATA,
+            or None for no limit.
         authority: ``:authority`` added to requests that give none.
     """
 
@@ -92,6 +96,7 @@ class Session:
         concurrency: int,
         now: float,
         ping_interval: float,
+        ping_budget: PingBudget | None = None,
         authority: str | None = None,
     ) -> None:
         self.client_side = client_side
@@ -128,6 +133,9 @@ class Session:
         self.ping_payload: bytes | None = None
         self.ping_sent_at: float | None = None
         self.rtt: float | None = None
+        self.ping_budget = ping_budget
+        self.pings_since_data = 0  # PINGs sent since HEADERS or DATA last arrived
+        self.last_ping_sent = -math.inf
         self._ping_payloads = itertools.count(random.getrandbits(63))
         self._strict = config.validate_headers
         self._receiver = Receiver(self)
@@ -468,7 +476,8 @@ class Session:
         """Send a PING whose ACK measures the round trip (replacing any outstanding one)."""
         payload = (next(self._ping_payloads) % 2**64).to_bytes(8, "big")
         self.ping_payload = payload
-        self.ping_sent_at = now
+        self.ping_sent_at = self.last_ping_sent = now
+        self.pings_since_data += 1
         self.conn.ping(payload)
 
     def announce_goaway(self) -> None:

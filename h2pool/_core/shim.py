@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._exceptions import ConnectError, ConnectionDead, ConnectionLost, H2ConnectionError
 from .config import H2Config, check_duration
-from .health import HealthAction, check_health
+from .health import HealthAction, PingBudget, check_health, ping_allowed_at
 from .session import Session
 from .states import CloseAction, ConnectionEvent
 from .streams import Stream
@@ -60,6 +60,7 @@ class ProtocolShim(asyncio.Protocol):
         concurrency: int = 100,
         config: H2Config | None = None,
         ping_interval: float | None = None,
+        ping_budget: PingBudget | None = None,
         authority: str | None = None,
         on_connected: ConnectedCallback | None = None,
     ) -> None:
@@ -77,6 +78,7 @@ class ProtocolShim(asyncio.Protocol):
             concurrency=concurrency,
             now=self._loop.time(),
             ping_interval=ping_interval or functional_timeout or _DEFAULT_PING_TIMEOUT,
+            ping_budget=ping_budget,
             authority=authority,
         )
         self._transport: asyncio.Transport | None = None
@@ -158,10 +160,18 @@ class ProtocolShim(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed received bytes to the Session and apply what it says."""
-        self._session.receive(data, self._loop.time())
+        session = self._session
+        pinged = session.pings_since_data
+        session.receive(data, self._loop.time())
         self._pump()
         self._apply()
         self._flush()
+        timer = self._health_timer
+        if pinged and not session.pings_since_data and timer is not None:
+            # HEADERS or DATA renewed the ping budget: a timer that waited
+            # for the budget must not wait any longer.
+            timer.cancel()
+            self._health_timer = None
         if self._health_timer is None:
             self._watch()
 
@@ -347,6 +357,12 @@ class ProtocolShim(asyncio.Protocol):
     # ------------------------------------------------------------------
     # Health (tickless functional timeout, decided by health.check_health)
 
+    def _ping_allowed_at(self) -> float:
+        session = self._session
+        return ping_allowed_at(
+            session.ping_budget, session.pings_since_data, session.last_ping_sent
+        )
+
     def _needs_watch(self) -> bool:
         session = self._session
         if self._ping_waiters or session.ping_sent_at is not None:
@@ -370,6 +386,7 @@ class ProtocolShim(asyncio.Protocol):
             session.ping_sent_at,
             session.ping_interval,
             self._ping_timeout,
+            self._ping_allowed_at(),
         )
         if action is HealthAction.DEAD:
             silent = now - session.last_received

@@ -1,6 +1,8 @@
 """Checks of the numbers people pass to the pool: one line naming the argument when wrong.
 
-Durations are checked by the core's :func:`~h2pool._core.config.check_seconds`.
+Durations and counts are checked by the core's
+:func:`~h2pool._core.config.check_seconds` and
+:func:`~h2pool._core.config.check_count`.
 
 NaN compares false with everything, so every check is written so that NaN
 fails it (``not value >= 0`` rather than ``value < 0``).
@@ -10,18 +12,9 @@ from __future__ import annotations
 
 from numbers import Real
 
-from .._core.config import check_seconds
+from .._core.config import check_count, check_seconds
 
 __all__ = ["check_count", "check_fraction", "check_seconds"]
-
-
-def check_count(name: str, value: object, minimum: int) -> int:
-    """``value`` as an integer of at least ``minimum``, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value!r}")
-    return value
 
 
 def check_fraction(name: str, value: object, low: float, high: float, *, closed: bool) -> float:

@@ -13,7 +13,8 @@ import ssl
 from dataclasses import dataclass
 
 from .._core.config import H2Config
-from .._core.endpoints import connect_errors
+from .._core.endpoints import connect_errors, set_tcp_keepalive
+from .._core.health import PingBudget
 from .._core.protocol import H2Protocol
 from .._exceptions import ConnectError, H2PoolError
 from .channel import Channel, H2Channel
@@ -34,6 +35,8 @@ class ChannelSettings:
         functional_timeout: Health check of HTTP/2 connections.
         max_streams: Local cap on streams per HTTP/2 connection.
         config: HTTP/2 settings.
+        ping_budget: PINGs allowed while the server sends no HEADERS or DATA.
+        tcp_keepalive: Seconds within which TCP keepalive notices a dead host, or None.
     """
 
     scheme: str
@@ -43,6 +46,8 @@ class ChannelSettings:
     functional_timeout: float
     max_streams: int
     config: H2Config | None
+    ping_budget: PingBudget | None
+    tcp_keepalive: float | None
 
 
 class _Switch(asyncio.Protocol):
@@ -68,6 +73,7 @@ class _Switch(asyncio.Protocol):
                 concurrency=settings.max_streams,
                 config=settings.config,
                 ping_interval=self._ping_interval,
+                ping_budget=settings.ping_budget,
                 authority=settings.authority,
             )
         # Swapped before the event loop can deliver any byte to this protocol.
@@ -111,13 +117,14 @@ async def open_channel(
     what = address
     switch = _Switch(settings, http1, ping_interval)
     async with connect_errors(what, connect_timeout):
-        await loop.create_connection(
+        transport, _ = await loop.create_connection(
             lambda: switch,
             host,
             port,
             ssl=settings.ssl,
             server_hostname=settings.server_hostname if settings.ssl is not None else None,
         )
+        set_tcp_keepalive(transport, settings.tcp_keepalive)
     target = switch.target
     if isinstance(target, StreamProtocol):
         return H11Channel(target, address, settings.scheme, host, port, settings.authority.encode())

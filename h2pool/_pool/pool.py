@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from .._core.config import H2Config
 from .._core.headers import HeadersIn
+from .._core.health import DEFAULT_PING_BUDGET, PingBudget
 from .._core.tls import client_ssl_context
 from .._exceptions import PoolClosed, RequestTimeout
 from .attempts import Attempts
@@ -98,6 +99,12 @@ class Pool:
         headers: Header fields added to every request.
         resolve_interval: Least seconds between two resolutions of the
             target's host (when ``endpoints`` is not given).
+        ping_budget: PINGs each connection may send while its server sends
+            no HEADERS or DATA (the default keeps within gRPC servers' ping
+            policy), or None for no limit.
+        tcp_keepalive: Seconds within which TCP keepalive notices a dead
+            server host (whole seconds, at least 4), or None to leave the
+            operating system's setting.
         health_check: An active health check of every endpoint: those that
             say they do not serve are out of rotation until they do.
     """
@@ -124,6 +131,8 @@ class Pool:
         config: H2Config | None = None,
         headers: HeadersIn | None = None,
         resolve_interval: float = 30.0,
+        ping_budget: PingBudget | None = DEFAULT_PING_BUDGET,
+        tcp_keepalive: float | None = 30.0,
         health_check: HealthCheck | None = None,
     ) -> None:
         parts = urlsplit(target)
@@ -139,6 +148,11 @@ class Pool:
         assert functional is not None
         assert connect is not None
         assert resolve is not None
+        check_seconds("tcp_keepalive", tcp_keepalive, optional=True)
+        if ping_budget is not None and not isinstance(ping_budget, PingBudget):
+            raise TypeError(
+                f"ping_budget must be a PingBudget or None, not {type(ping_budget).__name__}"
+            )
         check_count("min_connections", min_connections, 0)
         check_count("max_connections", max_connections, 1)
         check_count("http1_max_connections", http1_max_connections, 1)
@@ -172,6 +186,8 @@ class Pool:
                 functional_timeout=functional,
                 max_streams=max_streams_per_connection,
                 config=config,
+                ping_budget=ping_budget,
+                tcp_keepalive=tcp_keepalive,
             ),
             http1=http1 if isinstance(http1, bool) else frozenset(http1),
             min_connections=min_connections,
