@@ -5,8 +5,9 @@ The examples name illustrative hosts and files (``10.0.0.5:8080``,
 code. Each runs here unchanged but for those names, which the table
 ``_STAND_INS`` points at servers and files the test makes: h2pool servers on
 127.0.0.1 (h2c, and TLS with a certificate from a test CA that the example's
-process trusts through ``SSL_CERT_FILE``). Each example runs in its own
-Python process, bounded in time, and must exit 0.
+process trusts through ``SSL_CERT_FILE``; grpcio servers for the gRPC
+examples, with the ``demo`` stubs grpcio-tools generates importable). Each
+example runs in its own Python process, bounded in time, and must exit 0.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,9 @@ import pytest
 import trustme
 
 import h2pool
+import h2pool.rpc
+from tests.peers.grpc_codegen import GreeterServer, generate
+from tests.peers.grpc_server import GrpcTestServer
 from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +45,10 @@ _STAND_INS = {
     "/etc/pki/ca.pem": "{ca}",
     "/etc/pki/client.pem": "{client_cert}",
     "/etc/pki/client.key": "{client_key}",
+    "echo.internal:50051": "127.0.0.1:{grpc0}",
+    "10.0.0.5:50051": "127.0.0.1:{grpc0}",
+    "10.0.0.6:50051": "127.0.0.1:{grpc1}",
+    "greeter.internal:50051": "127.0.0.1:{greeter}",
 }
 
 # Runs one example: top-level ``await`` is allowed, as in an asyncio REPL.
@@ -79,10 +88,28 @@ class StandIns:
 
     values: dict[str, str]
     ca: Path
+    python_path: str
+
+
+@dataclass
+class GrpcStandIns:
+    """grpcio servers for the gRPC examples, and where the generated ``demo`` stubs are."""
+
+    values: dict[str, str]
+    stubs: Path
+
+
+@pytest.fixture(scope="module")
+def grpc_stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcStandIns]:
+    stubs = tmp_path_factory.mktemp("stubs")
+    modules = generate(stubs)
+    with GrpcTestServer() as grpc0, GrpcTestServer() as grpc1, GreeterServer(modules) as greeter:
+        values = {"grpc0": str(grpc0.port), "grpc1": str(grpc1.port), "greeter": str(greeter.port)}
+        yield GrpcStandIns(values, stubs)
 
 
 @pytest.fixture
-async def stand_ins(tmp_path: Path) -> AsyncIterator[StandIns]:
+async def stand_ins(tmp_path: Path, grpc_stand_ins: GrpcStandIns) -> AsyncIterator[StandIns]:
     ca = trustme.CA()
     server_cert = ca.issue_cert("localhost", "127.0.0.1")
     client_cert = ca.issue_cert("client.example")
@@ -112,8 +139,9 @@ async def stand_ins(tmp_path: Path) -> AsyncIterator[StandIns]:
             "ca": str(files["ca"]),
             "client_cert": str(files["client_cert"]),
             "client_key": str(files["client_key"]),
+            **grpc_stand_ins.values,
         }
-        yield StandIns(values, files["ca"])
+        yield StandIns(values, files["ca"], f"{ROOT}{os.pathsep}{grpc_stand_ins.stubs}")
 
 
 def localize(source: str, values: dict[str, str]) -> str:
@@ -132,7 +160,7 @@ def test_docs_have_examples() -> None:
 @pytest.mark.parametrize(("where", "source"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
 async def test_example_runs(where: str, source: str, stand_ins: StandIns) -> None:
     code = localize(source, stand_ins.values)
-    env = dict(os.environ, SSL_CERT_FILE=str(stand_ins.ca), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, SSL_CERT_FILE=str(stand_ins.ca), PYTHONPATH=stand_ins.python_path)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -155,10 +183,12 @@ async def test_example_runs(where: str, source: str, stand_ins: StandIns) -> Non
     assert out or "print(" not in code, f"{where} printed nothing"
 
 
-def test_reference_lists_every_public_name() -> None:
+@pytest.mark.parametrize("module", [h2pool, h2pool.rpc], ids=["h2pool", "h2pool.rpc"])
+def test_reference_lists_every_public_name(module: types.ModuleType) -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
-    listed = set(re.findall(r"(?:^::: |`)h2pool\.(\w+)", reference, re.MULTILINE))
-    missing = sorted(set(h2pool.__all__) - listed)
+    prefix = re.escape(module.__name__)
+    listed = set(re.findall(rf"(?:^::: |`){prefix}\.(\w+)\b(?!\.)", reference, re.MULTILINE))
+    missing = sorted(set(module.__all__) - listed)
     assert missing == [], f"docs/reference.md does not list {missing}"
-    unknown = sorted(name for name in listed if not hasattr(h2pool, name))
-    assert unknown == [], f"docs/reference.md lists names h2pool lacks: {unknown}"
+    unknown = sorted(name for name in listed if not hasattr(module, name))
+    assert unknown == [], f"docs/reference.md lists names {module.__name__} lacks: {unknown}"

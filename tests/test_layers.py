@@ -1,4 +1,4 @@
-"""The layers import only downward: _exceptions -> _core -> _pool -> _adapters.
+"""The layers import only downward: _exceptions -> _core -> _pool -> _rpc -> _adapters.
 
 See docs/architecture.md.
 """
