@@ -187,7 +187,7 @@ class Results:
         ]
         if self.targets:
             parts.append(
-                "### Targets (issue 7)\n\n"
+                "### Targets (issues 7 and 8)\n\n"
                 + "| goal | measured | target | met |\n| --- | --- | --- | --- |\n"
                 + "\n".join(target.markdown_row() for target in self.targets)
                 + "\n"
