@@ -50,8 +50,9 @@ def grpc_responder(directory: Path) -> Iterator[int]:
         yield nghttpd.port
 
 
-def measure_calls(name: str, port: int, budget: Budget) -> float:
-    """Calls per second of client ``name`` at :data:`CONCURRENCY`, in a fresh process.
+def measure_calls(name: str, port: int, budget: Budget) -> dict[str, float]:
+    """Calls per second (and CPU used) of client ``name`` at :data:`CONCURRENCY`, in a fresh
+    process: the figures of ``benchmarks.rpc_client.measure``.
 
     Raises:
         RuntimeError: The client could not run; the message is the reason it gave.
@@ -77,8 +78,8 @@ def measure_calls(name: str, port: int, budget: Budget) -> float:
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
-    rate: float = json.loads(done.stdout)["calls/s"]
-    return rate
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
 
 
 def run_rpc(directory: Path, size: Size, results: Results) -> None:
@@ -93,7 +94,7 @@ def run_rpc(directory: Path, size: Size, results: Results) -> None:
     table = Table(
         key="rpc",
         title=f"Unary gRPC calls, {CONCURRENCY} concurrent (nghttpd as the responder, h2c)",
-        columns=["calls/s"],
+        columns=["calls/s", "CPU cores", "CPU µs/call"],
         reference=GRPC_AIO,
         ratio_of="calls/s",
         note=(
@@ -101,10 +102,11 @@ def run_rpc(directory: Path, size: Size, results: Results) -> None:
             f" best of {size.rounds} round(s), each client in a fresh process. Messages of"
             f" {len(REPLY)} bytes, no serializers. The last row posts the framed message"
             " through the pool and reads the body only: the bound for an rpc layer on the pool."
+            " CPU: the client process's CPU time (all its threads) over the run's wall time."
         ),
     )
     results.tables.append(table)
-    best: dict[str, float] = {}
+    best: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     with grpc_responder(directory) as port:
         for _ in range(size.rounds):
@@ -112,12 +114,15 @@ def run_rpc(directory: Path, size: Size, results: Results) -> None:
                 if name in errors:
                     continue
                 try:
-                    best[name] = max(measure_calls(name, port, budget), best.get(name, 0.0))
+                    figures = measure_calls(name, port, budget)
                 except (RuntimeError, subprocess.SubprocessError, ValueError, KeyError) as exc:
                     errors[name] = str(exc) or type(exc).__name__
+                    continue
+                if figures["calls/s"] > best.get(name, {}).get("calls/s", 0.0):
+                    best[name] = figures
     for name in CLIENTS:
         if name in best:
-            table.add(name, **{"calls/s": best[name]})
+            table.add(name, **best[name])
         else:
             table.fail(name, errors.get(name, "not measured"))
     table.compute_ratios()

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.rpc_client NAME PORT --concurrency N --requests N --seconds S`` opens
 client ``NAME`` to the gRPC responder on 127.0.0.1:``PORT``, makes one call (connected), then
-runs closed loop and prints ``{"calls/s": ...}`` as JSON. A client that cannot run (not
+runs closed loop and prints its figures (see :func:`measure`) as JSON. A client that cannot run (not
 installed, or failing) exits with status 1 and says why in one line, the last of stderr.
 
 Each client runs in a fresh process so that none inherits another's threads (grpc.aio's C
@@ -17,6 +17,7 @@ import contextlib
 import json
 import struct
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -161,10 +162,17 @@ def expected_reply(name: str) -> bytes:
     return frame(REPLY) if name == POOL else REPLY
 
 
-async def measure(name: str, port: int, concurrency: int, budget: Budget) -> float:
-    """Calls per second of client ``name``, ``concurrency`` calls in flight, within ``budget``."""
+async def measure(name: str, port: int, concurrency: int, budget: Budget) -> dict[str, float]:
+    """Calls per second of client ``name``, ``concurrency`` calls in flight, within ``budget``.
+
+    Also the CPU time the process used meanwhile, all its threads counted (grpc.aio's C core
+    works in threads of its own): in cores busy, and per call.
+    """
     async with asyncio.timeout(budget.seconds + _GRACE), CLIENTS[name](port) as call:
-        return await closed_loop(call, expected_reply(name), concurrency, budget)
+        cpu, wall = time.process_time(), time.perf_counter()
+        rate = await closed_loop(call, expected_reply(name), concurrency, budget)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"calls/s": rate, "CPU cores": cpu / wall, "CPU µs/call": cpu / wall / rate * 1e6}
 
 
 def main() -> None:
@@ -178,11 +186,11 @@ def main() -> None:
     args = parser.parse_args()
     budget = Budget(requests=args.requests, seconds=args.seconds)
     try:
-        rate = run_on("asyncio", measure(args.name, args.port, args.concurrency, budget))
+        figures = run_on("asyncio", measure(args.name, args.port, args.concurrency, budget))
     except Exception as exc:
         # One line, the reason the parent shows (grpc.aio's errors span several).
         sys.exit(" ".join(f"{type(exc).__name__}: {exc or 'no message'}".split()))
-    print(json.dumps({"calls/s": rate}))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

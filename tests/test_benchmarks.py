@@ -104,7 +104,8 @@ def _check_rpc(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
             assert "h2pool.rpc not available" in row["error"]
             continue
         assert row["error"] is None, (name, row["error"])
-        assert row["values"]["calls/s"] > 0, name
+        assert list(row["values"]) == ["calls/s", "CPU cores", "CPU µs/call"], name
+        assert all(value > 0 for value in row["values"].values()), name
         assert row["ratio"] > 0, name
     assert [target["goal"].split(",")[0].split(" (")[0] for target in targets] == [
         "h2pool.rpc / grpclib",
