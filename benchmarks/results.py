@@ -260,7 +260,7 @@ def machine(nginx: str) -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "Python": platform.python_version(),
         **{name: _package(name) for name in ("h2pool", "h2", "httpx", "aiohttp", "uvloop")},
-        "hypercorn": _package("hypercorn"),
+        **{name: _package(name) for name in ("hypercorn", "grpcio", "grpclib")},
         "nghttpd": _version(["nghttpd", "--version"]).removeprefix("nghttpd "),
         "nginx": _version([nginx, "-v"]).removeprefix("nginx version: "),
         # Other work on the machine is the main source of noise: say how much there was.

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import h2pool
@@ -73,6 +74,11 @@ async def rpc_client(port: int) -> AsyncIterator[Get]:
         import h2pool.rpc  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise RuntimeError(f"h2pool.rpc not available: {exc}") from exc
+    # An editable install of another checkout supplies the submodules this one lacks: its
+    # rpc on this checkout's pool would measure neither.
+    found = Path(h2pool.rpc.__file__)
+    if not found.is_relative_to(Path(h2pool.__file__).parent):
+        raise RuntimeError(f"h2pool.rpc not available: only {found} has it")
 
     async with h2pool.rpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         echo = channel.unary_unary(METHOD)
