@@ -48,6 +48,7 @@ from ._exceptions import (
 from ._pool.endpoint import ConnectivityState, EndpointStats
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
+from ._pool.probes import HealthCheck, Probe
 from ._pool.response import Response
 from ._pool.timeouts import Timeouts
 
@@ -80,6 +81,7 @@ __all__ = [
     "H2TimeoutError",
     "HeaderList",
     "HeadersIn",
+    "HealthCheck",
     "LocalProtocolError",
     "Pool",
     "PoolClosed",
@@ -87,6 +89,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "Priority",
+    "Probe",
     "ReadTimeout",
     "RequestTimeout",
     "Response",

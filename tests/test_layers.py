@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "h2pool"
 
 # Each layer, and the layers it may import from (itself included).
-LAYERS = ["_exceptions", "_core", "_pool", "_adapters"]
+LAYERS = ["_exceptions", "_core", "_pool", "_rpc", "_adapters"]
 
 
 def layer_of(module: str) -> int | None:

@@ -143,7 +143,7 @@ class Attempts:
         while True:
             if grant is None:
                 grant = scheduler.try_acquire(timeouts.connect) or await scheduler.acquire(
-                    request.target, timeouts.connect, timeouts.pool
+                    request.target, timeouts.connect, timeouts.pool, request.wait_for_ready
                 )
             if not grant.stale or retry_safe:
                 return grant

@@ -11,12 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from .._core.headers import TOKEN, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
 from .timeouts import Timeouts
 
-__all__ = ["Content", "OutgoingRequest", "Upload", "build_request", "checked_headers"]
+__all__ = [
+    "Content",
+    "OutgoingRequest",
+    "Rewindable",
+    "Upload",
+    "build_request",
+    "checked_headers",
+]
 
 #: A request body: bytes, or an async iterable of bytes for a streamed upload.
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
@@ -26,14 +34,43 @@ _BAD_PATH = re.compile(rb"[\x00-\x20\x7f]")
 _METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
+@runtime_checkable
+class Rewindable(Protocol):
+    """A streamed body that keeps what it gave, so that it can be sent again.
+
+    The gRPC client's message streams are: a call that a server never
+    processed is sent again from its first message (gRFC A6's replay buffer).
+    Iterating it again after :meth:`rewind` starts from the first chunk.
+    """
+
+    @property
+    def rewindable(self) -> bool:
+        """Whether every chunk given so far is still kept."""
+        ...
+
+    def rewind(self) -> None:
+        """Start again from the first chunk at the next iteration."""
+        ...
+
+
 class Upload:
-    """A streamed request body, replayable only if it was never started."""
+    """A streamed request body: replayable if it was never started, or if it can rewind."""
 
     def __init__(self, source: AsyncIterable[bytes]) -> None:
         self._source = source
         self.started = False
 
+    @property
+    def replayable(self) -> bool:
+        """Whether the body can be sent again from its start."""
+        if not self.started:
+            return True
+        source = self._source
+        return isinstance(source, Rewindable) and source.rewindable
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.started and isinstance(self._source, Rewindable):
+            self._source.rewind()
         async for chunk in self._source:
             self.started = True
             yield chunk
@@ -52,6 +89,8 @@ class OutgoingRequest:
         timeouts: Its timeouts.
         wire_method: ``method`` as sent.
         wire_path: ``path`` as sent.
+        wait_for_ready: Whether to wait for an endpoint when every one is
+            failing; None: the pool's ``wait_for_ready``.
         last_error: The latest failure of an attempt, for messages.
     """
 
@@ -63,6 +102,7 @@ class OutgoingRequest:
     timeouts: Timeouts
     wire_method: bytes
     wire_path: bytes
+    wait_for_ready: bool | None = None
     last_error: H2PoolError | None = None
 
     @property
@@ -73,7 +113,7 @@ class OutgoingRequest:
     @property
     def replayable(self) -> bool:
         """Whether the body can be sent again."""
-        return self.upload is None or not self.upload.started
+        return self.upload is None or self.upload.replayable
 
 
 def checked_headers(headers: HeadersIn) -> list[tuple[bytes, bytes]]:

@@ -31,6 +31,7 @@ from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
+from .probes import HealthCheck, HealthChecker
 from .response import Response
 from .timeouts import DeadlineTimers, Timeouts
 
@@ -97,6 +98,8 @@ class Pool:
         headers: Header fields added to every request.
         resolve_interval: Least seconds between two resolutions of the
             target's host (when ``endpoints`` is not given).
+        health_check: An active health check of every endpoint: those that
+            say they do not serve are out of rotation until they do.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class Pool:
         config: H2Config | None = None,
         headers: HeadersIn | None = None,
         resolve_interval: float = 30.0,
+        health_check: HealthCheck | None = None,
     ) -> None:
         parts = urlsplit(target)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -192,6 +196,15 @@ class Pool:
         self._attempts = Attempts(self._scheduler, retry or RetryPolicy())
         self._deadlines = DeadlineTimers()
         self._closing = False
+        self._checker: HealthChecker | None = None
+        if health_check is not None:
+            self._checker = HealthChecker(
+                health_check,
+                lambda: self._maintenance.endpoints,
+                self._extra_headers,
+                settings.ejection,
+                self._rotation_changed,
+            )
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -211,6 +224,12 @@ class Pool:
         self._check_open()
         await self._maintenance.ensure_endpoints()
         self._maintenance.maintain()
+        if self._checker is not None:
+            self._checker.start()
+
+    def _rotation_changed(self) -> None:
+        self._maintenance.maintain()
+        self._scheduler.assign()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close gracefully: no new requests; requests in flight finish; then close.
@@ -224,6 +243,8 @@ class Pool:
         self._closing = True
         self._maintenance.closing = True
         self._scheduler.close(PoolClosed("the pool is closed"))
+        if self._checker is not None:
+            await self._checker.stop()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._attempts.wait_idle()
@@ -240,6 +261,7 @@ class Pool:
         headers: HeadersIn | None = None,
         content: Content | None = None,
         timeout: Timeouts | float | object | None = _DEFAULT,
+        wait_for_ready: bool | None = None,
     ) -> Response:
         """Send a request and read its whole response.
 
@@ -252,6 +274,9 @@ class Pool:
             timeout: Bound on the whole request, retries and backoff
                 included, in seconds (None: no bound), or ``Timeouts`` for
                 each phase too; defaults to the pool's ``timeout``.
+            wait_for_ready: When every endpoint is failing, wait for one
+                (True) or fail at once (False); None: the pool's
+                ``wait_for_ready``.
 
         Raises:
             RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
@@ -264,7 +289,9 @@ class Pool:
             ValueError: A timeout or the path is invalid (``TypeError`` for
                 a timeout that is not a number).
         """
-        return await self._send(method, path, headers, content, timeout, read_body=True)
+        return await self._send(
+            method, path, headers, content, timeout, wait_for_ready, read_body=True
+        )
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -275,6 +302,7 @@ class Pool:
         headers: HeadersIn | None = None,
         content: Content | None = None,
         timeout: Timeouts | float | object | None = _DEFAULT,
+        wait_for_ready: bool | None = None,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
 
@@ -283,7 +311,9 @@ class Pool:
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
-        response = await self._send(method, path, headers, content, timeout, read_body=False)
+        response = await self._send(
+            method, path, headers, content, timeout, wait_for_ready, read_body=False
+        )
         try:
             yield response
         finally:
@@ -309,6 +339,7 @@ class Pool:
         headers: HeadersIn | None,
         content: Content | None,
         timeout: object,
+        wait_for_ready: bool | None,
         *,
         read_body: bool,
     ) -> Response:
@@ -322,9 +353,12 @@ class Pool:
         if timeout is not _DEFAULT:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
+        request.wait_for_ready = wait_for_ready
         self._check_open()
         if self._maintenance.unresolved:
             await self._maintenance.ensure_endpoints()
+        if self._checker is not None:
+            self._checker.start()  # once: a pool used without start()
         total = timeouts.total
         if total is None:
             return await self._attempts.send(request, None, read_body=read_body)

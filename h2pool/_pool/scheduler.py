@@ -56,11 +56,17 @@ class Grant(NamedTuple):
 
 
 class _Waiter:
-    __slots__ = ("connect_timeout", "future")
+    __slots__ = ("connect_timeout", "future", "wait_for_ready")
 
-    def __init__(self, future: asyncio.Future[Grant], connect_timeout: float | None) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[Grant],
+        connect_timeout: float | None,
+        wait_for_ready: bool,
+    ) -> None:
         self.future = future
         self.connect_timeout = connect_timeout
+        self.wait_for_ready = wait_for_ready
 
 
 class Scheduler:
@@ -124,9 +130,16 @@ class Scheduler:
         return Grant(endpoint, channel, decision.stale)
 
     async def acquire(
-        self, target: str, connect_timeout: float | None, pool_timeout: float | None
+        self,
+        target: str,
+        connect_timeout: float | None,
+        pool_timeout: float | None,
+        wait_for_ready: bool | None = None,
     ) -> Grant:
         """Wait for a slot, oldest first; the slot is reserved when this returns.
+
+        ``wait_for_ready`` (None: the pool's) says whether to go on waiting
+        when every endpoint is failing.
 
         Raises:
             PoolOverloaded: ``max_pending`` requests are waiting already.
@@ -141,7 +154,11 @@ class Scheduler:
                 f"{target}: {len(self._waiters)} requests already wait for a connection"
                 " (max_pending)"
             )
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), connect_timeout)
+        waiter = _Waiter(
+            asyncio.get_running_loop().create_future(),
+            connect_timeout,
+            self._wait_for_ready if wait_for_ready is None else wait_for_ready,
+        )
         self._waiters.append(waiter)
         self.assign()
         timer = None
@@ -240,11 +257,11 @@ class Scheduler:
         self.assign()
 
     def _fail_fast(self) -> None:
-        """Fail the waiters with the last connection error where waiting is pointless.
+        """Fail waiters with the last connection error where waiting is pointless.
 
-        That is when every endpoint is failing (none ready or connecting) and
-        either ``wait_for_ready`` is off or every failure is a certificate
-        that failed verification (not transient).
+        That is when every endpoint is failing (none ready or connecting), for
+        the waiters whose ``wait_for_ready`` is off, or for all of them when
+        every failure is a certificate that failed verification (not transient).
         """
         in_play = [ep for ep in self.endpoints if not ep.closed]
         if not in_play or any(ep.ready() or ep.connecting for ep in in_play):
@@ -253,11 +270,18 @@ class Scheduler:
         if any(not isinstance(error, H2PoolError) for error in errors):
             return
         certificates = all(isinstance(error, CertificateVerifyError) for error in errors)
-        if self._wait_for_ready and not certificates:
-            return
         error = errors[-1]
         assert isinstance(error, H2PoolError)
-        self.fail_all(error)
+        if certificates:
+            self.fail_all(error)
+            return
+        staying = deque(waiter for waiter in self._waiters if waiter.wait_for_ready)
+        if len(staying) == len(self._waiters):
+            return
+        leaving, self._waiters = self._waiters, staying
+        for waiter in leaving:
+            if not waiter.wait_for_ready and not waiter.future.done():
+                waiter.future.set_exception(error)
 
     def fail_all(self, error: H2PoolError) -> None:
         """Fail every waiting request with ``error`` (each raises its own copy)."""

@@ -1,0 +1,1 @@
+"""gRPC over the pool; the public names are in h2pool.rpc."""

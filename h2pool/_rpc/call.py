@@ -1,0 +1,430 @@
+"""Calls of the gRPC client, shaped like grpc.aio's: what every call offers, and unary calls.
+
+A call starts as soon as it is made (as in grpc.aio) and ends exactly once,
+with a :class:`~.responses.Status`: from the server's trailers, from an
+answer that was not gRPC, from a failure of the pool, from its deadline, or
+from a cancellation. Attempts follow gRFC A6: calls the server never
+processed are retried by the pool itself (GOAWAY above the stream,
+REFUSED_STREAM, a connection that failed before the request left); a
+``retryPolicy`` of the service config retries statuses it names, until the
+response headers are committed to the caller (:func:`~.retry.decide_rpc_retry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from .._exceptions import H2PoolError, RequestTimeout
+from .._pool.pool import Pool
+from .._pool.response import Response
+from .._pool.timeouts import Timeouts
+from .compression import Codec, codec_named
+from .config import MethodRetry
+from .errors import RpcError
+from .framing import MessageDecoder, encode_message
+from .metadata import Metadata, decode_metadata, encode_timeout
+from .responses import Status, final_status, header_value, opening_status
+from .retry import RetryThrottle, decide_rpc_retry
+from .status import StatusCode, status_from_error
+
+__all__ = ["Call", "CallState", "DoneCallback", "Invocation", "UnaryUnaryCall"]
+
+logger = logging.getLogger("h2pool.rpc")
+
+#: What grpc.aio says of a call its application cancelled.
+CANCELLED_DETAILS = "Locally cancelled by application!"
+DEADLINE_DETAILS = "Deadline Exceeded"
+
+#: The pool's timeouts of an attempt without a deadline (made once: calls are many).
+UNBOUNDED = Timeouts(total=None)
+
+DoneCallback = Callable[["Call"], None]
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
+
+
+class CallState(enum.Enum):
+    """Where a call is."""
+
+    STARTING = "starting"  #: attempts run; no response headers yet
+    OPEN = "open"  #: response headers received: the call is committed (gRFC A6)
+    DONE = "done"  #: its status is known
+
+
+@dataclass(slots=True)
+class Invocation:
+    """Everything a call needs, decided by its multi-callable when it is made.
+
+    Attributes:
+        pool: The pool the call goes through.
+        method: ``"/package.Service/Method"``.
+        headers: Per-call header fields: metadata, ``grpc-encoding``.
+        deadline: Event-loop time by which the call must end, or None.
+        wait_for_ready: Wait for an endpoint when every one is failing.
+        codec: Compression of the request messages, or None.
+        max_send: Largest request message, or None.
+        max_receive: Largest response message, or None.
+        retry: The method's retry policy (service config), or None.
+        throttle: The channel's retry throttle, or None.
+        serializer: Request message to bytes (None: messages are bytes).
+        deserializer: Bytes to response message (None: messages are bytes).
+    """
+
+    pool: Pool
+    method: str
+    headers: list[tuple[bytes, bytes]]
+    deadline: float | None
+    wait_for_ready: bool
+    codec: Codec | None
+    max_send: int | None
+    max_receive: int | None
+    retry: MethodRetry | None
+    throttle: RetryThrottle | None
+    serializer: Serializer | None
+    deserializer: Deserializer | None
+
+    def serialize(self, message: Any) -> bytes:
+        """The request message as bytes, framed; errors become a status (nothing sent)."""
+        try:
+            data = message if self.serializer is None else self.serializer(message)
+        except Exception as exc:
+            raise RpcError(
+                StatusCode.INTERNAL, f"serializing the request failed: {exc!r}", method=self.method
+            ) from exc
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise RpcError(
+                StatusCode.INTERNAL,
+                f"a request message must serialize to bytes, not {type(data).__name__}",
+                method=self.method,
+            )
+        return encode_message(bytes(data), self.codec, self.max_send)
+
+    def deserialize(self, data: bytes) -> Any:
+        """A response message from its bytes."""
+        if self.deserializer is None:
+            return data
+        try:
+            return self.deserializer(data)
+        except Exception as exc:
+            raise RpcError(
+                StatusCode.INTERNAL,
+                f"deserializing the response failed: {exc!r}",
+                method=self.method,
+            ) from exc
+
+    def attempt_headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        """The call's header fields for an attempt starting at ``now``."""
+        if self.deadline is None:
+            return self.headers
+        return [(b"grpc-timeout", encode_timeout(self.deadline - now)), *self.headers]
+
+    def decoder(self, fields: list[tuple[str, str]]) -> MessageDecoder:
+        """A decoder of the response messages, in the encoding the server chose."""
+        encoding = header_value(fields, "grpc-encoding")
+        codec = codec_named(encoding) if encoding else None
+        return MessageDecoder(codec, self.max_receive)
+
+
+def error_status(error: H2PoolError) -> Status:
+    """How a call ends when the pool fails it."""
+    if isinstance(error, RpcError):
+        return Status(error.code(), error.details(), metadata=error.trailing_metadata())
+    if isinstance(error, RequestTimeout):
+        return Status(StatusCode.DEADLINE_EXCEEDED, DEADLINE_DETAILS)
+    return Status(status_from_error(error), str(error))
+
+
+class Call:
+    """What every call offers (grpc.aio's ``Call``): metadata, status, cancellation.
+
+    Not made directly: a multi-callable of :class:`~h2pool.rpc.Channel` makes
+    them. The response headers and the status are kept as they come; futures
+    are made only for those who wait for them (most callers never do).
+    """
+
+    def __init__(self, invocation: Invocation) -> None:
+        self._invocation = invocation
+        self._loop = asyncio.get_running_loop()
+        self._status: Status | None = None
+        self._headers: list[tuple[str, str]] | None = None
+        self._initial: Metadata | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._callbacks: list[DoneCallback] | None = None
+        self._cancelled = False
+        self._attempts = 0
+        self._never_processed = False
+        self.endpoint: str | None = None
+
+    # -- grpc.aio's RpcContext ---------------------------------------------
+
+    def cancelled(self) -> bool:
+        """Whether the call was cancelled by this side."""
+        return self._cancelled
+
+    def done(self) -> bool:
+        """Whether the call has ended (its status is known)."""
+        return self._status is not None
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (never below 0), or None without one."""
+        deadline = self._invocation.deadline
+        return None if deadline is None else max(0.0, deadline - self._loop.time())
+
+    def cancel(self) -> bool:
+        """Cancel the call (RST_STREAM CANCEL); False if it had already ended."""
+        if self._status is not None:
+            return False
+        self._cancelled = True
+        self._finish(Status(StatusCode.CANCELLED, CANCELLED_DETAILS))
+        self._abort()
+        return True
+
+    def add_done_callback(self, callback: DoneCallback) -> None:
+        """Call ``callback(call)`` when the call ends (at once if it has)."""
+        if self._status is not None:
+            callback(self)
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    # -- grpc.aio's Call ---------------------------------------------------
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()`` (checked whenever the call makes progress)."""
+        while not ready():
+            waiter = self._loop.create_future()
+            if self._waiters is None:
+                self._waiters = [waiter]
+            else:
+                self._waiters.append(waiter)
+            await waiter
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def initial_metadata(self) -> Metadata:
+        """The response headers' metadata (empty if the call ended without them)."""
+        await self._wait(lambda: self._headers is not None or self._status is not None)
+        if self._initial is None:
+            self._initial = decode_metadata(self._headers or ())
+        return self._initial
+
+    async def _ended(self) -> Status:
+        await self._wait(self.done)
+        assert self._status is not None
+        return self._status
+
+    async def trailing_metadata(self) -> Metadata:
+        """The trailers' metadata, once the call has ended."""
+        return (await self._ended()).trailing_metadata
+
+    async def code(self) -> StatusCode:
+        """The status code, once the call has ended."""
+        return (await self._ended()).code
+
+    async def details(self) -> str:
+        """The status details, once the call has ended."""
+        return (await self._ended()).details
+
+    async def wait_for_connection(self) -> None:
+        """Wait until the response headers arrived (or the call ended)."""
+        await self._wait(lambda: self._headers is not None or self._status is not None)
+
+    # -- progress and ending -------------------------------------------------
+
+    def _opened(self, headers: list[tuple[str, str]]) -> None:
+        """The response headers arrived."""
+        self._headers = headers
+        if self._waiters is not None:
+            self._wake()
+
+    def _finish(self, status: Status) -> None:
+        """End the call with ``status``, once; later endings are ignored."""
+        if self._status is not None:
+            return
+        self._status = status
+        if self._waiters is not None:
+            self._wake()
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("%s: a done callback raised", self._invocation.method)
+
+    def _abort(self) -> None:
+        """Stop whatever still runs for the call, after it ended early."""
+
+    def _error(self, status: Status) -> RpcError:
+        """The error a caller gets for a call that ended with ``status``."""
+        initial = None
+        if self._headers is not None:
+            initial = self._initial or decode_metadata(self._headers)
+        return RpcError(
+            status.code,
+            status.details,
+            method=self._invocation.method,
+            endpoint=self.endpoint,
+            initial_metadata=initial,
+            trailing_metadata=status.trailing_metadata,
+            debug=f"attempts: {self._attempts}",
+            never_processed=self._never_processed,
+        )
+
+    def _fail(self, status: Status) -> RpcError:
+        """End with ``status`` (unless ended already) and give the error to raise."""
+        self._finish(status)
+        assert self._status is not None
+        return self._error(self._status)
+
+    def _retry_delay(self, status: Status) -> float | None:
+        """Seconds before the next attempt of an uncommitted call that got ``status``."""
+        invocation = self._invocation
+        policy = invocation.retry
+        if policy is None:
+            return None
+        throttle = invocation.throttle
+        if throttle is not None:
+            if status.code in policy.retryable:
+                throttle.record_failure()
+            else:
+                throttle.record_success()
+        return decide_rpc_retry(
+            status.code,
+            committed=False,
+            attempts=self._attempts,
+            policy=policy,
+            throttle=throttle,
+            pushback=status.pushback,
+            now=self._loop.time(),
+            deadline=invocation.deadline,
+        )
+
+    def _remaining(self) -> float | None:
+        """Seconds left for an attempt; DEADLINE_EXCEEDED when none are (nothing sent)."""
+        deadline = self._invocation.deadline
+        if deadline is None:
+            return None
+        remaining = deadline - self._loop.time()
+        if remaining <= 0:
+            raise self._fail(Status(StatusCode.DEADLINE_EXCEEDED, DEADLINE_DETAILS))
+        return remaining
+
+    def _completed(
+        self, response: Response, content: bytes, *, unary: bool
+    ) -> tuple[list[bytes], Status]:
+        """The messages of a whole response body, and the trailers' OK status.
+
+        Raises:
+            RpcError: The status is not OK, a message broke a limit, or a
+                unary response did not carry exactly one message (the call
+                has ended).
+        """
+        status = final_status(response.trailers)
+        if status.code is not StatusCode.OK:
+            raise self._fail(status)
+        try:
+            decoder = self._invocation.decoder(response.headers)
+            messages = decoder.feed(content)
+            decoder.finish()
+        except RpcError as exc:
+            raise self._fail(error_status(exc)) from exc
+        if unary and len(messages) != 1:
+            raise self._fail(
+                Status(
+                    StatusCode.INTERNAL,
+                    f"a unary response must carry one message, not {len(messages)}",
+                    response.trailers,
+                )
+            )
+        return messages, status
+
+    def _deliver(self, message: bytes, status: Status | None) -> Any:
+        """``message`` deserialized; the call ends with ``status`` (if given) once it is."""
+        try:
+            result = self._invocation.deserialize(message)
+        except RpcError as exc:
+            raise self._fail(error_status(exc)) from exc
+        if status is not None:
+            self._finish(status)
+        return result
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "active"
+        return f"<{type(self).__name__} {self._invocation.method} {state}>"
+
+
+def _observe(task: asyncio.Task[Any]) -> None:
+    """Mark a call's outcome as seen: an unawaited failed call is no error of asyncio's."""
+    if not task.cancelled():
+        task.exception()
+
+
+class UnaryUnaryCall(Call):
+    """A call with one request and one response: ``response = await call``.
+
+    The fast path: one ``Pool.request()`` per attempt, the whole response at once.
+    """
+
+    def __init__(self, invocation: Invocation, request: Any) -> None:
+        super().__init__(invocation)
+        self._task = self._loop.create_task(self._run(request))
+        self._task.add_done_callback(_observe)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._task.__await__()
+
+    def _abort(self) -> None:
+        self._task.cancel()
+
+    async def _run(self, request: Any) -> Any:
+        try:
+            return await self._attempt_all(request)
+        except asyncio.CancelledError:
+            self._cancelled = True
+            self._finish(Status(StatusCode.CANCELLED, CANCELLED_DETAILS))
+            raise
+
+    async def _attempt_all(self, request: Any) -> Any:
+        invocation = self._invocation
+        try:
+            body = invocation.serialize(request)
+        except RpcError as exc:
+            raise self._fail(error_status(exc)) from None
+        pool = invocation.pool
+        while True:
+            timeout = self._remaining()
+            self._attempts += 1
+            try:
+                response = await pool.request(
+                    "POST",
+                    invocation.method,
+                    headers=invocation.attempt_headers(self._loop.time()),
+                    content=body,
+                    timeout=UNBOUNDED if timeout is None else timeout,
+                    wait_for_ready=invocation.wait_for_ready,
+                )
+            except H2PoolError as exc:
+                self._never_processed = exc.never_processed
+                status = error_status(exc)
+            else:
+                self.endpoint = response.endpoint
+                opened = opening_status(response.status_code, response.headers)
+                if opened is None:
+                    self._opened(response.headers)
+                    (message,), status = self._completed(response, response.content, unary=True)
+                    return self._deliver(message, status)
+                status = opened
+            delay = self._retry_delay(status)
+            if delay is None:
+                raise self._fail(status)
+            await asyncio.sleep(delay)

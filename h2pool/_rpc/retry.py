@@ -1,0 +1,111 @@
+"""Retries of calls that got a retryable status (gRFC A6), as pure decisions.
+
+These are the retries a service config asks for, of calls the server
+answered. Calls the server never processed (GOAWAY, REFUSED_STREAM) are the
+pool's transparent retries, and are not decided here.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .config import MethodRetry, Throttling
+from .status import StatusCode
+
+__all__ = ["RetryThrottle", "decide_rpc_retry"]
+
+_RNG = random.Random()
+
+
+class RetryThrottle:
+    """A channel's retry throttle: a token bucket that retryable failures drain (gRFC A6).
+
+    Retries stop while ``tokens`` is at or below half of ``max_tokens``, so
+    a failing server does not get every call several times over.
+    """
+
+    __slots__ = ("_max_tokens", "_token_ratio", "tokens")
+
+    def __init__(self, throttling: Throttling) -> None:
+        self._max_tokens = throttling.max_tokens
+        self._token_ratio = throttling.token_ratio
+        self.tokens: float = throttling.max_tokens
+        """The tokens left, between 0 and ``max_tokens``."""
+
+    def record_failure(self) -> None:
+        """A response whose status is one of the policy's retryable codes: one token less."""
+        self.tokens = max(0.0, self.tokens - 1)
+
+    def record_success(self) -> None:
+        """Any other completed response: ``token_ratio`` tokens back."""
+        self.tokens = min(self._max_tokens, self.tokens + self._token_ratio)
+
+    @property
+    def allows_retry(self) -> bool:
+        """Whether retries may happen: more than half the tokens are left."""
+        return self.tokens > self._max_tokens / 2
+
+
+def parse_pushback(value: str) -> float | None:
+    """The delay of a ``grpc-retry-pushback-ms`` value, in seconds; None means do not retry.
+
+    A6: a non-negative integer of milliseconds; anything else (negative,
+    malformed) is the server asking the client not to retry.
+    """
+    if value.isascii() and value.isdigit():
+        return int(value) / 1000
+    return None
+
+
+def decide_rpc_retry(
+    code: StatusCode,
+    *,
+    committed: bool,
+    attempts: int,
+    policy: MethodRetry | None,
+    throttle: RetryThrottle | None,
+    pushback: str | None,
+    now: float,
+    deadline: float | None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """The delay before the next attempt of a call, or None when it must not be retried.
+
+    Record the response in the throttle first (``record_failure`` for a
+    retryable status, as A6 counts it before deciding); this only reads it.
+
+    Args:
+        code: The status of the attempt that just ended.
+        committed: Whether response headers or messages were already given to
+            the caller: a committed call is never retried (A6).
+        attempts: The attempts made so far, the one that just ended included.
+        policy: The method's retry policy, if any.
+        throttle: The channel's retry throttle, if any.
+        pushback: The ``grpc-retry-pushback-ms`` trailer, if any: a valid
+            value is the delay to use, an invalid or negative one says stop.
+        now: The current time, on the clock of ``deadline``.
+        deadline: When the call must end, or None.
+        rng: The source of the backoff's jitter (tests pass a seeded one).
+
+    Returns:
+        Seconds to wait, or None.
+    """
+    if (
+        policy is None
+        or committed
+        or code not in policy.retryable
+        or attempts >= policy.max_attempts
+        or (throttle is not None and not throttle.allows_retry)
+    ):
+        return None
+    if pushback is not None:
+        delay = parse_pushback(pushback)
+        if delay is None:
+            return None
+    else:
+        # A6: the n-th retry waits random(0, min(initial * multiplier**(n-1), max)).
+        bound = policy.initial_backoff * policy.backoff_multiplier ** (attempts - 1)
+        delay = (rng or _RNG).uniform(0, min(bound, policy.max_backoff))
+    if deadline is not None and now + delay >= deadline:
+        return None
+    return delay
