@@ -70,8 +70,7 @@ _GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}
 async def rpc_client(port: int) -> AsyncIterator[Get]:
     """h2pool.rpc as a grpc.aio user writes it: a channel, a multi-callable, bytes messages."""
     try:
-        # Absent until the rpc module is merged; the ignore then covers nothing.
-        import h2pool.rpc  # type: ignore[import-not-found,unused-ignore]
+        import h2pool.rpc
     except ImportError as exc:
         raise RuntimeError(f"h2pool.rpc not available: {exc}") from exc
     # An editable install of another checkout supplies the submodules this one lacks: its
