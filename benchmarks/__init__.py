@@ -8,8 +8,9 @@ into the output directory. Figures are ratios between clients measured in the sa
 absolute numbers drift with the machine and its load.
 
 Modules: one per benchmark (``small_gets``, ``latency``, ``transfer``, ``server_load``,
-``memory``), the clients (``plain``, ``clients``), the load generators (``load``), the peers
-(``peers``, with the ``h2pool_server`` and ``memory_probe`` subprocess programs), the results
+``memory``, ``rpc``), the clients (``plain``, ``clients``, and the gRPC clients in the
+``rpc_client`` subprocess program), the load generators (``load``), the peers (``peers``,
+with the ``h2pool_server`` and ``memory_probe`` subprocess programs), the results
 model and its rendering (``results``, ``plots``), the sizes (``sizes``) and the driver
 (``suite``).
 """

@@ -187,7 +187,7 @@ class Results:
         ]
         if self.targets:
             parts.append(
-                "### Targets (issue 7)\n\n"
+                "### Targets (issues 7 and 8)\n\n"
                 + "| goal | measured | target | met |\n| --- | --- | --- | --- |\n"
                 + "\n".join(target.markdown_row() for target in self.targets)
                 + "\n"
@@ -260,7 +260,7 @@ def machine(nginx: str) -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "Python": platform.python_version(),
         **{name: _package(name) for name in ("h2pool", "h2", "httpx", "aiohttp", "uvloop")},
-        "hypercorn": _package("hypercorn"),
+        **{name: _package(name) for name in ("hypercorn", "grpcio", "grpclib")},
         "nghttpd": _version(["nghttpd", "--version"]).removeprefix("nghttpd "),
         "nginx": _version([nginx, "-v"]).removeprefix("nginx version: "),
         # Other work on the machine is the main source of noise: say how much there was.

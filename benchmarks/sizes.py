@@ -28,7 +28,8 @@ class Size:
         concurrencies: Concurrency levels of the small-GET benchmark (must include 100, the
             level of the ratio table and of the uvloop comparison).
         gets: Bounds on each client's small-GET run at each concurrency.
-        rounds: Runs of each small-GET client per level; the best one counts.
+        rounds: Runs of each small-GET client per level, and of each gRPC client; the best one
+            counts.
         latency_rate: Offered load of the latency benchmark, requests per second.
         latency_seconds: Length of the latency schedule.
         download_files: Files downloaded one after the other, per client.
@@ -38,6 +39,7 @@ class Size:
         h2load_requests: Requests per h2load run against each server.
         idle_connections: Idle client connections held by the memory probe.
         open_streams: Streams held open by the memory probe.
+        rpc_calls: Bounds on each gRPC client's run of unary calls.
     """
 
     concurrencies: tuple[int, ...]
@@ -52,6 +54,7 @@ class Size:
     h2load_requests: int
     idle_connections: int
     open_streams: int
+    rpc_calls: Budget
 
 
 SIZES = {
@@ -69,6 +72,7 @@ SIZES = {
         h2load_requests=4_000,
         idle_connections=1_000,
         open_streams=200,
+        rpc_calls=Budget(requests=2_000, seconds=0.5),
     ),
     # A few minutes: a quick check of a change.
     "small": Size(
@@ -84,6 +88,7 @@ SIZES = {
         h2load_requests=50_000,
         idle_connections=1_000,
         open_streams=1_000,
+        rpc_calls=Budget(requests=20_000, seconds=3.0),
     ),
     # The figures in docs/performance.md.
     "full": Size(
@@ -99,6 +104,7 @@ SIZES = {
         h2load_requests=100_000,
         idle_connections=1_000,
         open_streams=1_000,
+        rpc_calls=Budget(requests=50_000, seconds=6.0),
     ),
 }
 """The sizes offered by ``--size``."""

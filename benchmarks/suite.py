@@ -18,6 +18,7 @@ from .memory import run_memory
 from .peers import BenchNginx, h2pool_server, write_docroot
 from .plots import plot
 from .results import Results, Table, Target, machine, ratio
+from .rpc import rpc_targets, run_rpc
 from .server_load import H2POOL, run_server
 from .sizes import SIZES, Size
 from .small_gets import run_small_gets, run_uvloop
@@ -26,7 +27,7 @@ from .transfer import POOL as TRANSFER_POOL
 
 __all__ = ["BENCHMARKS", "run_suite", "targets"]
 
-BENCHMARKS = ("small_gets", "latency", "download", "upload", "server", "memory", "uvloop")
+BENCHMARKS = ("small_gets", "latency", "download", "upload", "server", "memory", "uvloop", "rpc")
 """The benchmarks, in the order they run (names for ``--only``)."""
 
 # The benchmarks that GET from nghttpd (and nginx).
@@ -40,8 +41,10 @@ def _nginx_path() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _run_one(key: str, size: Size, origins: Origins | None, results: Results) -> None:
-    """Run benchmark ``key``."""
+def _run_one(
+    key: str, size: Size, origins: Origins | None, scratch: Path, results: Results
+) -> None:
+    """Run benchmark ``key``; ``scratch`` is an empty directory it may use."""
     steps: dict[str, Callable[[Origins], None]] = {
         "small_gets": lambda o: run_small_gets(o, size, results),
         "latency": lambda o: run_latency(o, size, results),
@@ -59,6 +62,8 @@ def _run_one(key: str, size: Size, origins: Origins | None, results: Results) ->
         run_server(size, results)
     elif key == "memory":
         run_memory(size, results)
+    elif key == "rpc":
+        run_rpc(scratch, size, results)
     else:
         raise ValueError(f"unknown benchmark {key!r}")
 
@@ -77,7 +82,8 @@ def run_suite(size_name: str, only: Sequence[str], out: Path) -> Results:
         tempfile.TemporaryDirectory(prefix="h2pool-bench-") as tmp,
         contextlib.ExitStack() as peers,
     ):
-        docroot = Path(tmp)
+        docroot = Path(tmp) / "docroot"
+        docroot.mkdir()
         origins: Origins | None = None
         if _ON_ORIGINS.intersection(selected):
             write_docroot(docroot, size.download_mib if "download" in selected else 1)
@@ -88,7 +94,9 @@ def run_suite(size_name: str, only: Sequence[str], out: Path) -> Results:
         for key in selected:
             print(f"[{time.perf_counter() - started:5.1f} s] {key}", file=sys.stderr, flush=True)
             try:
-                _run_one(key, size, origins, results)
+                scratch = Path(tmp) / key
+                scratch.mkdir()
+                _run_one(key, size, origins, scratch, results)
             except Exception as exc:
                 failed = Table(key=key, title=f"{key}: failed", columns=["value"])
                 failed.fail(key, exc)
@@ -111,7 +119,7 @@ def _start_nginx(peers: contextlib.ExitStack, docroot: Path) -> int:
 
 
 def targets(results: Results) -> list[Target]:
-    """The issue's speed and memory goals, with what this run measured."""
+    """The issues' speed and memory goals (7, then 8), with what this run measured."""
     found: list[Target] = []
     gets = results.table("small_gets")
     if gets is not None:
@@ -156,4 +164,7 @@ def targets(results: Results) -> list[Target]:
                 "RSS of 1,000 idle client connections", measured, 50.0, at_least=False, unit=" MiB"
             )
         )
+    rpc = results.table("rpc")
+    if rpc is not None:
+        found += rpc_targets(rpc)
     return found

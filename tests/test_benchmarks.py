@@ -23,19 +23,23 @@ from benchmarks.load import OpenLoopResult, due, open_loop, percentile, summariz
 from benchmarks.plain import CallbackGets, connect, get_headers
 from benchmarks.plots import PLOTS
 from benchmarks.results import Table, Target
+from benchmarks.rpc import grpc_responder, measure_calls
+from benchmarks.rpc_client import CLIENTS, GRPCLIB, REPLY, RPC, grpc_aio_client, grpclib_client
 from benchmarks.server_load import h2load_rate
+from benchmarks.sizes import Budget
 from benchmarks.small_gets import NAMES
-from tests.peers import INDEX_HTML, Nghttpd
+from tests.peers import INDEX_HTML, Nghttpd, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # --- the whole suite -----------------------------------------------------------------------------
 
 
-def _run_suite(size: str, out: Path, timeout: float) -> dict[str, Any]:
-    """Run ``python -m benchmarks`` in a subprocess and return its JSON results."""
+def _run_suite(size: str, out: Path, timeout: float, *only: str) -> dict[str, Any]:
+    """Run ``python -m benchmarks`` (``--only`` the names given) and return its JSON results."""
+    selection = ["--only", *only] if only else []
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--size", size, "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--size", size, "--out", str(out), *selection],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -78,11 +82,39 @@ def _check_complete(results: dict[str, Any], out: Path) -> None:
     assert all(row["error"] is None and len(row["values"]) >= 1 for row in curve.values())
     # uvloop is optional (and h2pool may fail on it): every client has a row, measured or not.
     assert list(_rows(results, "uvloop")) == list(NAMES)
-    assert len(results["targets"]) == 8
-    assert all(target["measured"] is not None for target in results["targets"])
+    assert len(results["targets"]) == 11
+    assert all(target["measured"] is not None for target in results["targets"][:8])
+    _check_rpc(results, results["targets"][8:])
     assert (out / "results.md").read_text().startswith("## h2pool benchmarks")
     for name in PLOTS.values():
         assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+
+
+# Whether this checkout has h2pool.rpc yet: until it does, its row must say so, and only its
+# row (a module of the same name elsewhere, as an editable install of another checkout
+# provides, does not count).
+RPC_AVAILABLE = any((REPO_ROOT / "h2pool" / name).exists() for name in ("rpc.py", "rpc"))
+
+
+def _check_rpc(results: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    """Every gRPC client has its figure and ratio to grpc.aio; issue 8's targets are there."""
+    rows = _rows(results, "rpc")
+    assert list(rows) == list(CLIENTS)
+    for name, row in rows.items():
+        if name == RPC and not RPC_AVAILABLE:
+            assert "h2pool.rpc not available" in row["error"]
+            continue
+        assert row["error"] is None, (name, row["error"])
+        assert list(row["values"]) == ["calls/s", "CPU cores", "CPU µs/call"], name
+        assert all(value > 0 for value in row["values"].values()), name
+        assert row["ratio"] > 0, name
+    assert [target["goal"].split(",")[0].split(" (")[0] for target in targets] == [
+        "h2pool.rpc / grpclib",
+        "h2pool.rpc / grpc.aio",
+        "h2pool.rpc / grpc.aio",
+    ]
+    assert [target["bound"] for target in targets] == [1.5, 0.5, 1.0]
+    assert all((target["measured"] is not None) is RPC_AVAILABLE for target in targets)
 
 
 @pytest.mark.peer
@@ -96,6 +128,36 @@ def test_tiny_suite_produces_every_row_and_plot(tmp_path: Path) -> None:
 @pytest.mark.timeout(1200)
 def test_small_suite_produces_every_row_and_plot(tmp_path: Path) -> None:
     _check_complete(_run_suite("small", tmp_path, timeout=1100), tmp_path)
+
+
+@pytest.mark.peer
+@pytest.mark.timeout(60)
+def test_rpc_benchmark_runs_alone_with_every_client_and_target(tmp_path: Path) -> None:
+    results = _run_suite("tiny", tmp_path, 50, "rpc")
+    assert [table["key"] for table in results["tables"]] == ["rpc"]
+    assert len(results["targets"]) == 3
+    _check_rpc(results, results["targets"])
+    text = (tmp_path / "results.md").read_text()
+    assert "| h2pool.rpc / grpc.aio (goal: match it) |" in text
+
+
+# --- the gRPC responder and clients ------------------------------------------------------------
+
+
+@pytest.mark.peer
+async def test_grpc_responder_answers_grpc_aio_and_grpclib(tmp_path: Path) -> None:
+    # nghttpd must pass for a gRPC server with both reference clients, or their figures lie.
+    with grpc_responder(tmp_path) as port:
+        for client in (grpc_aio_client, grpclib_client):
+            async with asyncio.timeout(10), client(port) as call:
+                assert await call() == REPLY
+
+
+@pytest.mark.peer
+def test_a_failing_client_reports_its_reason() -> None:
+    # grpclib fails at once on a refused connection (the pool would wait for the port).
+    with pytest.raises(RuntimeError, match=r"^ConnectionRefusedError: .*Connect call failed"):
+        measure_calls(GRPCLIB, free_port(), Budget(requests=10, seconds=0.1))
 
 
 # --- the callback client -------------------------------------------------------------------------
