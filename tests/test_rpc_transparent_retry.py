@@ -23,7 +23,9 @@ from h2.errors import ErrorCodes
 import h2pool
 from h2pool import rpc
 from h2pool._rpc.outbox import REPLAY_LIMIT
+from tests.faultproxy import FaultProxy
 from tests.servers import Server
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
@@ -33,6 +35,19 @@ class Fault(enum.Enum):
 
     GOAWAY = "goaway"  #: GOAWAY(NO_ERROR) with a last_stream_id below the stream
     REFUSE = "refuse"  #: RST_STREAM(REFUSED_STREAM)
+    #: What grpcio's stop(grace) does to a call that reaches it once stopping: GOAWAY
+    #: (2^31-1), then a Trailers-Only CANCELLED and RST_STREAM(NO_ERROR), the call not run.
+    STOP = "stop"
+    CANCEL = "cancel"  #: the same answer without GOAWAY: a call the server cancelled
+
+
+NEVER_PROCESSED = [Fault.GOAWAY, Fault.REFUSE, Fault.STOP]
+CANCELLED = [
+    (":status", "200"),
+    ("content-type", "application/grpc"),
+    ("grpc-status", "1"),
+    ("grpc-message", "CANCELLED"),
+]
 
 
 def frame(payload: bytes) -> bytes:
@@ -73,8 +88,13 @@ class GrpcResponder:
             self.refused.append(stream_id)
             if fault is Fault.GOAWAY:
                 proto.send_goaway(last_stream_id=stream_id - 2)
-            else:
+            elif fault is Fault.REFUSE:
                 proto.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            else:
+                if fault is Fault.STOP:
+                    proto.send_goaway(last_stream_id=2**31 - 1)
+                await proto.start_response(stream_id, CANCELLED, end_stream=True)
+                proto.reset_stream(stream_id, ErrorCodes.NO_ERROR)
             self.faulted.set()
             return
         body = await proto.read_stream(stream_id, -1)
@@ -142,7 +162,7 @@ def expected(kind: str) -> list[bytes]:
     return MESSAGES
 
 
-@pytest.mark.parametrize("fault", list(Fault))
+@pytest.mark.parametrize("fault", NEVER_PROCESSED)
 @pytest.mark.parametrize("kind", KINDS)
 async def test_refused_call_is_sent_again(
     responder: tuple[GrpcResponder, Server], kind: str, fault: Fault
@@ -159,7 +179,41 @@ async def test_refused_call_is_sent_again(
     assert unframe(body) == request
 
 
-@pytest.mark.parametrize("fault", list(Fault))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_call_the_server_cancelled_is_not_sent_again(
+    responder: tuple[GrpcResponder, Server], kind: str
+) -> None:
+    # Trailers-Only CANCELLED on a connection that is not draining: the server may have run
+    # the call (its application cancelled it), so it is the caller's status.
+    state, server = responder
+    state.faults.append(Fault.CANCEL)
+    async with channel_to(server) as channel:
+        with pytest.raises(rpc.RpcError) as caught:
+            await run_kind(channel, kind, state.faulted)
+    assert caught.value.code() is rpc.StatusCode.CANCELLED
+    assert not caught.value.never_processed
+    assert state.bodies == []
+    assert len(state.refused) == 1
+
+
+async def test_a_stopping_server_cancelling_the_call_again_ends_it(
+    responder: tuple[GrpcResponder, Server],
+) -> None:
+    # One transparent retry (as for a refused stream, gRFC A6): a second stopping replica
+    # answering the same way ends the call: UNAVAILABLE (this side cancelled nothing), never
+    # processed.
+    state, server = responder
+    state.faults.extend([Fault.STOP, Fault.STOP])
+    async with channel_to(server) as channel:
+        with pytest.raises(rpc.RpcError) as caught:
+            await channel.unary_unary("/t.S/Unary")(b"x", timeout=5)
+    assert caught.value.code() is rpc.StatusCode.UNAVAILABLE
+    assert "stopping" in caught.value.details()
+    assert caught.value.never_processed
+    assert len(state.refused) == 2
+
+
+@pytest.mark.parametrize("fault", NEVER_PROCESSED)
 @pytest.mark.parametrize("kind", ["stream_unary", "stream_stream"])
 async def test_call_past_its_replay_buffer_is_not_sent_again(
     responder: tuple[GrpcResponder, Server], kind: str, fault: Fault
@@ -169,11 +223,15 @@ async def test_call_past_its_replay_buffer_is_not_sent_again(
     big = b"x" * (REPLAY_LIMIT + 1)  # more than the call keeps for a replay
     async with channel_to(server) as channel:
         call = getattr(channel, kind)("/t.S/Bidi")(timeout=5)
-        with pytest.raises(rpc.RpcError) as caught:
+
+        async def send_and_read() -> None:
             await call.write(big)
             await state.faulted.wait()
             await call.done_writing()
-            await call.read() if kind == "stream_stream" else await call
+            await (call.read() if kind == "stream_stream" else call)
+
+        with pytest.raises(rpc.RpcError) as caught:
+            await send_and_read()
         assert await call.code() is rpc.StatusCode.UNAVAILABLE
     error = caught.value
     assert error.code() is rpc.StatusCode.UNAVAILABLE
@@ -181,3 +239,35 @@ async def test_call_past_its_replay_buffer_is_not_sent_again(
     assert "(never processed)" in str(error)
     assert state.bodies == []  # not sent again
     assert len(state.refused) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_call_routed_to_a_connection_found_dead_goes_elsewhere(kind: str) -> None:
+    # Two replicas; one goes silent (blackholed) while the pool's connections are idle, so
+    # they count as stale: a call routed there waits for the PING before sending anything,
+    # the connection is declared dead, and the call goes to the other replica.
+    silent, other = GrpcResponder(), GrpcResponder()
+    functional_timeout = 0.2
+    async with (
+        Server(silent.handle) as silent_server,
+        Server(other.handle) as other_server,
+        FaultProxy(silent_server.port) as proxy,
+        rpc.Channel(
+            "http://grpc.test",
+            endpoints=[proxy.address, f"127.0.0.1:{other_server.port}"],
+            functional_timeout=functional_timeout,
+        ) as channel,
+    ):
+        await channel.channel_ready()
+        await eventually(lambda: all(ep.connections for ep in channel.pool.stats().endpoints))
+        await asyncio.sleep(functional_timeout * 1.5)  # idle: both connections stale
+        proxy.blackhole()
+        never = asyncio.Event()  # no fault planned: the streams write all at once
+        never.set()
+        replies = await asyncio.gather(*(run_kind(channel, kind, never) for _ in range(4)))
+        stats = {ep.address: ep for ep in channel.pool.stats().endpoints}
+    assert replies == [expected(kind)] * 4
+    assert silent.bodies == []
+    assert len(other.bodies) == 4
+    # The silent replica's connection was pinged by a call routed to it, and found dead.
+    assert "dead" in (stats[proxy.address].last_error or ""), stats[proxy.address]

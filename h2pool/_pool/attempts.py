@@ -82,6 +82,7 @@ class Attempts:
                         fetched.http_version,
                         content=fetched.content,
                         trailers=fetched.trailers,
+                        draining=not channel.accepting_streams,
                     )
                 else:  # stream(): the body's reads carry the deadline themselves
                     try:
@@ -92,7 +93,12 @@ class Attempts:
                         raise
                     body = Body(reply.body, deadline=deadline, on_close=self._release)
                     response = Response(
-                        reply.status, reply.headers, address, body, reply.http_version
+                        reply.status,
+                        reply.headers,
+                        address,
+                        body,
+                        reply.http_version,
+                        draining=not channel.accepting_streams,
                     )
             except H2PoolError as exc:
                 request.last_error = exc

@@ -155,8 +155,13 @@ class _StreamingCall(Call):
                 if opened is None:
                     self._committed(exchange, response)
                     return
-                status = opened
                 await exchange.__aexit__(None, None, None)
+                judged = self._judged(
+                    opened, response, replayable=outbox is None or outbox.rewindable
+                )
+                if judged is None:
+                    continue
+                status = judged
             delay = self._retry_delay(status)
             if delay is None or (outbox is not None and not outbox.rewindable):
                 self._finish(status)
