@@ -60,6 +60,7 @@ class Attempts:
         policy = self._retry
         scheduler = self._scheduler
         while True:
+            address: str | None = None
             try:
                 grant = scheduler.try_acquire(request.timeouts.connect)
                 if grant is None or grant.stale:
@@ -101,6 +102,8 @@ class Attempts:
                         draining=not channel.accepting_streams,
                     )
             except H2PoolError as exc:
+                if address is not None and exc.endpoint is None:
+                    exc.endpoint = address  # the attempt's own copy (in_context)
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
                 retry_after = None

@@ -444,6 +444,7 @@ class UnaryUnaryCall(Call):
                 )
             except H2PoolError as exc:
                 self._never_processed = exc.never_processed
+                self.endpoint = exc.endpoint
                 status = error_status(exc)
             else:
                 self.endpoint = response.endpoint

@@ -148,6 +148,7 @@ class _StreamingCall(Call):
                 response = await exchange.__aenter__()
             except H2PoolError as exc:
                 self._never_processed = exc.never_processed
+                self.endpoint = exc.endpoint
                 status = error_status(exc)
             else:
                 self.endpoint = response.endpoint
