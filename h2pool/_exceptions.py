@@ -47,9 +47,12 @@ class H2PoolError(Exception):
         never_processed: True when the peer provably did not process the
             request (GOAWAY above last_stream_id, REFUSED_STREAM, or the
             request never left this process): retrying it is always safe.
+        endpoint: The ``"host:port"`` of the endpoint whose connection the
+            request failed on, if it got that far (set by the pool).
     """
 
     never_processed: bool = False
+    endpoint: str | None = None
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ class Attempts:
         policy = self._retry
         scheduler = self._scheduler
         while True:
+            address: str | None = None
             try:
                 grant = scheduler.try_acquire(request.timeouts.connect)
                 if grant is None or grant.stale:
@@ -82,6 +83,7 @@ class Attempts:
                         fetched.http_version,
                         content=fetched.content,
                         trailers=fetched.trailers,
+                        draining=not channel.accepting_streams,
                     )
                 else:  # stream(): the body's reads carry the deadline themselves
                     try:
@@ -92,9 +94,16 @@ class Attempts:
                         raise
                     body = Body(reply.body, deadline=deadline, on_close=self._release)
                     response = Response(
-                        reply.status, reply.headers, address, body, reply.http_version
+                        reply.status,
+                        reply.headers,
+                        address,
+                        body,
+                        reply.http_version,
+                        draining=not channel.accepting_streams,
                     )
             except H2PoolError as exc:
+                if address is not None and exc.endpoint is None:
+                    exc.endpoint = address  # the attempt's own copy (in_context)
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
                 retry_after = None

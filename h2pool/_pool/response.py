@@ -74,6 +74,9 @@ class Response:
         trailers: Trailer fields, available once the body was read.
         http_version: ``"HTTP/2"``, or ``"HTTP/1.1"`` from an HTTP/1.1 endpoint.
         endpoint: The ``"host:port"`` of the endpoint that served it.
+        draining: Whether its connection was draining (GOAWAY received, or
+            closing) when the response headers arrived: the server is
+            shutting that connection down.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Response:
         *,
         content: bytes = b"",
         trailers: HeaderList | None = None,
+        draining: bool = False,
     ) -> None:
         self.status_code = status_code
         self.headers = headers
@@ -94,6 +98,7 @@ class Response:
         self._body = body
         self._content: bytes | None = None if body is not None else content
         self._trailers = trailers
+        self.draining = draining
 
     @property
     def trailers(self) -> HeaderList:

@@ -29,7 +29,7 @@ from .errors import RpcError
 from .framing import MessageDecoder, encode_message
 from .metadata import Metadata, decode_metadata, encode_timeout
 from .responses import Status, final_status, header_value, opening_status
-from .retry import RetryThrottle, decide_rpc_retry
+from .retry import RetryThrottle, decide_rpc_retry, refused_by_stopping_server
 from .status import StatusCode, status_from_error
 
 __all__ = ["Call", "CallState", "DoneCallback", "Invocation", "UnaryUnaryCall"]
@@ -158,6 +158,7 @@ class Call:
         self._cancelled = False
         self._attempts = 0
         self._never_processed = False
+        self._stop_retried = False
         self.endpoint: str | None = None
 
     # -- grpc.aio's RpcContext ---------------------------------------------
@@ -309,6 +310,34 @@ class Call:
             deadline=invocation.deadline,
         )
 
+    def _judged(self, status: Status, response: Response, *, replayable: bool) -> Status | None:
+        """The status of an answer that opened no gRPC response; None: send the call again now.
+
+        A stopping server's CANCELLED for a call it never ran
+        (:func:`~.retry.refused_by_stopping_server`) gets one transparent
+        retry if the request can be sent again; otherwise the call ends with
+        UNAVAILABLE, never processed (this side cancelled nothing).
+        """
+        self._never_processed = False
+        if self._cancelled or not refused_by_stopping_server(
+            status.code, draining=response.draining
+        ):
+            return status
+        self._never_processed = True
+        if replayable and not self._stop_retried:
+            self._stop_retried = True
+            logger.info(
+                "%s: sent again: %s was stopping and never ran it",
+                self._invocation.method,
+                response.endpoint,
+            )
+            return None
+        return Status(
+            StatusCode.UNAVAILABLE,
+            f"the server was stopping and never ran the call ({status.details or 'CANCELLED'})",
+            metadata=status.trailing_metadata,
+        )
+
     def _remaining(self) -> float | None:
         """Seconds left for an attempt; DEADLINE_EXCEEDED when none are (nothing sent)."""
         deadline = self._invocation.deadline
@@ -415,6 +444,7 @@ class UnaryUnaryCall(Call):
                 )
             except H2PoolError as exc:
                 self._never_processed = exc.never_processed
+                self.endpoint = exc.endpoint
                 status = error_status(exc)
             else:
                 self.endpoint = response.endpoint
@@ -423,7 +453,10 @@ class UnaryUnaryCall(Call):
                     self._opened(response.headers)
                     (message,), status = self._completed(response, response.content, unary=True)
                     return self._deliver(message, status)
-                status = opened
+                judged = self._judged(opened, response, replayable=True)
+                if judged is None:
+                    continue
+                status = judged
             delay = self._retry_delay(status)
             if delay is None:
                 raise self._fail(status)

@@ -57,10 +57,13 @@ class RpcError(H2PoolError):
         if endpoint is not None:
             where = f"{where} to {endpoint}" if where else endpoint
         message = f"{where}: {code.name}: {details}" if where else f"{code.name}: {details}"
+        suffix = ""
         if never_processed:
-            message += " (never processed)"
+            suffix = " (never processed)"
         elif code in _INTERRUPTED:
-            message += " (may have been processed)"
+            suffix = " (may have been processed)"
+        if not message.endswith(suffix):  # a pool error's details may say it already
+            message += suffix
         super().__init__(message, never_processed=never_processed)
         self.method = method
         self.endpoint = endpoint

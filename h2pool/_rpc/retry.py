@@ -12,7 +12,7 @@ import random
 from .config import MethodRetry, Throttling
 from .status import StatusCode
 
-__all__ = ["RetryThrottle", "decide_rpc_retry"]
+__all__ = ["RetryThrottle", "decide_rpc_retry", "refused_by_stopping_server"]
 
 _RNG = random.Random()
 
@@ -109,3 +109,22 @@ def decide_rpc_retry(
     if deadline is not None and now + delay >= deadline:
         return None
     return delay
+
+
+def refused_by_stopping_server(code: StatusCode, *, draining: bool) -> bool:
+    """Whether a status says a stopping server never ran the call: sent again transparently.
+
+    grpcio's graceful stop (``server.stop(grace)``) sends GOAWAY with last_stream_id
+    2^31-1, then GOAWAY with the real last id; the calls that reached it after the stop
+    began (in flight as the first GOAWAY left, or opened between the two) are not run,
+    yet are not refused either: each gets a Trailers-Only CANCELLED, below the last id.
+    A call this client did not cancel, answered CANCELLED before any response headers
+    by a server draining the connection, is such a call: the server never processed it,
+    and it gets one transparent retry, as a call refused by GOAWAY does (gRFC A6).
+
+    Args:
+        code: The status of a Trailers-Only response (no response headers
+            before it: the call was not committed).
+        draining: Whether the connection was draining when it arrived.
+    """
+    return draining and code is StatusCode.CANCELLED

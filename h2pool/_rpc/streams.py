@@ -148,6 +148,7 @@ class _StreamingCall(Call):
                 response = await exchange.__aenter__()
             except H2PoolError as exc:
                 self._never_processed = exc.never_processed
+                self.endpoint = exc.endpoint
                 status = error_status(exc)
             else:
                 self.endpoint = response.endpoint
@@ -155,8 +156,13 @@ class _StreamingCall(Call):
                 if opened is None:
                     self._committed(exchange, response)
                     return
-                status = opened
                 await exchange.__aexit__(None, None, None)
+                judged = self._judged(
+                    opened, response, replayable=outbox is None or outbox.rewindable
+                )
+                if judged is None:
+                    continue
+                status = judged
             delay = self._retry_delay(status)
             if delay is None or (outbox is not None and not outbox.rewindable):
                 self._finish(status)
