@@ -152,6 +152,14 @@ async def test_fail_first_calls_of_an_id(grpc_server: GrpcTestServer) -> None:
     assert parse_plan(metadata).fail_first == 2
 
 
+async def test_pushback_trailer(grpc_server: GrpcTestServer) -> None:
+    metadata = (("x-status", "UNAVAILABLE"), ("x-pushback-ms", "-1"))
+    async with grpc.aio.insecure_channel(grpc_server.target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _multicallable(channel, Rpc.UNARY)(b"x", metadata=metadata)
+    assert ("grpc-retry-pushback-ms", "-1") in tuple(caught.value.trailing_metadata())
+
+
 async def test_tls(grpc_tls_server: GrpcTestServer, certificates: Certificates) -> None:
     credentials = grpc.ssl_channel_credentials(certificates.ca_pem.read_bytes())
     # The certificate names localhost and 127.0.0.1; grpc checks the name it connects to.

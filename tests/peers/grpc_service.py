@@ -30,6 +30,8 @@ Metadata keys read by every method (values are ASCII text unless the key ends in
                      ``x-fail-first``; ``CallLog.calls_with_id`` counts them.
 ``x-fail-first``     ``N``: only the first N calls with this ``x-id`` follow ``x-status``;
                      later ones end OK, so a client retrying gets through on attempt N + 1.
+``x-pushback-ms``    Sent back as the ``grpc-retry-pushback-ms`` trailer (gRFC A6: how long a
+                     client should wait before retrying; negative: do not retry).
 ``x-compression``    ``gzip`` or ``deflate``: this call's response compression
                      (``set_compression``). grpcio 1.85 uses it, or the server's
                      ``compression=``, even when the client's ``grpc-accept-encoding`` lacks
@@ -199,6 +201,8 @@ def parse_plan(metadata: Iterable[tuple[str, str | bytes]]) -> CallPlan:
             fields["call_id"] = _text(key, value)
         elif key == "x-fail-first":
             fields["fail_first"] = _number(key, value, int)
+        elif key == "x-pushback-ms":
+            trailing.append(("grpc-retry-pushback-ms", _text(key, value)))
     if fields.get("status") is grpc.StatusCode.OK:
         del fields["status"]
     if "fail_first" in fields and "call_id" not in fields:
