@@ -242,7 +242,9 @@ class Channel:
         health_check_service: Ask each endpoint's standard health service
             (``grpc.health.v1``) about this service (``""``: the server)
             every ``health_check_interval`` seconds; endpoints not serving
-            are out of rotation until they serve. None: no such check.
+            are out of rotation until they serve. None: the service
+            config's ``healthCheckConfig.serviceName`` (gRFC A17), else no
+            such check.
         health_check_interval: Seconds between two checks of an endpoint.
         **pool_options: Any other keyword of :class:`~h2pool.Pool`.
     """
@@ -287,6 +289,8 @@ class Channel:
         pool_options.setdefault("wait_for_ready", False)
         if self.options.keepalive_timeout is not None:
             pool_options.setdefault("functional_timeout", self.options.keepalive_timeout)
+        if health_check_service is None:
+            health_check_service = config.health_check_service
         if health_check_service is not None:
             pool_options["health_check"] = HealthCheck(
                 check=endpoint_check(health_check_service), interval=health_check_interval
