@@ -99,6 +99,7 @@ def test_plan_reads_metadata() -> None:
         ("x-after", "-1"),
         ("x-sleep", "soon"),
         ("x-compression", "brotli"),
+        ("x-fail-first", "1"),  # without an x-id
     ],
 )
 def test_plan_refuses_bad_values(metadata: tuple[str, str]) -> None:
@@ -132,6 +133,31 @@ async def test_four_call_kinds(grpc_server: GrpcTestServer) -> None:
     for method in Rpc:
         assert grpc_server.calls_started(method) >= 1
     assert grpc_server.calls_cancelled() == 0
+
+
+async def test_fail_first_calls_of_an_id(grpc_server: GrpcTestServer) -> None:
+    metadata = (("x-status", "UNAVAILABLE"), ("x-id", "a"), ("x-fail-first", "2"))
+    async with grpc.aio.insecure_channel(grpc_server.target) as channel:
+        unary = _multicallable(channel, Rpc.UNARY)
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await unary(b"x", metadata=metadata)
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert await unary(b"x", metadata=metadata) == b"x"  # the third call of "a"
+        with pytest.raises(grpc.aio.AioRpcError):  # another id counts on its own
+            await unary(b"x", metadata=(*metadata[:1], ("x-id", "b"), metadata[2]))
+        assert await unary(b"x", metadata=metadata) == b"x"
+    assert grpc_server.log.calls_with_id("a") == 4
+    assert grpc_server.log.calls_with_id("b") == 1
+    assert parse_plan(metadata).fail_first == 2
+
+
+async def test_pushback_trailer(grpc_server: GrpcTestServer) -> None:
+    metadata = (("x-status", "UNAVAILABLE"), ("x-pushback-ms", "-1"))
+    async with grpc.aio.insecure_channel(grpc_server.target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _multicallable(channel, Rpc.UNARY)(b"x", metadata=metadata)
+    assert ("grpc-retry-pushback-ms", "-1") in tuple(caught.value.trailing_metadata())
 
 
 async def test_tls(grpc_tls_server: GrpcTestServer, certificates: Certificates) -> None:

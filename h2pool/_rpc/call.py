@@ -253,6 +253,14 @@ class Call:
         if self._status is not None:
             return
         self._status = status
+        invocation = self._invocation
+        if (
+            status.code is StatusCode.OK
+            and invocation.throttle is not None
+            and invocation.retry is not None
+        ):
+            # A6: a success gives tokens back (_retry_delay records the failures).
+            invocation.throttle.record_success()
         if self._waiters is not None:
             self._wake()
         callbacks, self._callbacks = self._callbacks, None

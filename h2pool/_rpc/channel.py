@@ -21,7 +21,7 @@ from .compression import ACCEPT_ENCODING, Compression, codec_for
 from .config import ChannelOptions, ServiceConfig, parse_options, parse_service_config
 from .health import endpoint_check
 from .interceptors import ClientCallDetails, InterceptedCall, interceptors_for
-from .metadata import MetadataIn, encode_metadata
+from .metadata import Metadata, MetadataIn, encode_metadata
 from .retry import RetryThrottle
 from .streams import StreamStreamCall, StreamUnaryCall, UnaryStreamCall
 
@@ -138,9 +138,10 @@ class _MultiCallable:
             return call
 
         def make(details: ClientCallDetails, request: Any) -> Call:
+            method = details.method
             call = self._make(
                 self._invocation(
-                    details.method,
+                    method.decode() if isinstance(method, bytes) else method,
                     details.timeout,
                     details.metadata,
                     details.credentials,
@@ -152,7 +153,14 @@ class _MultiCallable:
             channel.track(call)
             return call
 
-        details = ClientCallDetails(self._method, timeout, metadata, credentials, wait_for_ready)
+        # As grpc.aio gives them: the method as bytes, the metadata as a Metadata.
+        details = ClientCallDetails(
+            self._method.encode(),
+            timeout,
+            metadata if isinstance(metadata, Metadata) else Metadata.from_tuple(metadata),
+            credentials,
+            wait_for_ready,
+        )
         return InterceptedCall(self._kind, self._interceptors, details, request, make)
 
     def __call__(
@@ -234,7 +242,9 @@ class Channel:
         health_check_service: Ask each endpoint's standard health service
             (``grpc.health.v1``) about this service (``""``: the server)
             every ``health_check_interval`` seconds; endpoints not serving
-            are out of rotation until they serve. None: no such check.
+            are out of rotation until they serve. None: the service
+            config's ``healthCheckConfig.serviceName`` (gRFC A17), else no
+            such check.
         health_check_interval: Seconds between two checks of an endpoint.
         **pool_options: Any other keyword of :class:`~h2pool.Pool`.
     """
@@ -279,6 +289,8 @@ class Channel:
         pool_options.setdefault("wait_for_ready", False)
         if self.options.keepalive_timeout is not None:
             pool_options.setdefault("functional_timeout", self.options.keepalive_timeout)
+        if health_check_service is None:
+            health_check_service = config.health_check_service
         if health_check_service is not None:
             pool_options["health_check"] = HealthCheck(
                 check=endpoint_check(health_check_service), interval=health_check_interval

@@ -100,10 +100,14 @@ class ServiceConfig:
             for an entry naming the whole service, and ``("", "")`` is the
             default entry.
         throttling: The retry throttling, if any.
+        health_check_service: The service the channel's active health check
+            asks about (gRFC A17 ``healthCheckConfig.serviceName``; ``""``:
+            the server), or None for no such check.
     """
 
     method_configs: Mapping[tuple[str, str], MethodConfig] = field(default_factory=dict, hash=False)
     throttling: Throttling | None = None
+    health_check_service: str | None = None
 
     def for_method(self, method: str) -> MethodConfig:
         """The config of ``method`` (``/pkg.Service/Method``).
@@ -281,6 +285,16 @@ def _throttling(value: object, path: str) -> Throttling:
     return Throttling(max_tokens=max_tokens, token_ratio=kept)
 
 
+def _health_check(value: object) -> str:
+    path = "healthCheckConfig"
+    fields = _object(value, path)
+    _ignore_unknown(fields, ("serviceName",), path)
+    name = fields.get("serviceName", "")
+    if not isinstance(name, str):
+        raise ValueError(f"{path}.serviceName must be a string, not {name!r}")
+    return name
+
+
 def parse_service_config(config: str | Mapping[str, Any] | None) -> ServiceConfig:
     """A service config from JSON text or an already parsed dict.
 
@@ -296,7 +310,7 @@ def parse_service_config(config: str | Mapping[str, Any] | None) -> ServiceConfi
         except json.JSONDecodeError as exc:
             raise ValueError(f"service config is not JSON: {exc}") from None
     fields = _object(config, "service config")
-    _ignore_unknown(fields, ("methodConfig", "retryThrottling"), "")
+    _ignore_unknown(fields, ("methodConfig", "retryThrottling", "healthCheckConfig"), "")
     method_configs: dict[tuple[str, str], MethodConfig] = {}
     for index, entry in enumerate(_list(fields.get("methodConfig", []), "methodConfig")):
         path = f"methodConfig[{index}]"
@@ -308,9 +322,11 @@ def parse_service_config(config: str | Mapping[str, Any] | None) -> ServiceConfi
                 raise ValueError(f"{path}.name[{name_index}] names {named} again")
             method_configs[key] = parsed
     throttling = fields.get("retryThrottling")
+    health = fields.get("healthCheckConfig")
     return ServiceConfig(
         method_configs=method_configs,
         throttling=None if throttling is None else _throttling(throttling, "retryThrottling"),
+        health_check_service=None if health is None else _health_check(health),
     )
 
 

@@ -34,15 +34,21 @@ __all__ = [
 class ClientCallDetails(NamedTuple):
     """What an interceptor may change about a call (``details._replace(metadata=...)``).
 
+    Interceptors get the fields as grpc.aio gives them, since interceptors
+    written for it (tracing, auth) rely on that: ``method`` as bytes (they
+    call ``details.method.decode()``) and ``metadata`` as a :class:`Metadata`,
+    never None (they call ``details.metadata.add(...)``). Details passed on
+    may hold the method as str or bytes, and metadata as any pairs.
+
     Attributes:
-        method: ``"/package.Service/Method"``.
+        method: ``b"/package.Service/Method"``.
         timeout: Seconds the call may take, or None.
-        metadata: The call's metadata, or None.
+        metadata: The call's metadata.
         credentials: Call credentials (not supported: must stay None).
         wait_for_ready: The call's ``wait_for_ready``, or None for the default.
     """
 
-    method: str
+    method: bytes | str
     timeout: float | None
     metadata: MetadataIn | None
     credentials: Any
@@ -117,10 +123,46 @@ def interceptors_for(kind: str, interceptors: Sequence[Any]) -> list[Any]:
     return [interceptor for interceptor in interceptors if hasattr(interceptor, hook)]
 
 
-class _Answered:
+class _Ended:
+    """The status of a call that ended without a call object to ask."""
+
+    def __init__(
+        self,
+        code: StatusCode,
+        details: str = "",
+        initial_metadata: Metadata | None = None,
+        trailing_metadata: Metadata | None = None,
+    ) -> None:
+        self._code = code
+        self._details = details
+        self._initial_metadata = initial_metadata or Metadata()
+        self._trailing_metadata = trailing_metadata or Metadata()
+
+    @classmethod
+    def of(cls, error: RpcError) -> _Ended:
+        """The status an error carries."""
+        return cls(
+            error.code(), error.details(), error.initial_metadata(), error.trailing_metadata()
+        )
+
+    async def initial_metadata(self) -> Metadata:
+        return self._initial_metadata
+
+    async def trailing_metadata(self) -> Metadata:
+        return self._trailing_metadata
+
+    async def code(self) -> StatusCode:
+        return self._code
+
+    async def details(self) -> str:
+        return self._details
+
+
+class _Answered(_Ended):
     """The call an interceptor stands for when it returned a response, not a call."""
 
     def __init__(self, response: Any) -> None:
+        super().__init__(StatusCode.OK)
         self._response = response
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -153,18 +195,6 @@ class _Answered:
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         callback(self)
-
-    async def initial_metadata(self) -> Metadata:
-        return Metadata()
-
-    async def trailing_metadata(self) -> Metadata:
-        return Metadata()
-
-    async def code(self) -> StatusCode:
-        return StatusCode.OK
-
-    async def details(self) -> str:
-        return ""
 
 
 class InterceptedCall:
@@ -287,41 +317,35 @@ class InterceptedCall:
         else:
             self._task.result().add_done_callback(lambda _: callback(self))
 
-    async def _ended(self, what: str) -> Any:
+    async def _ended(self) -> Any:
+        """The call the chain produced, or a stand-in with the status it ended with.
+
+        Raises:
+            Exception: What an interceptor raised, other than RpcError (as grpc.aio).
+        """
         try:
-            call = await self._call()
+            return await self._call()
         except RpcError as exc:
-            return {
-                "initial_metadata": exc.initial_metadata(),
-                "trailing_metadata": exc.trailing_metadata(),
-                "code": exc.code(),
-                "details": exc.details(),
-            }[what]
+            return _Ended.of(exc)
         except asyncio.CancelledError:
-            return {
-                "initial_metadata": Metadata(),
-                "trailing_metadata": Metadata(),
-                "code": StatusCode.CANCELLED,
-                "details": "cancelled while the interceptors ran",
-            }[what]
-        return await getattr(call, what)()
+            return _Ended(StatusCode.CANCELLED, "cancelled while the interceptors ran")
 
     async def initial_metadata(self) -> Metadata:
         """The response headers' metadata."""
-        metadata: Metadata = await self._ended("initial_metadata")
+        metadata: Metadata = await (await self._ended()).initial_metadata()
         return metadata
 
     async def trailing_metadata(self) -> Metadata:
         """The trailers' metadata."""
-        metadata: Metadata = await self._ended("trailing_metadata")
+        metadata: Metadata = await (await self._ended()).trailing_metadata()
         return metadata
 
     async def code(self) -> StatusCode:
         """The status code."""
-        code: StatusCode = await self._ended("code")
+        code: StatusCode = await (await self._ended()).code()
         return code
 
     async def details(self) -> str:
         """The status details."""
-        details: str = await self._ended("details")
+        details: str = await (await self._ended()).details()
         return details

@@ -26,6 +26,12 @@ Metadata keys read by every method (values are ASCII text unless the key ends in
                      ``x-trailer-*`` in the trailing metadata (``-bin`` keys too).
 ``x-compress``       ``0``: send every response message of this call uncompressed
                      (``disable_next_message_compression``), whatever the server's default.
+``x-id``             Names a series of calls (a client's attempts at one call), for
+                     ``x-fail-first``; ``CallLog.calls_with_id`` counts them.
+``x-fail-first``     ``N``: only the first N calls with this ``x-id`` follow ``x-status``;
+                     later ones end OK, so a client retrying gets through on attempt N + 1.
+``x-pushback-ms``    Sent back as the ``grpc-retry-pushback-ms`` trailer (gRFC A6: how long a
+                     client should wait before retrying; negative: do not retry).
 ``x-compression``    ``gzip`` or ``deflate``: this call's response compression
                      (``set_compression``). grpcio 1.85 uses it, or the server's
                      ``compression=``, even when the client's ``grpc-accept-encoding`` lacks
@@ -104,6 +110,9 @@ class CallPlan:
         compress: False to send response messages uncompressed.
         compression: This call's response compression, or None for the server's default.
         summary: ``ClientStream`` answers a summary rather than the concatenation.
+        call_id: The ``x-id`` of the call, or None.
+        fail_first: ``status`` applies to the first this many calls with ``call_id`` only;
+            None: to every call.
         initial_metadata: Sent as the initial metadata (the ``x-echo-*`` keys).
         trailing_metadata: Sent in the trailers (the ``x-echo-*`` keys as ``x-trailer-*``).
     """
@@ -120,6 +129,8 @@ class CallPlan:
     compress: bool = True
     compression: grpc.Compression | None = None
     summary: bool = False
+    call_id: str | None = None
+    fail_first: int | None = None
     initial_metadata: Metadata = ()
     trailing_metadata: Metadata = ()
 
@@ -186,8 +197,16 @@ def parse_plan(metadata: Iterable[tuple[str, str | bytes]]) -> CallPlan:
             fields["compression"] = _COMPRESSIONS[_text(key, value)]
         elif key == "x-reply":
             fields["summary"] = _text(key, value) == "summary"
+        elif key == "x-id":
+            fields["call_id"] = _text(key, value)
+        elif key == "x-fail-first":
+            fields["fail_first"] = _number(key, value, int)
+        elif key == "x-pushback-ms":
+            trailing.append(("grpc-retry-pushback-ms", _text(key, value)))
     if fields.get("status") is grpc.StatusCode.OK:
         del fields["status"]
+    if "fail_first" in fields and "call_id" not in fields:
+        raise PlanError("x-fail-first needs an x-id")
     return CallPlan(**fields, initial_metadata=tuple(initial), trailing_metadata=tuple(trailing))
 
 
@@ -206,6 +225,7 @@ class CallLog:
         self._cancelled: collections.Counter[str] = collections.Counter()
         self._messages: collections.Counter[str] = collections.Counter()
         self._last_metadata: dict[str, Metadata] = {}
+        self._with_id: collections.Counter[str] = collections.Counter()
         self._released = False
 
     @property
@@ -230,6 +250,18 @@ class CallLog:
             self._started[method] += 1
             self._last_metadata[method] = metadata
             self._condition.notify_all()
+
+    def record_id(self, call_id: str) -> int:
+        """Count a call with ``x-id: call_id``; return how many there have been, this one too."""
+        with self._condition:
+            self._with_id[call_id] += 1
+            self._condition.notify_all()
+            return self._with_id[call_id]
+
+    def calls_with_id(self, call_id: str) -> int:
+        """Calls that reached a handler with ``x-id: call_id`` (a client's attempts)."""
+        with self._condition:
+            return self._with_id[call_id]
 
     def record_cancelled(self, method: str) -> None:
         """Count a call that ended cancelled."""
@@ -341,6 +373,10 @@ class _Call:
             self.plan = parse_plan(metadata)
         except PlanError as exc:
             self.fail(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.plan.call_id is not None:
+            seen = log.record_id(self.plan.call_id)
+            if self.plan.fail_first is not None and seen > self.plan.fail_first:
+                self.plan = dataclasses.replace(self.plan, status=None)
         context.set_trailing_metadata(self.plan.trailing_metadata)
         if self.plan.compression is not None:
             context.set_compression(self.plan.compression)
