@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -373,6 +374,40 @@ def test_keepalive_timeout_option_sets_the_functional_timeout(
     # An explicit pool keyword wins.
     h2pool.rpc.Channel("http://127.0.0.1:1", options=options, functional_timeout=7)
     assert given["functional_timeout"] == 7
+
+
+def test_keepalive_time_option_sets_the_ping_budget_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given: dict[str, Any] = {}
+
+    def pool(target: str, **kwargs: Any) -> h2pool.Pool:
+        given.update(kwargs)
+        return h2pool.Pool(target, **kwargs)
+
+    monkeypatch.setattr(h2pool_rpc_channel, "Pool", pool)
+    h2pool.rpc.Channel("http://127.0.0.1:1", options=[("grpc.keepalive_time_ms", 10_000)])
+    assert given["ping_budget"] == h2pool.PingBudget(pings=2, period=10.0)
+    given.clear()
+    h2pool.rpc.Channel("http://127.0.0.1:1")
+    assert "ping_budget" not in given  # the pool's default budget
+
+
+async def test_the_channels_wait_for_ready_is_the_calls_default() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nobody listens: connections are refused
+    loop = asyncio.get_running_loop()
+    async with h2pool.rpc.Channel(f"http://127.0.0.1:{port}", wait_for_ready=True) as channel:
+        started = loop.time()
+        with pytest.raises(h2pool.rpc.RpcError) as caught:
+            await channel.unary_unary(Rpc.UNARY)(b"x", timeout=0.5)
+        assert caught.value.code() is h2pool.rpc.StatusCode.DEADLINE_EXCEEDED
+        assert loop.time() - started >= 0.45  # it waited for a server
+        # A call's own choice wins.
+        with pytest.raises(h2pool.rpc.RpcError) as caught:
+            await channel.unary_unary(Rpc.UNARY)(b"x", timeout=5, wait_for_ready=False)
+        assert caught.value.code() is h2pool.rpc.StatusCode.UNAVAILABLE
 
 
 def test_unknown_options_are_ignored_with_a_debug_log(caplog: pytest.LogCaptureFixture) -> None:

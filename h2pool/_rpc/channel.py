@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import __version__
+from .._core.health import PingBudget
 from .._pool.pool import Pool
 from .._pool.probes import HealthCheck
 from .call import Call, Deserializer, Invocation, Serializer, UnaryUnaryCall
@@ -92,7 +93,10 @@ class _MultiCallable:
             raise ValueError(f"timeout must be a number of seconds, not {timeout!r}")
         deadline = None if timeout is None else loop.time() + timeout
         if wait_for_ready is None:
-            wait_for_ready = bool(config.wait_for_ready)
+            # The call's choice, else the service config's, else the channel's.
+            wait_for_ready = (
+                channel.wait_for_ready if config.wait_for_ready is None else config.wait_for_ready
+            )
         codec = codec_for(channel.compression if compression is None else compression)
         headers = encode_metadata(metadata) if metadata else []
         if codec is not None:
@@ -287,8 +291,15 @@ class Channel:
         # fail fast when no endpoint is ready (each call passes its own).
         pool_options.setdefault("timeout", None)
         pool_options.setdefault("wait_for_ready", False)
+        self.wait_for_ready = bool(pool_options["wait_for_ready"])
         if self.options.keepalive_timeout is not None:
             pool_options.setdefault("functional_timeout", self.options.keepalive_timeout)
+        if self.options.keepalive_time is not None:
+            # grpc's keepalive_time is how often the server lets a client ping:
+            # the ping budget's period once its quick PINGs are spent.
+            pool_options.setdefault(
+                "ping_budget", PingBudget(pings=2, period=self.options.keepalive_time)
+            )
         if health_check_service is None:
             health_check_service = config.health_check_service
         if health_check_service is not None:
