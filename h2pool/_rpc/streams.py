@@ -269,6 +269,8 @@ class _StreamingCall(Call):
         try:
             await outbox.write(frame)
         except OutboxClosed:
+            if self._status is None:
+                raise  # done_writing() was called: the call goes on
             raise self._ended_error() from None
         except asyncio.CancelledError:
             self.cancel()
