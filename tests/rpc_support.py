@@ -6,6 +6,7 @@ from typing import Any
 
 from h2pool import rpc
 from tests.peers import Rpc
+from tests.waiting import eventually
 
 Md = tuple[tuple[str, str | bytes], ...]
 
@@ -46,3 +47,12 @@ async def outcome(call: Any) -> list[Any]:
 def open_streams(channel: rpc.Channel) -> int:
     """Streams open over every connection of the channel's pool."""
     return sum(endpoint.open_streams for endpoint in channel.pool.stats().endpoints)
+
+
+async def streams_freed(channel: rpc.Channel) -> None:
+    """Wait (1 s at most) until no stream of the channel is open.
+
+    A call that ends early resets its stream from a task it spawns, a few loop iterations
+    later: no wait for the server is involved, so the bound is short.
+    """
+    await eventually(lambda: open_streams(channel) == 0, timeout=1.0)
