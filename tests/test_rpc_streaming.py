@@ -17,8 +17,7 @@ import pytest
 import h2pool
 from h2pool import rpc
 from tests.peers import GrpcProcessFactory, GrpcTestServer, Rpc
-from tests.rpc_support import Md, multicallable, open_streams, outcome, start
-from tests.waiting import eventually
+from tests.rpc_support import Md, multicallable, open_streams, outcome, start, streams_freed
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(40)]
 
@@ -79,7 +78,7 @@ async def test_request_iterator_raising_ends_the_call(
             await outcome(call)
         assert caught.value.code() is rpc.StatusCode.CANCELLED
         assert "the producer broke" in caught.value.details()
-        await eventually(lambda: open_streams(channel) == 0)
+        await streams_freed(channel)
 
 
 async def test_error_status_stops_the_writer(grpc_server: GrpcTestServer) -> None:
@@ -94,7 +93,7 @@ async def test_error_status_stops_the_writer(grpc_server: GrpcTestServer) -> Non
         with pytest.raises(rpc.RpcError) as caught:
             await call.write(b"b")
         assert caught.value.code() is rpc.StatusCode.FAILED_PRECONDITION
-        assert open_streams(channel) == 0
+        await streams_freed(channel)
 
 
 # --- Bidirectional -----------------------------------------------------------------------------
@@ -199,9 +198,10 @@ async def test_fast_producer_waits_for_window(grpc_server: GrpcTestServer) -> No
             yield message
             written += 1
 
-    # The server reads nothing for 3 s (x-sleep), then everything.
+    # The server reads nothing for 3 s (x-sleep), then everything. Its silence is no reason
+    # for health PINGs here (grpcio's default ping policy is another test's subject).
     metadata: Md = (("x-sleep", "3"), ("x-reply", "summary"))
-    async with channel_to(grpc_server.target) as channel:
+    async with channel_to(grpc_server.target, functional_timeout=10.0) as channel:
         call = channel.stream_unary(Rpc.CLIENT_STREAM)(produce(), metadata=metadata)
         await asyncio.to_thread(grpc_server.wait_for_calls, Rpc.CLIENT_STREAM, 1)
         # Wait until the producer stops making progress (no event says "blocked").
@@ -223,11 +223,15 @@ async def test_fast_writer_waits_for_window(grpc_server: GrpcTestServer) -> None
     async with channel_to(grpc_server.target) as channel:
         call = channel.stream_unary(Rpc.CLIENT_STREAM)(metadata=metadata)
         written = 0
+
+        async def write_all() -> None:
+            nonlocal written
+            while written < 64:
+                await call.write(b"w" * MiB)
+                written += 1
+
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(3):
-                while written < 64:
-                    await call.write(b"w" * MiB)
-                    written += 1
+            await asyncio.wait_for(write_all(), 3)
         assert written < 32, written
         # The write that timed out was abandoned: cancelling a write cancels the call.
         assert call.cancelled()
@@ -236,16 +240,18 @@ async def test_fast_writer_waits_for_window(grpc_server: GrpcTestServer) -> None
 
 # --- Cancellation mid-stream -------------------------------------------------------------------
 
-# Each call is mid-stream when cancelled: headers received, the server still busy with it.
+# Each call is mid-stream when cancelled: headers received, the server's handler waiting (not
+# in its request iterator, which a reset may end as if the stream ended, so that the server's
+# count of cancelled calls would miss it, with grpc.aio's cancel too).
 MID_STREAM: dict[Rpc, Md] = {
     Rpc.UNARY: (("x-never", "1"), ("x-headers-first", "1")),
     Rpc.SERVER_STREAM: (("x-count", "1000"), ("x-interval", "0.05")),
-    Rpc.CLIENT_STREAM: (("x-headers-first", "1"),),
-    Rpc.BIDI: (),
+    Rpc.CLIENT_STREAM: (("x-headers-first", "1"), ("x-sleep", "30")),
+    Rpc.BIDI: (("x-interval", "30"),),  # the second echo waits
 }
 
 
-async def _mid_stream(channel: rpc.Channel, method: Rpc) -> Any:
+async def _mid_stream(channel: rpc.Channel, server: GrpcTestServer, method: Rpc) -> Any:
     """A call of ``method`` with headers and some messages exchanged, not ended."""
     metadata = MID_STREAM[method]
     if method in (Rpc.UNARY, Rpc.SERVER_STREAM):
@@ -253,7 +259,12 @@ async def _mid_stream(channel: rpc.Channel, method: Rpc) -> Any:
     else:
         call = multicallable(channel, method)(metadata=metadata)
         await call.write(b"m")
-    await call.initial_metadata()
+        await call.write(b"n")
+    if method is Rpc.UNARY:
+        # Read through Pool.request: its headers come with its end, as in grpc.aio.
+        await asyncio.to_thread(server.wait_for_calls, method, 1)
+    else:
+        await call.initial_metadata()
     if method in (Rpc.SERVER_STREAM, Rpc.BIDI):
         assert await call.read() == b"m"
     return call
@@ -263,7 +274,7 @@ async def _mid_stream(channel: rpc.Channel, method: Rpc) -> Any:
 async def test_cancel_mid_stream(grpc_server: GrpcTestServer, method: Rpc) -> None:
     ended: list[Any] = []
     async with channel_to(grpc_server.target) as channel:
-        call = await _mid_stream(channel, method)
+        call = await _mid_stream(channel, grpc_server, method)
         call.add_done_callback(ended.append)
         assert open_streams(channel) == 1
         assert call.cancel()
@@ -271,7 +282,7 @@ async def test_cancel_mid_stream(grpc_server: GrpcTestServer, method: Rpc) -> No
         assert call.done()
         assert ended == [call]
         assert not call.cancel()  # once
-        await eventually(lambda: open_streams(channel) == 0, timeout=1.0)
+        await streams_freed(channel)
         assert channel.pool.stats().active == 0
         assert await call.code() is rpc.StatusCode.CANCELLED
         with pytest.raises((rpc.RpcError, asyncio.CancelledError)):
@@ -284,7 +295,7 @@ async def test_cancel_mid_stream(grpc_server: GrpcTestServer, method: Rpc) -> No
 @pytest.mark.parametrize("method", list(Rpc))
 async def test_cancel_the_awaiting_task(grpc_server: GrpcTestServer, method: Rpc) -> None:
     async with channel_to(grpc_server.target) as channel:
-        call = await _mid_stream(channel, method)
+        call = await _mid_stream(channel, grpc_server, method)
         task = asyncio.ensure_future(outcome(call))
         await asyncio.sleep(0)  # the task is waiting on the call
         task.cancel()
@@ -292,7 +303,7 @@ async def test_cancel_the_awaiting_task(grpc_server: GrpcTestServer, method: Rpc
             await task
         assert call.cancelled()
         assert await call.code() is rpc.StatusCode.CANCELLED
-        await eventually(lambda: open_streams(channel) == 0, timeout=1.0)
+        await streams_freed(channel)
         await asyncio.to_thread(grpc_server.wait_for_cancelled, 1, 10.0, method)
 
 
@@ -303,7 +314,7 @@ async def test_cancel_before_the_response(grpc_server: GrpcTestServer, method: R
         await asyncio.to_thread(grpc_server.wait_for_calls, method, 1)
         assert call.cancel()
         assert await call.code() is rpc.StatusCode.CANCELLED
-        await eventually(lambda: open_streams(channel) == 0, timeout=1.0)
+        await streams_freed(channel)
         await asyncio.to_thread(grpc_server.wait_for_cancelled, 1, 10.0, method)
 
 
@@ -315,3 +326,30 @@ async def test_close_cancels_calls_in_flight(grpc_server: GrpcTestServer) -> Non
     for call in calls:
         assert await call.code() is rpc.StatusCode.CANCELLED
     await asyncio.to_thread(grpc_server.wait_for_cancelled, len(calls), 10.0)
+
+
+@pytest.mark.parametrize("method", list(Rpc))
+async def test_cancel_at_once(grpc_server: GrpcTestServer, method: Rpc) -> None:
+    async with channel_to(grpc_server.target) as channel:
+        await channel.unary_unary(Rpc.UNARY)(b"warm")
+        # Cancelled the moment it is made.
+        call = start(channel, method, (("x-never", "1"),))
+        assert call.cancel()
+        assert await call.code() is rpc.StatusCode.CANCELLED
+        # The task awaiting a call cancelled before the call's own work ever ran.
+        made: list[Any] = []
+
+        async def make_and_wait() -> list[Any]:
+            made.append(start(channel, method, (("x-never", "1"),)))
+            return await outcome(made[0])
+
+        task = asyncio.ensure_future(make_and_wait())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert made[0].cancelled()
+        async with asyncio.timeout(5):
+            assert await made[0].code() is rpc.StatusCode.CANCELLED
+        await streams_freed(channel)
+        assert channel.pool.stats().active == 0

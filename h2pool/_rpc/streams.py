@@ -357,6 +357,7 @@ class _UnaryResponse(_StreamingCall):
     def __await__(self) -> Generator[Any, None, Any]:
         if self._result is None:
             self._result = self._loop.create_task(self._response_message())
+            self._result.add_done_callback(self._watch)
         return self._result.__await__()
 
     async def _response_message(self) -> Any:
