@@ -273,6 +273,18 @@ class Call:
     def _abort(self) -> None:
         """Stop whatever still runs for the call, after it ended early."""
 
+    def _watch(self, task: asyncio.Task[Any]) -> None:
+        """``task``, working for the call, is done: a cancelled one cancels the call.
+
+        It may have been cancelled with the task awaiting the call before it
+        ever ran (so its own handlers never did). Its error is marked as
+        seen: an unawaited failed call is no error of asyncio's.
+        """
+        if task.cancelled():
+            self.cancel()
+        else:
+            task.exception()
+
     def _error(self, status: Status) -> RpcError:
         """The error a caller gets for a call that ended with ``status``."""
         initial = None
@@ -400,12 +412,6 @@ class Call:
         return f"<{type(self).__name__} {self._invocation.method} {state}>"
 
 
-def _observe(task: asyncio.Task[Any]) -> None:
-    """Mark a call's outcome as seen: an unawaited failed call is no error of asyncio's."""
-    if not task.cancelled():
-        task.exception()
-
-
 class UnaryUnaryCall(Call):
     """A call with one request and one response: ``response = await call``.
 
@@ -414,22 +420,14 @@ class UnaryUnaryCall(Call):
 
     def __init__(self, invocation: Invocation, request: Any) -> None:
         super().__init__(invocation)
-        self._task = self._loop.create_task(self._run(request))
-        self._task.add_done_callback(_observe)
+        self._task = self._loop.create_task(self._attempt_all(request))
+        self._task.add_done_callback(self._watch)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._task.__await__()
 
     def _abort(self) -> None:
         self._task.cancel()
-
-    async def _run(self, request: Any) -> Any:
-        try:
-            return await self._attempt_all(request)
-        except asyncio.CancelledError:
-            self._cancelled = True
-            self._finish(Status(StatusCode.CANCELLED, CANCELLED_DETAILS))
-            raise
 
     async def _attempt_all(self, request: Any) -> Any:
         invocation = self._invocation

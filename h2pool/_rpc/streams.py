@@ -275,6 +275,8 @@ class _StreamingCall(Call):
         try:
             await outbox.write(frame)
         except OutboxClosed:
+            if self._status is None:
+                raise  # done_writing() was called: the call goes on
             raise self._ended_error() from None
         except asyncio.CancelledError:
             self.cancel()
@@ -361,6 +363,7 @@ class _UnaryResponse(_StreamingCall):
     def __await__(self) -> Generator[Any, None, Any]:
         if self._result is None:
             self._result = self._loop.create_task(self._response_message())
+            self._result.add_done_callback(self._watch)
         return self._result.__await__()
 
     async def _response_message(self) -> Any:
