@@ -41,6 +41,10 @@ class BodySource(Protocol):
         """The next chunk (``size`` None) or all the rest (-1); ``b""`` at the end."""
         ...
 
+    def reset(self) -> None:
+        """Abandon what was not read now, freeing the stream's slot; ``aclose()`` still follows."""
+        ...
+
     async def aclose(self) -> None:
         """Finish: abandon what was not read and free the connection."""
         ...
@@ -363,9 +367,15 @@ class _H2Body:
             raise exc.in_context(self._channel.context(self._request)) from exc
         return chunk
 
-    async def aclose(self) -> None:
+    def reset(self) -> None:
         if not self._done:
+            self._done = True
             self._protocol.reset_stream(self._stream_id)  # RST_STREAM CANCEL
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def aclose(self) -> None:
+        self.reset()
         if self._sender is not None:
             await _stop(self._sender)
 

@@ -349,6 +349,9 @@ class _H11Body:
                 return b"".join([chunk async for chunk in self._chunks])
             return await anext(self._chunks, b"")
 
+    def reset(self) -> None:
+        """Nothing to do at once: HTTP/1.1 abandons a response by closing in ``aclose()``."""
+
     async def aclose(self) -> None:
         try:
             with map_httpcore_errors(self._context, self._channel.peer_closed):

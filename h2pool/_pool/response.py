@@ -26,6 +26,7 @@ class Body:
         self._source = source
         self._deadline = deadline
         self._on_close: Callable[[], None] | None = on_close
+        self._closed = False
         self.done = False
 
     @property
@@ -54,14 +55,25 @@ class Body:
             await self.aclose()
         return chunk
 
+    def reset(self) -> None:
+        """Abandon what was not read now (RST_STREAM CANCEL) and release; ``aclose()`` follows."""
+        if not self._closed:
+            self._source.reset()
+            self._release()
+
     async def aclose(self) -> None:
         """Finish: abandon what was not read (RST_STREAM CANCEL) and release."""
-        on_close, self._on_close = self._on_close, None
-        if on_close is None:
+        if self._closed:
             return
+        self._closed = True
         try:
             await self._source.aclose()
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
             on_close()
 
 
@@ -134,6 +146,15 @@ class Response:
         assert self._body is not None
         while chunk := await self._body.read():
             yield chunk
+
+    def reset(self) -> None:
+        """Abandon an unread body at once (RST_STREAM CANCEL), freeing its stream's slot.
+
+        For a caller that must not wait (a deadline timer, ``cancel()``):
+        ``aclose()`` (or leaving ``Pool.stream()``) still releases the rest.
+        """
+        if self._body is not None:
+            self._body.reset()
 
     async def aclose(self) -> None:
         """Release the stream; an unread body is abandoned (RST_STREAM CANCEL)."""

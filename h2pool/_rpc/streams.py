@@ -110,6 +110,8 @@ class _StreamingCall(Call):
         self._opening.cancel()
         if self._pump is not None:
             self._pump.cancel()
+        if self._response is not None:
+            self._response.reset()  # the slot is free when cancel() returns
         if self._exchange is not None:
             self._spawn(self._release())
 
@@ -205,7 +207,7 @@ class _StreamingCall(Call):
                     status = self._status
                     if status.code is StatusCode.OK:
                         return None
-                    raise self._error(status)
+                    raise self._outcome_error(status)
                 await self._receive()
         except asyncio.CancelledError:
             self.cancel()
@@ -282,11 +284,21 @@ class _StreamingCall(Call):
             self.cancel()
             raise
 
-    def _ended_error(self) -> H2PoolError:
+    def _ended_error(self) -> BaseException:
         status = self._status
         assert status is not None
         if status.code is StatusCode.OK:
             return OutboxClosed(f"{self._invocation.method}: the call has ended with OK")
+        return self._outcome_error(status)
+
+    def _outcome_error(self, status: Status) -> BaseException:
+        """What reading or writing raises once the call ended without OK.
+
+        As grpc.aio: a call cancelled on this side raises ``CancelledError``,
+        any other ending its ``RpcError``.
+        """
+        if self._cancelled:
+            return asyncio.CancelledError()
         return self._error(status)
 
     async def _consume(self, requests: RequestIterator) -> None:
