@@ -307,6 +307,21 @@ class Call:
         assert self._status is not None
         return self._error(self._status)
 
+    def _attempt_failed(self, error: H2PoolError) -> Status:
+        """An attempt failed in the pool: remember where and whether it was processed."""
+        self._never_processed = error.never_processed
+        self.endpoint = error.endpoint
+        return error_status(error)
+
+    def _answered(self, response: Response) -> Status | None:
+        """An attempt got response headers: None when they open the response (it is
+        committed, and they are the initial metadata), else how the attempt ended."""
+        self.endpoint = response.endpoint
+        opened = opening_status(response.status_code, response.headers)
+        if opened is None:
+            self._opened(response.headers)
+        return opened
+
     def _retry_delay(self, status: Status) -> float | None:
         """Seconds before the next attempt of an uncommitted call that got ``status``."""
         invocation = self._invocation
@@ -449,14 +464,10 @@ class UnaryUnaryCall(Call):
                     wait_for_ready=invocation.wait_for_ready,
                 )
             except H2PoolError as exc:
-                self._never_processed = exc.never_processed
-                self.endpoint = exc.endpoint
-                status = error_status(exc)
+                status = self._attempt_failed(exc)
             else:
-                self.endpoint = response.endpoint
-                opened = opening_status(response.status_code, response.headers)
+                opened = self._answered(response)
                 if opened is None:
-                    self._opened(response.headers)
                     (message,), status = self._completed(response, response.content, unary=True)
                     return self._deliver(message, status)
                 judged = self._judged(opened, response, replayable=True)

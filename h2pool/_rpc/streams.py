@@ -23,7 +23,7 @@ from .call import DEADLINE_DETAILS, UNBOUNDED, Call, CallState, Invocation, erro
 from .errors import EOF, RpcError
 from .framing import MessageDecoder
 from .outbox import Outbox, OutboxClosed
-from .responses import Status, final_status, opening_status
+from .responses import Status, final_status
 from .status import StatusCode
 
 __all__ = ["StreamStreamCall", "StreamUnaryCall", "UnaryStreamCall"]
@@ -149,12 +149,9 @@ class _StreamingCall(Call):
             try:
                 response = await exchange.__aenter__()
             except H2PoolError as exc:
-                self._never_processed = exc.never_processed
-                self.endpoint = exc.endpoint
-                status = error_status(exc)
+                status = self._attempt_failed(exc)
             else:
-                self.endpoint = response.endpoint
-                opened = opening_status(response.status_code, response.headers)
+                opened = self._answered(response)
                 if opened is None:
                     self._committed(exchange, response)
                     return
@@ -187,7 +184,6 @@ class _StreamingCall(Call):
             self._finish(error_status(exc))
             self._abort()
             return
-        self._opened(response.headers)
 
     # -- reading -------------------------------------------------------------
 
