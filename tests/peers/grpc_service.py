@@ -367,8 +367,11 @@ class _Call:
         self._ended = False
         self._headers_sent = False
         self.sent = 0
-        # Fires when the RPC ends for any reason, including a client's RST_STREAM.
-        context.add_callback(self._on_rpc_end)
+        # Fires when the RPC ends for any reason, including a client's RST_STREAM. It
+        # returns False when the RPC has already ended (a client may cancel as soon as
+        # the call started): that end counts too.
+        if not context.add_callback(self._on_rpc_end):
+            self._on_rpc_end()
         try:
             self.plan = parse_plan(metadata)
         except PlanError as exc:
