@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +15,7 @@ from tests.peers import (
     Certificates,
     GrpcEchoServer,
     Nghttpd,
+    frame_message,
     run_curl,
     run_h2load,
 )
@@ -102,11 +102,6 @@ async def test_h2load_drives_h2pool_server_without_errors(hello_server: Server) 
     assert result.status_2xx == 20_000
 
 
-def grpc_frame(message: bytes) -> bytes:
-    """A gRPC length-prefixed message (uncompressed)."""
-    return struct.pack(">BI", 0, len(message)) + message
-
-
 async def test_grpcio_graceful_stop_lets_the_call_in_flight_finish(
     grpc_echo_server: GrpcEchoServer,
 ) -> None:
@@ -120,7 +115,7 @@ async def test_grpcio_graceful_stop_lets_the_call_in_flight_finish(
         "te": "trailers",
     }
     stream_id = await client.start_request(headers)
-    await client.send_data(stream_id, grpc_frame(b"30"), end_stream=True)
+    await client.send_data(stream_id, frame_message(b"30"), end_stream=True)
     await asyncio.to_thread(grpc_echo_server.wait_for_slow_calls, 1, 10.0)
 
     stopped = grpc_echo_server.stop(grace=10)  # GOAWAY(2^31-1) + PING, then the real GOAWAY
@@ -136,7 +131,7 @@ async def test_grpcio_graceful_stop_lets_the_call_in_flight_finish(
     grpc_echo_server.release()
     response = await client.recv_response(stream_id)
     assert dict(response)[":status"] == "200"
-    assert await client.read_stream(stream_id, -1) == grpc_frame(b"30")
+    assert await client.read_stream(stream_id, -1) == frame_message(b"30")
     assert dict(await client.recv_trailers(stream_id))["grpc-status"] == "0"
     async with asyncio.timeout(10):
         await client.wait_closed()

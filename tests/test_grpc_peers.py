@@ -31,39 +31,13 @@ from tests.peers import (
     raw_grpc_call,
 )
 from tests.peers.grpc_service import PlanError
+from tests.rpc_support import Md, multicallable, outcome, start
 
 pytestmark = pytest.mark.peer
 
 MiB = 1024 * 1024
 # Compressible and larger than gzip's overhead: grpcio sends shorter messages uncompressed.
 _BIG = b"compressible " * 1000
-
-Md = tuple[tuple[str, str | bytes], ...]
-
-
-def _multicallable(channel: Any, method: Rpc) -> Any:
-    """The raw-bytes multi-callable of ``method`` (no serializers: bytes in, bytes out)."""
-    kind = {
-        Rpc.UNARY: channel.unary_unary,
-        Rpc.SERVER_STREAM: channel.unary_stream,
-        Rpc.CLIENT_STREAM: channel.stream_unary,
-        Rpc.BIDI: channel.stream_stream,
-    }[method]
-    return kind(method, request_serializer=None, response_deserializer=None)
-
-
-def _start(channel: Any, method: Rpc, metadata: Md, timeout: float | None = None) -> Any:
-    """Start a call of ``method`` with one request message ``b"ping"``."""
-    request: Any = b"ping" if method in (Rpc.UNARY, Rpc.SERVER_STREAM) else iter([b"ping"])
-    return _multicallable(channel, method)(request, metadata=metadata, timeout=timeout)
-
-
-async def _outcome(call: Any) -> list[bytes]:
-    """Drive a call to its end: its response messages (raises grpc.aio.AioRpcError)."""
-    if isinstance(call, grpc.aio.UnaryStreamCall | grpc.aio.StreamStreamCall):
-        return [message async for message in call]
-    return [await call]
-
 
 # --- Pure: the metadata parsing ---------------------------------------------------------------
 
@@ -112,18 +86,18 @@ def test_plan_refuses_bad_values(metadata: tuple[str, str]) -> None:
 
 async def test_four_call_kinds(grpc_server: GrpcTestServer) -> None:
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        assert await _multicallable(channel, Rpc.UNARY)(b"hello") == b"hello"
-        stream = _multicallable(channel, Rpc.SERVER_STREAM)(
+        assert await multicallable(channel, Rpc.UNARY)(b"hello") == b"hello"
+        stream = multicallable(channel, Rpc.SERVER_STREAM)(
             b"", metadata=(("x-count", "4"), ("x-size", "1000"))
         )
         assert [message async for message in stream] == [bytes([i]) * 1000 for i in range(4)]
-        repeated = _multicallable(channel, Rpc.SERVER_STREAM)(b"ab")
+        repeated = multicallable(channel, Rpc.SERVER_STREAM)(b"ab")
         assert [message async for message in repeated] == [b"ab"] * 3
-        upload = _multicallable(channel, Rpc.CLIENT_STREAM)
+        upload = multicallable(channel, Rpc.CLIENT_STREAM)
         assert await upload(iter([b"ab", b"", b"cd"])) == b"abcd"
         summary = upload(iter([b"ab", b"cde"]), metadata=(("x-reply", "summary"),))
         assert await summary == b"2 5"
-        bidi = _multicallable(channel, Rpc.BIDI)()
+        bidi = multicallable(channel, Rpc.BIDI)()
         for message in (b"one", b"two", b"three"):
             await bidi.write(message)
             assert await bidi.read() == message  # each echo comes before the next write
@@ -138,7 +112,7 @@ async def test_four_call_kinds(grpc_server: GrpcTestServer) -> None:
 async def test_fail_first_calls_of_an_id(grpc_server: GrpcTestServer) -> None:
     metadata = (("x-status", "UNAVAILABLE"), ("x-id", "a"), ("x-fail-first", "2"))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        unary = _multicallable(channel, Rpc.UNARY)
+        unary = multicallable(channel, Rpc.UNARY)
         for _ in range(2):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await unary(b"x", metadata=metadata)
@@ -156,7 +130,7 @@ async def test_pushback_trailer(grpc_server: GrpcTestServer) -> None:
     metadata = (("x-status", "UNAVAILABLE"), ("x-pushback-ms", "-1"))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _multicallable(channel, Rpc.UNARY)(b"x", metadata=metadata)
+            await multicallable(channel, Rpc.UNARY)(b"x", metadata=metadata)
     assert ("grpc-retry-pushback-ms", "-1") in tuple(caught.value.trailing_metadata())
 
 
@@ -164,7 +138,7 @@ async def test_tls(grpc_tls_server: GrpcTestServer, certificates: Certificates) 
     credentials = grpc.ssl_channel_credentials(certificates.ca_pem.read_bytes())
     # The certificate names localhost and 127.0.0.1; grpc checks the name it connects to.
     async with grpc.aio.secure_channel(grpc_tls_server.target, credentials) as channel:
-        assert await _multicallable(channel, Rpc.UNARY)(b"secret") == b"secret"
+        assert await multicallable(channel, Rpc.UNARY)(b"secret") == b"secret"
 
 
 # --- Statuses ------------------------------------------------------------------------------
@@ -175,7 +149,7 @@ async def test_status_before_any_message(grpc_server: GrpcTestServer, method: Rp
     metadata: Md = (("x-status", "NOT_FOUND"), ("x-details", "no such thing"))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _outcome(_start(channel, method, metadata))
+            await outcome(start(channel, method, metadata))
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "no such thing"
     assert grpc_server.calls_cancelled() == 0  # a status is an answer, not a cancellation
@@ -216,14 +190,14 @@ def test_message_then_error_on_the_wire(grpc_server: GrpcTestServer) -> None:
 async def test_status_after_some_messages(grpc_server: GrpcTestServer) -> None:
     metadata: Md = (("x-count", "5"), ("x-after", "2"), ("x-status", "ABORTED"))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        call = _start(channel, Rpc.SERVER_STREAM, metadata)
+        call = start(channel, Rpc.SERVER_STREAM, metadata)
         assert await call.read() == b"ping"
         assert await call.read() == b"ping"
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call.read()
         assert caught.value.code() is grpc.StatusCode.ABORTED
         # Bidi: the status after one echo, without waiting for more requests.
-        bidi = _multicallable(channel, Rpc.BIDI)(
+        bidi = multicallable(channel, Rpc.BIDI)(
             metadata=(("x-after", "1"), ("x-status", "RESOURCE_EXHAUSTED"))
         )
         await bidi.write(b"a")
@@ -240,7 +214,7 @@ async def test_non_ascii_details(grpc_server: GrpcTestServer) -> None:
     assert wire.trailers["grpc-message"] == "a b%25"  # percent-encoded on the wire
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _start(channel, Rpc.UNARY, metadata)
+            await start(channel, Rpc.UNARY, metadata)
     assert caught.value.details() == details
 
 
@@ -252,8 +226,8 @@ async def test_metadata_echo(grpc_server: GrpcTestServer, method: Rpc) -> None:
     binary = bytes(range(256))
     metadata: Md = (("x-echo-name", "value"), ("x-echo-blob-bin", binary), ("x-plain", "p"))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        call = _start(channel, method, metadata)
-        assert await _outcome(call) == [b"ping"] * (3 if method is Rpc.SERVER_STREAM else 1)
+        call = start(channel, method, metadata)
+        assert await outcome(call) == [b"ping"] * (3 if method is Rpc.SERVER_STREAM else 1)
         initial = tuple(await call.initial_metadata())
         trailing = tuple(await call.trailing_metadata())
     assert ("x-echo-name", "value") in initial
@@ -270,17 +244,17 @@ async def test_metadata_echo(grpc_server: GrpcTestServer, method: Rpc) -> None:
 async def test_sleep_past_the_deadline_is_cancelled(grpc_server: GrpcTestServer) -> None:
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _start(channel, Rpc.UNARY, (("x-sleep", "30"),), timeout=0.3)
+            await start(channel, Rpc.UNARY, (("x-sleep", "30"),), timeout=0.3)
         assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         await asyncio.to_thread(grpc_server.wait_for_cancelled, 1, 10.0, Rpc.UNARY)
         # A short sleep answers.
-        assert await _start(channel, Rpc.UNARY, (("x-sleep", "0.05"),)) == b"ping"
+        assert await start(channel, Rpc.UNARY, (("x-sleep", "0.05"),)) == b"ping"
 
 
 @pytest.mark.parametrize("method", list(Rpc))
 async def test_never_answers_until_cancelled(grpc_server: GrpcTestServer, method: Rpc) -> None:
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        call = _start(channel, method, (("x-never", "1"), ("x-headers-first", "1")))
+        call = start(channel, method, (("x-never", "1"), ("x-headers-first", "1")))
         if method is not Rpc.UNARY:  # grpc.aio gives a unary call's headers with its end
             await call.initial_metadata()  # the headers came first, the answer never does
         await asyncio.to_thread(grpc_server.wait_for_calls, method, 1)
@@ -292,7 +266,7 @@ async def test_never_answers_until_cancelled(grpc_server: GrpcTestServer, method
 
 async def test_cancel_mid_stream(grpc_server: GrpcTestServer) -> None:
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        call = _start(channel, Rpc.SERVER_STREAM, (("x-count", "100"), ("x-interval", "0.05")))
+        call = start(channel, Rpc.SERVER_STREAM, (("x-count", "100"), ("x-interval", "0.05")))
         assert await call.read() == b"ping"
         call.cancel()
         await asyncio.to_thread(grpc_server.wait_for_cancelled, 1, 10.0, Rpc.SERVER_STREAM)
@@ -302,7 +276,7 @@ async def test_cancel_mid_stream(grpc_server: GrpcTestServer) -> None:
 async def test_slow_reader_of_64_mib(grpc_server: GrpcTestServer) -> None:
     metadata: Md = (("x-count", "64"), ("x-size", str(MiB)))
     async with grpc.aio.insecure_channel(grpc_server.target) as channel:
-        call = _start(channel, Rpc.SERVER_STREAM, metadata)
+        call = start(channel, Rpc.SERVER_STREAM, metadata)
         assert await call.read() == bytes([0]) * MiB
         await asyncio.sleep(0.3)  # a slow reader: flow control holds the server back
         assert grpc_server.messages_sent(Rpc.SERVER_STREAM) < 64
@@ -338,8 +312,8 @@ async def test_compression_with_grpc_aio() -> None:
         async with grpc.aio.insecure_channel(
             server.target, compression=grpc.Compression.Gzip
         ) as channel:
-            assert await _multicallable(channel, Rpc.UNARY)(_BIG) == _BIG
-            upload = _multicallable(channel, Rpc.CLIENT_STREAM)
+            assert await multicallable(channel, Rpc.UNARY)(_BIG) == _BIG
+            upload = multicallable(channel, Rpc.CLIENT_STREAM)
             assert await upload(iter([_BIG, _BIG]), compression=grpc.Compression.Deflate) == (
                 _BIG * 2
             )
@@ -375,8 +349,8 @@ async def test_health(grpc_server: GrpcTestServer) -> None:
 async def test_process_killed(grpc_process_factory: GrpcProcessFactory) -> None:
     server = grpc_process_factory()
     async with grpc.aio.insecure_channel(server.target) as channel:
-        assert await _start(channel, Rpc.UNARY, ()) == b"ping"
-        call = _start(channel, Rpc.UNARY, (("x-never", "1"),))
+        assert await start(channel, Rpc.UNARY, ()) == b"ping"
+        call = start(channel, Rpc.UNARY, (("x-never", "1"),))
         await asyncio.to_thread(server.wait_for_calls, Rpc.UNARY, 2)
         assert server.stats()["started"] == {Rpc.UNARY: 2}
         server.kill()
@@ -386,7 +360,7 @@ async def test_process_killed(grpc_process_factory: GrpcProcessFactory) -> None:
     assert server.returncode == -9
     server.start()  # back on the same port
     async with grpc.aio.insecure_channel(server.target) as channel:
-        assert await _start(channel, Rpc.UNARY, ()) == b"ping"
+        assert await start(channel, Rpc.UNARY, ()) == b"ping"
 
 
 async def test_process_graceful_stop(grpc_process_factory: GrpcProcessFactory) -> None:
@@ -394,13 +368,13 @@ async def test_process_graceful_stop(grpc_process_factory: GrpcProcessFactory) -
     server.set_health("test.Rpc", "SERVING")
     assert await _health(server.target, "test.Rpc") == health_pb2.HealthCheckResponse.SERVING
     async with grpc.aio.insecure_channel(server.target) as channel:
-        in_flight = _start(channel, Rpc.UNARY, (("x-sleep", "0.5"),))
+        in_flight = start(channel, Rpc.UNARY, (("x-sleep", "0.5"),))
         await asyncio.to_thread(server.wait_for_calls, Rpc.UNARY, 1)
         server.stop(grace=5.0)
         assert await in_flight == b"ping"  # finished within the grace period
         assert await asyncio.to_thread(server.wait, 10.0) == 0
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _start(channel, Rpc.UNARY, (), timeout=5)
+            await start(channel, Rpc.UNARY, (), timeout=5)
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 

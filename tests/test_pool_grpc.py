@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
 
 import h2pool
-from tests.peers import GrpcEchoServer
+from tests.peers import GrpcEchoServer, frame_message
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.peer
@@ -19,15 +18,10 @@ GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}
 PINGS_ALLOWED = [("grpc.http2.max_ping_strikes", 0)]
 
 
-def grpc_frame(message: bytes) -> bytes:
-    """A gRPC length-prefixed message (uncompressed)."""
-    return struct.pack(">BI", 0, len(message)) + message
-
-
 def unary(pool: h2pool.Pool, method: str, message: bytes) -> asyncio.Future[h2pool.Response]:
     return asyncio.ensure_future(
         pool.request(
-            "POST", f"/test.Echo/{method}", headers=GRPC_HEADERS, content=grpc_frame(message)
+            "POST", f"/test.Echo/{method}", headers=GRPC_HEADERS, content=frame_message(message)
         )
     )
 
@@ -63,7 +57,7 @@ async def test_graceful_stop_of_one_replica_loses_no_call() -> None:
             assert {r.endpoint for r in responses[:2]} == {stopping.target, staying.target}
             assert {r.endpoint for r in responses[2:]} == {staying.target}
             for i, response in enumerate(responses[2:]):
-                assert response.content == grpc_frame(f"call-{i}".encode())
+                assert response.content == frame_message(f"call-{i}".encode())
             await asyncio.to_thread(stopped.wait, 10)
             assert pool.stats().endpoints[0].state is not h2pool.ConnectivityState.READY
 
@@ -87,4 +81,4 @@ async def test_too_many_pings_from_grpcio_doubles_the_ping_interval_for_that_rep
             server.release()
             await asyncio.gather(slow, return_exceptions=True)  # it may die with its connection
             response = await unary(pool, "Unary", b"still served")
-            assert response.content == grpc_frame(b"still served")
+            assert response.content == frame_message(b"still served")

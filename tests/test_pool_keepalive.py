@@ -10,9 +10,9 @@ import h2pool
 from h2pool._core import endpoints
 from h2pool._pool import connect
 from tests.faultproxy import fault_proxy
-from tests.peers import GrpcEchoServer
+from tests.peers import GrpcEchoServer, frame_message
 from tests.test_core_keepalive import Recorded, keepalive_of, needs_linux_keepalive
-from tests.test_pool_grpc import grpc_frame, unary
+from tests.test_pool_grpc import unary
 
 pytestmark = pytest.mark.peer
 
@@ -23,7 +23,7 @@ STRICT = [("grpc.http2.max_ping_strikes", 1)]
 def assert_ok(response: h2pool.Response, message: bytes) -> None:
     assert response.status_code == 200
     assert dict(response.trailers).get("grpc-status") == "0", (response.headers, response.trailers)
-    assert response.content == grpc_frame(message)
+    assert response.content == frame_message(message)
 
 
 async def test_silent_call_of_20_s_completes_with_default_options() -> None:

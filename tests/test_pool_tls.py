@@ -337,7 +337,7 @@ async def test_mtls_rejection_under_tls12_is_a_connect_error(mutual_tls: MutualT
 def nginx_pool(nginx: Nginx, certificates: Certificates, **kwargs: object) -> h2pool.Pool:
     return h2pool.Pool(
         f"https://localhost:{nginx.port}",
-        endpoints=[nginx.authority],
+        endpoints=[nginx.target],
         ssl=trusting(certificates),
         timeout=20,
         **kwargs,  # type: ignore[arg-type]
@@ -351,7 +351,7 @@ async def test_alpn_falls_back_to_http1_against_nginx(
         response = await pool.request("GET", "/index.html")
         assert (response.status_code, response.content) == (200, INDEX_HTML)
         assert response.http_version == "HTTP/1.1"
-        assert response.endpoint == nginx_http1_tls.authority
+        assert response.endpoint == nginx_http1_tls.target
         assert (field(response, "server") or "").startswith("nginx/")
         assert response.trailers == []
 
@@ -454,16 +454,16 @@ async def test_header_lookup_of_http1_responses(
 
 
 async def test_cleartext_http1_against_nginx(nginx_http1: Nginx) -> None:
-    async with h2pool.Pool(f"http://{nginx_http1.authority}", http1=True, timeout=10) as pool:
+    async with h2pool.Pool(f"http://{nginx_http1.target}", http1=True, timeout=10) as pool:
         response = await pool.request("GET", "/index.html")
         assert (response.status_code, response.content) == (200, INDEX_HTML)
         assert response.http_version == "HTTP/1.1"
-        assert response.endpoint == nginx_http1.authority
+        assert response.endpoint == nginx_http1.target
     assert '"GET /index.html HTTP/1.1" 200 12 ' in nginx_http1.access_log_path.read_text()
 
 
 async def test_http1_for_one_endpoint_of_two(nghttpd_h2c: Nghttpd, nginx_http1: Nginx) -> None:
-    h2c, http1 = nghttpd_h2c.authority, nginx_http1.authority
+    h2c, http1 = nghttpd_h2c.target, nginx_http1.target
     pool = h2pool.Pool("http://service.test", endpoints=[h2c, http1], http1=[http1], timeout=10)
     async with pool:
         await eventually(

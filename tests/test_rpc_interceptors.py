@@ -20,37 +20,18 @@ import pytest
 import h2pool
 import h2pool.rpc
 from tests.peers import GeneratedModules, GreeterServer, GrpcTestServer, Rpc
+from tests.rpc_support import outcome, start_one
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
 ERRORS = (grpc.RpcError, h2pool.rpc.RpcError)
 EOFS = (grpc.aio.EOF, h2pool.rpc.EOF)
-KINDS = {
-    Rpc.UNARY: "unary_unary",
-    Rpc.SERVER_STREAM: "unary_stream",
-    Rpc.CLIENT_STREAM: "stream_unary",
-    Rpc.BIDI: "stream_stream",
-}
 
 
 def _channel(library: str, target: str, interceptors: list[Any]) -> Any:
     if library == "grpc":
         return grpc.aio.insecure_channel(target, interceptors=interceptors)
     return h2pool.rpc.insecure_channel(target, interceptors=interceptors)
-
-
-def _call(channel: Any, method: Rpc, **kwargs: Any) -> Any:
-    """Start a call of ``method`` with the one request ``b"ping"``."""
-    multicallable = getattr(channel, KINDS[method])(method)
-    request: Any = b"ping" if method in (Rpc.UNARY, Rpc.SERVER_STREAM) else iter([b"ping"])
-    metadata = (("x-count", "1"), *(kwargs.pop("metadata", None) or ()))
-    return multicallable(request, metadata=metadata, **kwargs)
-
-
-async def _messages(call: Any, method: Rpc) -> list[bytes]:
-    if method in (Rpc.SERVER_STREAM, Rpc.BIDI):
-        return [message async for message in call]
-    return [await call]
 
 
 def _code_name(code: Any) -> str:
@@ -119,8 +100,8 @@ async def test_aio_interceptors_chain_in_order_on_each_kind(
     log: list[str] = []
     interceptors = [*adders("first", log), *adders("second", log)]
     async with _channel(library, grpc_server.target, interceptors) as channel:
-        call = _call(channel, method, metadata=(("x-echo-caller", "c"),))
-        assert await _messages(call, method) == [b"ping"]
+        call = start_one(channel, method, metadata=(("x-echo-caller", "c"),))
+        assert await outcome(call, method) == [b"ping"]
         initial = await call.initial_metadata()
         assert _code_name(await call.code()) == "OK"
         assert call.done()
@@ -185,8 +166,8 @@ class Replacing(
 async def test_own_interceptor_replaces_metadata(grpc_server: GrpcTestServer, method: Rpc) -> None:
     interceptor = Replacing()
     async with h2pool.rpc.insecure_channel(grpc_server.target, interceptors=[interceptor]) as ch:
-        call = _call(ch, method, timeout=7, wait_for_ready=True)
-        assert await _messages(call, method) == [b"ping"]
+        call = start_one(ch, method, timeout=7, wait_for_ready=True)
+        assert await outcome(call, method) == [b"ping"]
         assert (await call.initial_metadata())["x-echo-ours"] == "1"
         assert (await call.trailing_metadata())["x-trailer-ours"] == "1"
     (details,) = interceptor.seen
@@ -201,9 +182,9 @@ async def test_own_interceptor_replaces_metadata(grpc_server: GrpcTestServer, me
 async def test_own_interceptor_sets_the_timeout(grpc_server: GrpcTestServer, method: Rpc) -> None:
     interceptor = Replacing(timeout=0.3)
     async with h2pool.rpc.insecure_channel(grpc_server.target, interceptors=[interceptor]) as ch:
-        call = _call(ch, method, metadata=(("x-never", "1"),), timeout=30)
+        call = start_one(ch, method, metadata=(("x-never", "1"),), timeout=30)
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _messages(call, method)
+            await outcome(call, method)
         assert caught.value.code() is h2pool.rpc.StatusCode.DEADLINE_EXCEEDED
         assert await call.code() is h2pool.rpc.StatusCode.DEADLINE_EXCEEDED
         remaining = call.time_remaining()
@@ -234,7 +215,7 @@ async def test_interceptor_returning_the_response(
     grpc_server: GrpcTestServer, library: str
 ) -> None:
     async with _channel(library, grpc_server.target, [AioAnswering()]) as channel:
-        call = _call(channel, Rpc.UNARY)
+        call = start_one(channel, Rpc.UNARY)
         assert await call == b"ping!"
         assert _code_name(await call.code()) == "OK"
         assert await call.details() in ("", None)
@@ -269,7 +250,7 @@ class AioRetrying(grpc.aio.UnaryUnaryClientInterceptor):
 async def test_interceptor_that_retries(grpc_server: GrpcTestServer, library: str) -> None:
     interceptor = AioRetrying(3)
     async with _channel(library, grpc_server.target, [interceptor]) as channel:
-        call = _call(channel, Rpc.UNARY)
+        call = start_one(channel, Rpc.UNARY)
         assert await call == b"ping"
         assert _code_name(await call.code()) == "OK"
     assert interceptor.made == 3
@@ -301,9 +282,9 @@ async def test_interceptor_that_raises(
 ) -> None:
     interceptors = [AioRaisingUnary(), AioRaisingStream()]
     async with _channel(library, grpc_server.target, interceptors) as channel:
-        call = _call(channel, method)
+        call = start_one(channel, method)
         with pytest.raises(Broken):
-            await _messages(call, method)
+            await outcome(call, method)
         with pytest.raises(Broken):  # as grpc.aio: the interceptor's exception, again
             await call.code()
         assert call.done()
@@ -324,7 +305,7 @@ async def test_interceptor_awaiting_a_failed_call(
 ) -> None:
     metadata = (("x-status", "NOT_FOUND"), ("x-details", "gone"), ("x-echo-k", "v"))
     async with _channel(library, grpc_server.target, [AioRaisingRpcError()]) as channel:
-        call = _call(channel, Rpc.UNARY, metadata=metadata)
+        call = start_one(channel, Rpc.UNARY, metadata=metadata)
         with pytest.raises(ERRORS) as caught:
             await call
         error: Any = caught.value
@@ -374,7 +355,7 @@ async def test_intercepted_call_cancelled(
     grpc_server: GrpcTestServer, library: str, method: Rpc
 ) -> None:
     async with _channel(library, grpc_server.target, adders("a", [])) as channel:
-        call = _call(channel, method, metadata=(("x-never", "1"), ("x-headers-first", "1")))
+        call = start_one(channel, method, metadata=(("x-never", "1"), ("x-headers-first", "1")))
         await asyncio.to_thread(grpc_server.wait_for_calls, method, 1)
         ended = asyncio.Event()
         call.add_done_callback(lambda _: ended.set())
@@ -385,7 +366,7 @@ async def test_intercepted_call_cancelled(
         assert call.done()
         assert _code_name(await call.code()) == "CANCELLED"
         with pytest.raises((asyncio.CancelledError, *ERRORS)):
-            await _messages(call, method)
+            await outcome(call, method)
         assert not call.cancel()  # already ended
     if library == "h2pool":  # grpc.aio's RST_STREAM sometimes misses a stream request's end
         await asyncio.to_thread(grpc_server.wait_for_cancelled, 1)
@@ -402,7 +383,7 @@ async def test_intercepted_call_cancelled_while_interceptors_run(
             await asyncio.Event().wait()  # until cancelled
 
     async with h2pool.rpc.insecure_channel(grpc_server.target, interceptors=[Slow()]) as channel:
-        call = _call(channel, Rpc.UNARY)
+        call = start_one(channel, Rpc.UNARY)
         ended = asyncio.Event()
         call.add_done_callback(lambda _: ended.set())
         await started.wait()
@@ -430,7 +411,7 @@ async def test_interceptor_returning_an_iterator_for_a_stream(grpc_server: GrpcT
             return doubled()
 
     async with h2pool.rpc.insecure_channel(grpc_server.target, interceptors=[Doubling()]) as ch:
-        call = _call(ch, Rpc.SERVER_STREAM, metadata=(("x-count", "2"),))
+        call = start_one(ch, Rpc.SERVER_STREAM, metadata=(("x-count", "2"),))
         assert await call.read() == b"pingping"
         assert [message async for message in call] == [b"pingping"]
 

@@ -19,7 +19,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from h2pool import rpc
-from tests.peers import GrpcProcessFactory, Rpc
+from tests.peers import GrpcProcessFactory, Rpc, frame_message
 from tests.rawpeer import RawConnection, RawPeer, raw_peer
 from tests.rpc_support import outcome, start, streams_freed
 
@@ -27,11 +27,6 @@ pytestmark = [pytest.mark.timeout(30)]
 
 GRPC_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 OK_TRAILERS = [("grpc-status", "0")]
-
-
-def frame(message: bytes, flag: int = 0) -> bytes:
-    """One Length-Prefixed-Message."""
-    return struct.pack(">BI", flag, len(message)) + message
 
 
 @pytest.fixture
@@ -113,8 +108,8 @@ async def test_request_on_the_wire(peer: RawPeer, channel: rpc.Channel) -> None:
     assert timeout[-1] in "numSMH"
     assert len(timeout) <= 9
     assert "grpc-encoding" not in headers
-    assert await request_body(conn, stream_id) == frame(b"hello")
-    answer(conn, stream_id, [frame(b"world")])
+    assert await request_body(conn, stream_id) == frame_message(b"hello")
+    answer(conn, stream_id, [frame_message(b"world")])
     assert await call == b"world"
 
 
@@ -131,7 +126,7 @@ async def test_compressed_request_on_the_wire(peer: RawPeer) -> None:
         assert first_flag == 1
         assert first_length < len(message)
         assert gzip.decompress(body[5 : 5 + first_length]) == message
-        answer(conn, stream_id, [frame(b"ok")])
+        answer(conn, stream_id, [frame_message(b"ok")])
         assert await call == b"ok"
 
 
@@ -204,7 +199,7 @@ async def test_content_type(
     headers = [(":status", "200")]
     if content_type is not None:
         headers.append(("content-type", content_type))
-    answer(conn, stream_id, [frame(b"pong")], headers=headers)
+    answer(conn, stream_id, [frame_message(b"pong")], headers=headers)
     if accepted:
         assert await outcome(call) == [b"pong"]
     else:
@@ -253,7 +248,9 @@ async def test_reset_mid_stream(
     call = start(channel, method)
     conn, stream_id, _ = await next_call(peer)
     conn.h2.send_headers(stream_id, GRPC_HEADERS)
-    conn.h2.send_data(stream_id, frame(b"one") + frame(b"two")[:3])  # and half a message
+    conn.h2.send_data(
+        stream_id, frame_message(b"one") + frame_message(b"two")[:3]
+    )  # and half a message
     conn.flush()
     assert await call.read() == b"one"
     conn.h2.reset_stream(stream_id, error_code)
@@ -292,9 +289,9 @@ async def test_missing_grpc_status(
     call = start(channel, method)
     conn, stream_id, _ = await next_call(peer)
     if ending == "trailers-without-status":
-        answer(conn, stream_id, [frame(b"pong")], trailers=[("x-other", "1")])
+        answer(conn, stream_id, [frame_message(b"pong")], trailers=[("x-other", "1")])
     elif ending == "data-end-stream":
-        answer(conn, stream_id, [frame(b"pong")], trailers=None)
+        answer(conn, stream_id, [frame_message(b"pong")], trailers=None)
     else:  # Trailers-Only shape, but no status in it
         conn.h2.send_headers(stream_id, GRPC_HEADERS, end_stream=True)
         conn.flush()
@@ -308,7 +305,7 @@ async def test_missing_grpc_status(
 async def test_unknown_grpc_status_is_unknown(peer: RawPeer, channel: rpc.Channel) -> None:
     call = channel.unary_unary(Rpc.UNARY)(b"x")
     conn, stream_id, _ = await next_call(peer)
-    answer(conn, stream_id, [frame(b"pong")], trailers=[("grpc-status", "42")])
+    answer(conn, stream_id, [frame_message(b"pong")], trailers=[("grpc-status", "42")])
     with pytest.raises(rpc.RpcError) as caught:
         await call
     assert caught.value.code() is rpc.StatusCode.UNKNOWN
@@ -325,7 +322,7 @@ async def test_messages_split_and_joined_across_frames(
     peer: RawPeer, channel: rpc.Channel, method: Rpc, size: int | None
 ) -> None:
     """The messages' bytes cut into DATA frames of ``size`` (None: as many as fit in one)."""
-    wire = b"".join(frame(message) for message in MESSAGES)
+    wire = b"".join(frame_message(message) for message in MESSAGES)
     step = size or 16_384  # the largest frame the client accepts by default
     chunks = [wire[offset : offset + step] for offset in range(0, len(wire), step)]
     call = start(channel, method)
@@ -338,7 +335,7 @@ async def test_messages_split_and_joined_across_frames(
 async def test_unary_response_split_across_frames(
     peer: RawPeer, channel: rpc.Channel, size: int | None
 ) -> None:
-    wire = frame(b"x" * 1000)
+    wire = frame_message(b"x" * 1000)
     step = size or len(wire)
     chunks = [wire[offset : offset + step] for offset in range(0, len(wire), step)]
     call = channel.unary_unary(Rpc.UNARY)(b"q")
@@ -351,7 +348,7 @@ async def test_unary_response_split_across_frames(
 async def test_truncated_message(peer: RawPeer, channel: rpc.Channel, method: Rpc) -> None:
     call = start(channel, method)
     conn, stream_id, _ = await next_call(peer)
-    answer(conn, stream_id, [frame(b"whole")[:-1]])
+    answer(conn, stream_id, [frame_message(b"whole")[:-1]])
     with pytest.raises(rpc.RpcError) as caught:
         await outcome(call)
     assert caught.value.code() is rpc.StatusCode.INTERNAL
@@ -364,7 +361,7 @@ async def test_unary_response_needs_one_message(
 ) -> None:
     call = start(channel, method)
     conn, stream_id, _ = await next_call(peer)
-    answer(conn, stream_id, [frame(b"m")] * count if count else [])
+    answer(conn, stream_id, [frame_message(b"m")] * count if count else [])
     with pytest.raises(rpc.RpcError) as caught:
         await outcome(call)
     assert caught.value.code() in (rpc.StatusCode.INTERNAL, rpc.StatusCode.UNIMPLEMENTED)
@@ -373,7 +370,7 @@ async def test_unary_response_needs_one_message(
 async def test_compressed_message_without_encoding(peer: RawPeer, channel: rpc.Channel) -> None:
     call = channel.unary_stream(Rpc.SERVER_STREAM)(b"x")
     conn, stream_id, _ = await next_call(peer)
-    answer(conn, stream_id, [frame(gzip.compress(b"data"), flag=1)])
+    answer(conn, stream_id, [frame_message(b"data", compress=True)])
     with pytest.raises(rpc.RpcError) as caught:
         await outcome(call)
     assert caught.value.code() is rpc.StatusCode.INTERNAL
@@ -383,7 +380,7 @@ async def test_compressed_and_plain_messages_mixed(peer: RawPeer, channel: rpc.C
     call = channel.unary_stream(Rpc.SERVER_STREAM)(b"x")
     conn, stream_id, _ = await next_call(peer)
     headers = [*GRPC_HEADERS, ("grpc-encoding", "gzip")]
-    chunks = [frame(gzip.compress(b"packed"), flag=1) + frame(b"plain")]
+    chunks = [frame_message(b"packed", compress=True) + frame_message(b"plain")]
     answer(conn, stream_id, chunks, headers=headers)
     assert await outcome(call) == [b"packed", b"plain"]
 
@@ -396,7 +393,7 @@ async def test_connection_dropped_mid_stream(peer: RawPeer, channel: rpc.Channel
     conn = await peer.accept()
     streams = [(await next_call(peer, conn))[1] for _ in calls]
     conn.h2.send_headers(streams[1], GRPC_HEADERS)
-    conn.h2.send_data(streams[1], frame(b"first"))
+    conn.h2.send_data(streams[1], frame_message(b"first"))
     conn.flush()
     assert await calls[1].read() == b"first"
     conn.abort()

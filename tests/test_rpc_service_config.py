@@ -21,16 +21,11 @@ import h2pool.rpc
 from h2pool._rpc import channel as h2pool_rpc_channel
 from h2pool.rpc import StatusCode
 from tests.peers import GrpcTestServer, Rpc, free_port
+from tests.rpc_support import multicallable, outcome, start_one
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(30)]
 
 _ids = itertools.count()
-KINDS = {
-    Rpc.UNARY: "unary_unary",
-    Rpc.SERVER_STREAM: "unary_stream",
-    Rpc.CLIENT_STREAM: "stream_unary",
-    Rpc.BIDI: "stream_stream",
-}
 
 
 def _retry(**policy: Any) -> dict[str, Any]:
@@ -44,18 +39,6 @@ def _retry(**policy: Any) -> dict[str, Any]:
         **policy,
     }
     return {"methodConfig": [{"name": [{"service": "test.Rpc"}], "retryPolicy": retry}]}
-
-
-def _call(channel: h2pool.rpc.Channel, method: Rpc, **kwargs: Any) -> Any:
-    request: Any = b"ping" if method in (Rpc.UNARY, Rpc.SERVER_STREAM) else iter([b"ping"])
-    metadata = (("x-count", "1"), *(kwargs.pop("metadata", None) or ()))
-    return getattr(channel, KINDS[method])(method)(request, metadata=metadata, **kwargs)
-
-
-async def _messages(call: Any, method: Rpc) -> list[bytes]:
-    if method in (Rpc.SERVER_STREAM, Rpc.BIDI):
-        return [message async for message in call]
-    return [await call]
 
 
 def _failing(first: int, status: str = "UNAVAILABLE", *extra: tuple[str, str]) -> tuple[str, Any]:
@@ -88,14 +71,14 @@ async def test_config_timeout_bounds_the_call(grpc_server: GrpcTestServer, form:
     config = {"methodConfig": [{"name": [{"service": "test.Rpc"}], "timeout": "0.3s"}]}
     async with _channel(grpc_server, config, form) as channel:
         for timeout in (None, 30.0):  # the smaller of the config's and the call's
-            call = _call(channel, Rpc.UNARY, metadata=(("x-never", "1"),), timeout=timeout)
+            call = start_one(channel, Rpc.UNARY, metadata=(("x-never", "1"),), timeout=timeout)
             remaining = call.time_remaining()
             assert remaining is not None
             assert remaining <= 0.3
             with pytest.raises(h2pool.rpc.RpcError) as caught:
                 await call
             assert caught.value.code() is StatusCode.DEADLINE_EXCEEDED
-        call = _call(channel, Rpc.UNARY, timeout=0.1, metadata=(("x-never", "1"),))
+        call = start_one(channel, Rpc.UNARY, timeout=0.1, metadata=(("x-never", "1"),))
         remaining = call.time_remaining()
         assert remaining is not None
         assert remaining <= 0.1
@@ -111,8 +94,8 @@ async def test_method_entry_wins_over_service_entry(grpc_server: GrpcTestServer)
         ]
     }
     async with h2pool.rpc.Channel(f"http://{grpc_server.target}", service_config=config) as ch:
-        unary = _call(ch, Rpc.UNARY)
-        stream = _call(ch, Rpc.SERVER_STREAM)
+        unary = start_one(ch, Rpc.UNARY)
+        stream = start_one(ch, Rpc.SERVER_STREAM)
         assert (unary.time_remaining() or 0) > 10
         assert (stream.time_remaining() or 99) <= 0.2
         assert await unary == b"ping"
@@ -125,15 +108,15 @@ async def test_config_wait_for_ready() -> None:
     async with h2pool.rpc.Channel(target, service_config=config) as channel:
         # It waits for an endpoint until its deadline.
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _call(channel, Rpc.UNARY, timeout=0.5)
+            await start_one(channel, Rpc.UNARY, timeout=0.5)
         assert caught.value.code() is StatusCode.DEADLINE_EXCEEDED
         # The call's own wait_for_ready wins over the config.
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _call(channel, Rpc.UNARY, timeout=5, wait_for_ready=False)
+            await start_one(channel, Rpc.UNARY, timeout=5, wait_for_ready=False)
         assert caught.value.code() is StatusCode.UNAVAILABLE
     async with h2pool.rpc.Channel(target) as channel:  # gRPC's default: fail fast
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _call(channel, Rpc.UNARY, timeout=5)
+            await start_one(channel, Rpc.UNARY, timeout=5)
         assert caught.value.code() is StatusCode.UNAVAILABLE
 
 
@@ -149,26 +132,26 @@ async def test_config_message_limits(grpc_server: GrpcTestServer, method: Rpc) -
         ]
     }
     async with h2pool.rpc.Channel(f"http://{grpc_server.target}", service_config=config) as ch:
-        multicallable = getattr(ch, KINDS[method])(method)
+        rpc_method = multicallable(ch, method)
         big = b"x" * 11
         request: Any = big if method in (Rpc.UNARY, Rpc.SERVER_STREAM) else iter([big])
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _messages(multicallable(request), method)
+            await outcome(rpc_method(request), method)
         assert caught.value.code() is StatusCode.RESOURCE_EXHAUSTED
         # A response over the limit (the server echoes; ServerStream sends x-size bytes).
         metadata = (("x-size", "11"), ("x-count", "1"))
         small = b"y" * 10
         if method in (Rpc.UNARY, Rpc.SERVER_STREAM):
-            call = multicallable(small, metadata=metadata)
+            call = rpc_method(small, metadata=metadata)
         else:
-            call = multicallable(iter([small, b"z"]), metadata=metadata)
+            call = rpc_method(iter([small, b"z"]), metadata=metadata)
         if method is Rpc.UNARY:
             assert await call == small  # at the limit is fine
         elif method is Rpc.BIDI:
             assert [message async for message in call] == [small, b"z"]
         else:
             with pytest.raises(h2pool.rpc.RpcError) as caught:
-                await _messages(call, method)
+                await outcome(call, method)
             assert caught.value.code() is StatusCode.RESOURCE_EXHAUSTED
     # Only the calls with small enough requests reached the server.
     assert grpc_server.calls_started(method) == 1
@@ -182,8 +165,8 @@ async def test_config_message_limits(grpc_server: GrpcTestServer, method: Rpc) -
 async def test_retried_then_ok(grpc_server: GrpcTestServer, form: str, method: Rpc) -> None:
     async with _channel(grpc_server, _retry(), form) as channel:
         call_id, metadata = _failing(2)
-        call = _call(channel, method, metadata=metadata, timeout=10)
-        assert await _messages(call, method) == [b"ping"]
+        call = start_one(channel, method, metadata=metadata, timeout=10)
+        assert await outcome(call, method) == [b"ping"]
         assert await call.code() is StatusCode.OK
     assert grpc_server.log.calls_with_id(call_id) == 3
 
@@ -194,7 +177,7 @@ async def test_max_attempts_honoured(grpc_server: GrpcTestServer) -> None:
     ) as channel:
         call_id, metadata = _failing(10)
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
         assert caught.value.code() is StatusCode.UNAVAILABLE
         assert grpc_server.log.calls_with_id(call_id) == 3
         assert "attempts: 3" in caught.value.debug_error_string()
@@ -204,7 +187,7 @@ async def test_max_attempts_honoured(grpc_server: GrpcTestServer) -> None:
     ) as channel:
         call_id, metadata = _failing(10)
         with pytest.raises(h2pool.rpc.RpcError):
-            await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
     assert grpc_server.log.calls_with_id(call_id) == 5
 
 
@@ -214,7 +197,7 @@ async def test_not_retried_after_a_message(grpc_server: GrpcTestServer, method: 
         f"http://{grpc_server.target}", service_config=_retry()
     ) as channel:
         call_id, metadata = _failing(2, "UNAVAILABLE", ("x-after", "1"), ("x-count", "3"))
-        call = _call(channel, method, metadata=metadata, timeout=10)
+        call = start_one(channel, method, metadata=metadata, timeout=10)
         assert await call.read() == b"ping"
         with pytest.raises(h2pool.rpc.RpcError) as caught:
             await call.read()
@@ -230,9 +213,9 @@ async def test_not_retried_after_response_headers(grpc_server: GrpcTestServer, m
         # grpcio sends headers and status as one Trailers-Only block (retryable) when both
         # are pending at once: the server's x-sleep lets the headers go first.
         call_id, metadata = _failing(2, "UNAVAILABLE", ("x-headers-first", "1"), ("x-sleep", "0.2"))
-        call = _call(channel, method, metadata=metadata, timeout=10)
+        call = start_one(channel, method, metadata=metadata, timeout=10)
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _messages(call, method)
+            await outcome(call, method)
         assert caught.value.code() is StatusCode.UNAVAILABLE
     assert grpc_server.log.calls_with_id(call_id) == 1
 
@@ -243,7 +226,7 @@ async def test_not_retried_for_codes_not_listed(grpc_server: GrpcTestServer) -> 
     ) as channel:
         call_id, metadata = _failing(2, "INTERNAL")
         with pytest.raises(h2pool.rpc.RpcError) as caught:
-            await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
         assert caught.value.code() is StatusCode.INTERNAL
     assert grpc_server.log.calls_with_id(call_id) == 1
 
@@ -252,7 +235,7 @@ async def test_no_retry_without_a_policy(grpc_server: GrpcTestServer) -> None:
     async with h2pool.rpc.insecure_channel(grpc_server.target) as channel:
         call_id, metadata = _failing(1)
         with pytest.raises(h2pool.rpc.RpcError):
-            await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
     assert grpc_server.log.calls_with_id(call_id) == 1
 
 
@@ -263,13 +246,13 @@ async def test_pushback(grpc_server: GrpcTestServer) -> None:
         # A negative pushback: the server says not to retry.
         call_id, metadata = _failing(2, "UNAVAILABLE", ("x-pushback-ms", "-1"))
         with pytest.raises(h2pool.rpc.RpcError):
-            await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
         assert grpc_server.log.calls_with_id(call_id) == 1
         # A pushback replaces the backoff: the retry waits that long (far above maxBackoff).
         call_id, metadata = _failing(1, "UNAVAILABLE", ("x-pushback-ms", "400"))
         loop = asyncio.get_running_loop()
         started = loop.time()
-        assert await _call(channel, Rpc.UNARY, metadata=metadata, timeout=10) == b"ping"
+        assert await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10) == b"ping"
         assert loop.time() - started >= 0.4
         assert grpc_server.log.calls_with_id(call_id) == 2
 
@@ -280,18 +263,18 @@ async def test_retry_throttling_stops_retries(grpc_server: GrpcTestServer) -> No
         # 10 tokens, retries while more than 5 are left: each failed attempt costs one.
         first_id, metadata = _failing(100)
         with pytest.raises(h2pool.rpc.RpcError):
-            await _call(ch, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(ch, Rpc.UNARY, metadata=metadata, timeout=10)
         assert grpc_server.log.calls_with_id(first_id) == 5  # tokens 10 -> 5
         second_id, metadata = _failing(100)
         with pytest.raises(h2pool.rpc.RpcError):
-            await _call(ch, Rpc.UNARY, metadata=metadata, timeout=10)
+            await start_one(ch, Rpc.UNARY, metadata=metadata, timeout=10)
         assert grpc_server.log.calls_with_id(second_id) == 1  # 4 left: no retry
         # Successes give back 0.1 token each: after 25 (6.5 tokens), a failure leaves 5.5,
         # above half: retried.
         for _ in range(25):
-            assert await _call(ch, Rpc.UNARY, timeout=10) == b"ping"
+            assert await start_one(ch, Rpc.UNARY, timeout=10) == b"ping"
         third_id, metadata = _failing(1)
-        assert await _call(ch, Rpc.UNARY, metadata=metadata, timeout=10) == b"ping"
+        assert await start_one(ch, Rpc.UNARY, metadata=metadata, timeout=10) == b"ping"
         assert grpc_server.log.calls_with_id(third_id) == 2
 
 
@@ -358,9 +341,9 @@ async def test_primary_user_agent(grpc_server: GrpcTestServer) -> None:
     assert f"h2pool-rpc/{h2pool.__version__}" in agents[0]
 
 
-def test_keepalive_timeout_option_sets_the_functional_timeout(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def pool_keywords(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The keywords the next channels give their ``Pool`` (the latest channel's win)."""
     given: dict[str, Any] = {}
 
     def pool(target: str, **kwargs: Any) -> h2pool.Pool:
@@ -368,6 +351,13 @@ def test_keepalive_timeout_option_sets_the_functional_timeout(
         return h2pool.Pool(target, **kwargs)
 
     monkeypatch.setattr(h2pool_rpc_channel, "Pool", pool)
+    return given
+
+
+def test_keepalive_timeout_option_sets_the_functional_timeout(
+    pool_keywords: dict[str, Any],
+) -> None:
+    given = pool_keywords
     options = [("grpc.keepalive_timeout_ms", 2500)]
     h2pool.rpc.Channel("http://127.0.0.1:1", options=options)
     assert given["functional_timeout"] == 2.5
@@ -377,15 +367,9 @@ def test_keepalive_timeout_option_sets_the_functional_timeout(
 
 
 def test_keepalive_time_option_sets_the_ping_budget_period(
-    monkeypatch: pytest.MonkeyPatch,
+    pool_keywords: dict[str, Any],
 ) -> None:
-    given: dict[str, Any] = {}
-
-    def pool(target: str, **kwargs: Any) -> h2pool.Pool:
-        given.update(kwargs)
-        return h2pool.Pool(target, **kwargs)
-
-    monkeypatch.setattr(h2pool_rpc_channel, "Pool", pool)
+    given = pool_keywords
     h2pool.rpc.Channel("http://127.0.0.1:1", options=[("grpc.keepalive_time_ms", 10_000)])
     assert given["ping_budget"] == h2pool.PingBudget(pings=2, period=10.0)
     given.clear()

@@ -24,6 +24,7 @@ import h2pool
 from h2pool import rpc
 from h2pool._rpc.outbox import REPLAY_LIMIT
 from tests.faultproxy import FaultProxy
+from tests.peers import frame_message
 from tests.servers import Server
 from tests.waiting import eventually
 
@@ -48,11 +49,6 @@ CANCELLED = [
     ("grpc-status", "1"),
     ("grpc-message", "CANCELLED"),
 ]
-
-
-def frame(payload: bytes) -> bytes:
-    """A gRPC length-prefixed message, uncompressed."""
-    return struct.pack(">BI", 0, len(payload)) + payload
 
 
 def unframe(body: bytes) -> list[bytes]:
@@ -101,9 +97,9 @@ class GrpcResponder:
         self.bodies.append(body)
         messages = unframe(body)
         if path in ("/t.S/ServerStream", "/t.S/Bidi"):
-            reply = b"".join(frame(message) for message in messages)
+            reply = b"".join(frame_message(message) for message in messages)
         else:
-            reply = frame(b"".join(messages))
+            reply = frame_message(b"".join(messages))
         await proto.start_response(
             stream_id, [(":status", "200"), ("content-type", "application/grpc")]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -97,22 +98,17 @@ class GrpcProcessFactory(Protocol):
 @pytest.fixture
 def grpc_process_factory() -> Iterator[GrpcProcessFactory]:
     """Start ``GrpcServerProcess`` children on demand; all are closed (or reaped) at teardown."""
-    servers: list[GrpcServerProcess] = []
+    with contextlib.ExitStack() as started:
 
-    def make(
-        *,
-        options: tuple[tuple[str, int | str], ...] = (),
-        compression: grpc.Compression | None = None,
-    ) -> GrpcServerProcess:
-        server = GrpcServerProcess(options=options, compression=compression)
-        servers.append(server)
-        return server.start()
+        def make(
+            *,
+            options: tuple[tuple[str, int | str], ...] = (),
+            compression: grpc.Compression | None = None,
+        ) -> GrpcServerProcess:
+            server = GrpcServerProcess(options=options, compression=compression)
+            return started.enter_context(server)
 
-    try:
         yield make
-    finally:
-        for server in reversed(servers):
-            server.close()
 
 
 @pytest.fixture
@@ -130,34 +126,32 @@ def greeter_server(greeter_modules: GeneratedModules) -> Iterator[GreeterServer]
 
 @pytest.fixture
 def hypercorn_factory(tmp_path: Path) -> Iterator[HypercornFactory]:
-    """Start ``Hypercorn`` servers on demand; all are stopped at teardown.
+    """Start ``Hypercorn`` servers on demand; all are closed at teardown.
 
     Logs of the n-th server are in ``tmp_path / "hypercorn-n"``.
     """
-    servers: list[Hypercorn] = []
+    count = 0
+    with contextlib.ExitStack() as started:
 
-    def make(
-        *,
-        keep_alive_max_requests: int = 1000,
-        keep_alive_timeout: float = 5.0,
-        graceful_timeout: float = 0.5,
-        options: Mapping[str, HypercornOption] | None = None,
-    ) -> Hypercorn:
-        server = Hypercorn(
-            keep_alive_max_requests=keep_alive_max_requests,
-            keep_alive_timeout=keep_alive_timeout,
-            graceful_timeout=graceful_timeout,
-            options=options,
-            log_dir=tmp_path / f"hypercorn-{len(servers) + 1}",
-        )
-        servers.append(server)
-        return server.start()
+        def make(
+            *,
+            keep_alive_max_requests: int = 1000,
+            keep_alive_timeout: float = 5.0,
+            graceful_timeout: float = 0.5,
+            options: Mapping[str, HypercornOption] | None = None,
+        ) -> Hypercorn:
+            nonlocal count
+            count += 1
+            server = Hypercorn(
+                keep_alive_max_requests=keep_alive_max_requests,
+                keep_alive_timeout=keep_alive_timeout,
+                graceful_timeout=graceful_timeout,
+                options=options,
+                log_dir=tmp_path / f"hypercorn-{count}",
+            )
+            return started.enter_context(server)
 
-    try:
         yield make
-    finally:
-        for server in reversed(servers):
-            server.stop()
 
 
 @pytest.fixture

@@ -31,9 +31,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Unpack
 
-from .grpc_server import ThreadedGrpcServer
+from .grpc_server import ServerKeywords, ThreadedGrpcServer
 
 PROTO = """\
 syntax = "proto3";
@@ -162,7 +162,7 @@ class GreeterServer(ThreadedGrpcServer):
     generated modules.
     """
 
-    def __init__(self, modules: GeneratedModules, **kwargs: Any) -> None:
+    def __init__(self, modules: GeneratedModules, **kwargs: Unpack[ServerKeywords]) -> None:
         """Prepare, but do not start, the server.
 
         Args:

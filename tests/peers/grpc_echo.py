@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
-from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Unpack
 
 import grpc
 
-from .process import _STOP_TIMEOUT, HOST
+from .grpc_server import ServerKeywords, ThreadedGrpcServer
 
 
 def _identity(data: bytes) -> bytes:
@@ -18,8 +15,8 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-class GrpcEchoServer:
-    """A grpcio server on 127.0.0.1 (insecure, i.e. h2c) with a raw-bytes ``test.Echo`` service.
+class GrpcEchoServer(ThreadedGrpcServer):
+    """A grpcio server on 127.0.0.1 with a raw-bytes ``test.Echo`` service and no health service.
 
     Methods, all unary-unary with raw bytes (no protobuf):
 
@@ -45,6 +42,8 @@ class GrpcEchoServer:
        trailers-only 200 with ``grpc-status: 14`` (UNAVAILABLE) and RST_STREAM(NO_ERROR), and
        the TCP connection is closed.
 
+    ``stop(grace)`` does not release ``Slow`` calls: use ``release()`` for that.
+
     Attributes:
         SERVICE: The gRPC service name.
         SLOW_MAX_SECONDS: Upper bound on how long a ``Slow`` call can wait.
@@ -52,34 +51,34 @@ class GrpcEchoServer:
 
     SERVICE = "test.Echo"
     SLOW_MAX_SECONDS = 30.0
+    serves_health = False  # so that a client's health check meets UNIMPLEMENTED
 
-    def __init__(self, *, max_workers: int = 4, options: Sequence[tuple[str, Any]] = ()) -> None:
-        """Prepare, but do not start, the server.
+    def __init__(self, **kwargs: Unpack[ServerKeywords]) -> None:
+        """Prepare, but do not start, the server (4 handler threads unless ``max_workers``).
 
         Args:
-            max_workers: Handler threads, i.e. how many calls can run at once.
-            options: grpcio channel arguments, e.g. ``[("grpc.max_concurrent_streams", 2)]``.
+            **kwargs: ``ThreadedGrpcServer``'s keywords.
         """
-        self._max_workers = max_workers
-        self._options = list(options)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._server: Any = None
-        self._port: int | None = None
+        kwargs.setdefault("max_workers", 4)
+        super().__init__(**kwargs)
         self._condition = threading.Condition()
         self._released = False
         self._slow_started = 0
 
-    @property
-    def port(self) -> int:
-        """The port the server listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError("the gRPC server has not been started")
-        return self._port
+    def _add_services(self, server: Any) -> None:
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                method, request_deserializer=_identity, response_serializer=_identity
+            )
+            for name, method in (("Unary", self._unary), ("Slow", self._slow))
+        }
+        self._released = False
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(self.SERVICE, handlers)]
+        )
 
-    @property
-    def target(self) -> str:
-        """``host:port``, as passed to ``grpc.insecure_channel``."""
-        return f"{HOST}:{self.port}"
+    def _release(self) -> None:
+        self.release()
 
     def _unary(self, request: bytes, context: Any) -> bytes:
         return request
@@ -125,83 +124,3 @@ class GrpcEchoServer:
                 raise TimeoutError(
                     f"{self._slow_started} of {count} Slow calls arrived within {timeout:g} s"
                 )
-
-    def start(self) -> Self:
-        """Start the server on a free port.
-
-        Returns:
-            self, for chaining.
-        """
-        if self._server is not None:
-            raise RuntimeError("the gRPC server is already running")
-        handlers = {
-            name: grpc.unary_unary_rpc_method_handler(
-                method, request_deserializer=_identity, response_serializer=_identity
-            )
-            for name, method in (("Unary", self._unary), ("Slow", self._slow))
-        }
-        self._released = False
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            self._max_workers, thread_name_prefix="grpc-echo"
-        )
-        # grpcio does not own the executor: it must be shut down separately.
-        self._server = grpc.server(self._executor, options=self._options)
-        self._server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(self.SERVICE, handlers)]
-        )
-        try:
-            # Binding port 0 here, not free_port(), leaves no window for another process.
-            port: int = self._server.add_insecure_port(f"{HOST}:0")
-            if port == 0:
-                raise RuntimeError(f"grpcio could not bind {HOST}:0")
-            self._server.start()
-        except BaseException:
-            self._shutdown(grace=None)
-            raise
-        self._port = port
-        return self
-
-    def stop(self, grace: float | None) -> threading.Event:
-        """Start a graceful stop, as ``grpc.Server.stop``.
-
-        New calls are refused at once; calls in flight get ``grace`` seconds to finish before
-        they are cancelled. ``Slow`` calls are not released: use ``release()`` for that.
-
-        Args:
-            grace: Seconds for in-flight calls, or None to abort them immediately.
-
-        Returns:
-            An event set once the server has fully stopped.
-        """
-        if self._server is None:
-            raise RuntimeError("the gRPC server has not been started")
-        done: threading.Event = self._server.stop(grace)
-        return done
-
-    def _shutdown(self, grace: float | None) -> None:
-        """Stop the server and its threads, bounded in time."""
-        server, self._server = self._server, None
-        executor, self._executor = self._executor, None
-        self.release()  # so no handler thread is left waiting
-        try:
-            if server is not None and not server.stop(grace).wait(_STOP_TIMEOUT):
-                raise TimeoutError(f"the gRPC server did not stop within {_STOP_TIMEOUT:g} s")
-        finally:
-            if executor is not None:
-                # Handlers were released above, so this returns promptly.
-                executor.shutdown(wait=True, cancel_futures=True)
-
-    def close(self) -> None:
-        """Stop the server immediately and wait for its threads; idempotent."""
-        self._shutdown(grace=None)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -25,7 +25,6 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 import grpc
@@ -34,12 +33,12 @@ from . import grpc_child
 from .certs import Certificates
 from .grpc_child import COMPRESSIONS
 from .grpc_server import DEFAULT_MAX_WORKERS, HealthStatus
-from .process import _STOP_TIMEOUT, HOST, PeerExitedError, _guarded
+from .process import _STOP_TIMEOUT, HOST, LocalServer, PeerExitedError, _guarded
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class GrpcServerProcess:
+class GrpcServerProcess(LocalServer):
     """A ``GrpcTestServer`` (``test.Rpc`` and health) in a subprocess on 127.0.0.1.
 
     ``kill()`` is a crash: SIGKILL, connections reset by the kernel. ``stop(grace)`` is
@@ -48,6 +47,8 @@ class GrpcServerProcess:
     ``kill()`` or a stop) listens on the same port, so clients see the same replica come back.
     Counters live in the child: ``stats()`` fetches them.
     """
+
+    _name = "the gRPC server process"
 
     def __init__(
         self,
@@ -72,7 +73,6 @@ class GrpcServerProcess:
         self._compression = compression
         self._max_workers = max_workers
         self._startup_timeout = startup_timeout
-        self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._lines: queue.Queue[bytes] = queue.Queue()
@@ -92,18 +92,6 @@ class GrpcServerProcess:
             argv += ["--cert", str(self.certificates.cert_pem)]
             argv += ["--key", str(self.certificates.key_pem)]
         return argv
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError("the gRPC server process has not been started")
-        return self._port
-
-    @property
-    def target(self) -> str:
-        """``host:port``."""
-        return f"{HOST}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -246,17 +234,6 @@ class GrpcServerProcess:
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self._process.kill()
         self.kill()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

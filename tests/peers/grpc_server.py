@@ -1,8 +1,8 @@
 """grpcio servers in a thread of the test process: ``GrpcTestServer`` serves ``test.Rpc``.
 
 ``ThreadedGrpcServer`` is the lifecycle they share with ``GreeterServer`` (generated code, in
-``grpc_codegen.py``): a synchronous grpcio server on 127.0.0.1, insecure or TLS, with the
-standard health service, started and stopped with deadlines.
+``grpc_codegen.py``) and ``GrpcEchoServer`` (``grpc_echo.py``): a synchronous grpcio server on
+127.0.0.1, insecure or TLS, with the standard health service, started and stopped with deadlines.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import abc
 import concurrent.futures
 import threading
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypedDict, Unpack
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .certs import Certificates
 from .grpc_service import CallLog, Metadata, RpcService
-from .process import _STOP_TIMEOUT, HOST
+from .process import _STOP_TIMEOUT, HOST, LocalServer
 
 HealthStatus = Literal["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
 """A ``grpc.health.v1.HealthCheckResponse.ServingStatus`` name."""
@@ -28,13 +27,27 @@ DEFAULT_MAX_WORKERS = 100
 """Handler threads by default: calls beyond it wait for a thread (threads start on demand)."""
 
 
-class ThreadedGrpcServer(abc.ABC):
+class ServerKeywords(TypedDict, total=False):
+    """``ThreadedGrpcServer``'s keywords, for subclasses that pass them on."""
+
+    certificates: Certificates | None
+    options: Sequence[tuple[str, Any]]
+    compression: grpc.Compression | None
+    max_workers: int
+    port: int
+
+
+class ThreadedGrpcServer(LocalServer):
     """A grpcio server on 127.0.0.1 in this process, with the standard health service.
 
     Use it as a context manager, or call ``start()`` and ``close()``. The health service
     answers SERVING for ``""`` (the whole server) until ``set_health`` says otherwise, and
     NOT_FOUND (the client's SERVICE_UNKNOWN) for services never set.
     """
+
+    _name = "the gRPC server"
+    serves_health: ClassVar[bool] = True
+    """Whether ``start()`` adds the standard health service."""
 
     def __init__(
         self,
@@ -62,7 +75,7 @@ class ThreadedGrpcServer(abc.ABC):
         self._max_workers = max_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._server: Any = None
-        self._port: int | None = None
+        self._port = None
         self._health = health.HealthServicer()
         self.set_health("", "SERVING")
 
@@ -70,20 +83,8 @@ class ThreadedGrpcServer(abc.ABC):
     def _add_services(self, server: Any) -> None:
         """Register the services beside health on a new grpcio ``server``."""
 
-    def _release(self) -> None:  # noqa: B027 - a hook that most servers do not need
+    def _release(self) -> None:
         """Let handlers that are waiting return at once (the server is closing)."""
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError("the gRPC server has not been started")
-        return self._port
-
-    @property
-    def target(self) -> str:
-        """``host:port``, as passed to ``grpc.aio.insecure_channel`` or ``secure_channel``."""
-        return f"{HOST}:{self.port}"
 
     def set_health(self, service: str, status: HealthStatus) -> None:
         """Set what the health service answers for ``service`` (``""``: the whole server)."""
@@ -111,7 +112,8 @@ class ThreadedGrpcServer(abc.ABC):
             self._executor, options=self._options, compression=self._compression
         )
         self._add_services(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        if self.serves_health:
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         try:
             address = f"{HOST}:{self._bind_port}"
             port: int = (
@@ -165,17 +167,6 @@ class ThreadedGrpcServer(abc.ABC):
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class GrpcTestServer(ThreadedGrpcServer):
     """A grpcio server with the raw-bytes ``test.Rpc`` service (see ``grpc_service``).
@@ -185,23 +176,13 @@ class GrpcTestServer(ThreadedGrpcServer):
     methods block: from async code, call them through ``asyncio.to_thread``.
     """
 
-    def __init__(
-        self,
-        *,
-        certificates: Certificates | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        compression: grpc.Compression | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
-        port: int = 0,
-    ) -> None:
-        """Prepare, but do not start, the server (arguments as ``ThreadedGrpcServer``)."""
-        super().__init__(
-            certificates=certificates,
-            options=options,
-            compression=compression,
-            max_workers=max_workers,
-            port=port,
-        )
+    def __init__(self, **kwargs: Unpack[ServerKeywords]) -> None:
+        """Prepare, but do not start, the server.
+
+        Args:
+            **kwargs: ``ThreadedGrpcServer``'s keywords.
+        """
+        super().__init__(**kwargs)
         self.service = RpcService()
 
     @property

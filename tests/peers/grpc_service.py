@@ -359,7 +359,6 @@ class _Call:
 
     def __init__(self, method: str, context: Any, log: CallLog) -> None:
         metadata: Metadata = tuple((key, value) for key, value in context.invocation_metadata())
-        log.record_start(method, metadata)
         self._method = method
         self._context = context
         self._log = log
@@ -367,11 +366,12 @@ class _Call:
         self._ended = False
         self._headers_sent = False
         self.sent = 0
-        # Fires when the RPC ends for any reason, including a client's RST_STREAM. It
-        # returns False when the RPC has already ended (a client may cancel as soon as
-        # the call started): that end counts too.
+        # Fires when the RPC ends for any reason, including a client's RST_STREAM. Registered
+        # before the call counts as started: a test that cancels it once started must see it
+        # end cancelled. grpcio refuses (False) a callback for an RPC that has already ended.
         if not context.add_callback(self._on_rpc_end):
             self._on_rpc_end()
+        log.record_start(method, metadata)
         try:
             self.plan = parse_plan(metadata)
         except PlanError as exc:

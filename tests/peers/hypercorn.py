@@ -13,7 +13,7 @@ from .process import HOST, _ServerProcess
 # Root of the repository: hypercorn runs there, so that it can import ``tests.asgi_app``.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Extra seconds, beyond hypercorn's graceful_timeout, that stop() waits after SIGTERM.
+# Extra seconds, beyond hypercorn's graceful_timeout, that close() waits after SIGTERM.
 _HYPERCORN_STOP_MARGIN = 2.0
 
 HypercornOption = bool | int | float | str
@@ -35,8 +35,8 @@ class Hypercorn(_ServerProcess):
     hypercorn accepts HTTP/2 with prior knowledge on a cleartext port (as well as HTTP/1.1 and
     the h2c upgrade), so ``curl --http2-prior-knowledge``, h2load and h2pool can talk h2c to it.
     It runs as a single process (``workers = 0``), so signals reach the server itself. Use it as
-    a context manager, or call ``start()`` and ``stop()``, as with ``Nghttpd``; like nghttpd it
-    sets SO_REUSEADDR, so ``restart()`` and ``start()`` after ``stop()`` keep the port.
+    a context manager, or call ``start()`` and ``close()``, as with ``Nghttpd``; like nghttpd it
+    sets SO_REUSEADDR, so ``restart()`` and ``start()`` after ``close()`` keep the port.
 
     It is here as a *misbehaving* peer. What hypercorn 0.18 (with h2 4.x) does on the wire once
     a connection reaches ``keep_alive_max_requests`` (observed with a raw client, nghttp -nv and
@@ -63,7 +63,7 @@ class Hypercorn(_ServerProcess):
     run them). h2load, for one, counts them as errored and does not reconnect.
 
     Also: SIGTERM while a request is still running after ``graceful_timeout`` leaves hypercorn
-    0.18 hung (it sends that response's HEADERS, then never exits). ``stop()`` waits
+    0.18 hung (it sends that response's HEADERS, then never exits). ``close()`` waits
     ``graceful_timeout`` plus 2 s and then kills it, so such a test costs those seconds at
     teardown, not ``_STOP_TIMEOUT``.
 
@@ -72,7 +72,7 @@ class Hypercorn(_ServerProcess):
         keep_alive_timeout: Seconds an idle connection is kept open.
         graceful_timeout: Seconds requests in flight get after SIGTERM.
         options: Further hypercorn configuration keys (see ``hypercorn.config.Config``).
-        returncode: Exit status once stopped (0 after a normal ``stop()``).
+        returncode: Exit status once stopped (0 after a normal ``close()``).
     """
 
     APP = "tests.asgi_app:app"
@@ -99,11 +99,11 @@ class Hypercorn(_ServerProcess):
                 1000).
             keep_alive_timeout: hypercorn's ``keep_alive_timeout`` in seconds (default 5).
             graceful_timeout: hypercorn's ``graceful_timeout`` in seconds; short by default
-                (hypercorn's is 3) so that ``stop()`` is quick.
+                (hypercorn's is 3) so that ``close()`` is quick.
             options: More configuration keys, e.g. ``{"h2_max_concurrent_streams": 10}``.
             log_dir: Directory for the config file and the logs (``hypercorn.stdout`` has the
                 access log, a line per request, ``hypercorn.stderr`` the error log); if None, a
-                temporary directory removed by ``stop()``.
+                temporary directory removed by ``close()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections (Python and
                 hypercorn take a few hundred milliseconds to start).

@@ -13,9 +13,9 @@ from .process import HOST, require_executable
 class Nghttpd(DocrootServer):
     """An nghttpd process serving a directory on 127.0.0.1, h2c or TLS.
 
-    Use it as a context manager, or call ``start()`` and ``stop()``. It is synchronous, but
+    Use it as a context manager, or call ``start()`` and ``close()``. It is synchronous, but
     starting takes milliseconds, so it is fine to use from async tests too. Once started, it
-    keeps its port: ``start()`` after ``stop()`` or ``kill()`` (or ``restart()``) listens on the
+    keeps its port: ``start()`` after ``close()`` or ``kill()`` (or ``restart()``) listens on the
     same port again (nghttpd sets SO_REUSEADDR), so a client sees the same server go away and
     come back.
 
@@ -29,7 +29,7 @@ class Nghttpd(DocrootServer):
         docroot: The directory served.
         certificates: The TLS certificate, or None for h2c.
         extra_args: Additional command-line options, placed before the port.
-        returncode: Exit status once stopped (-15, i.e. -SIGTERM, after a normal ``stop()``).
+        returncode: Exit status once stopped (-15, i.e. -SIGTERM, after a normal ``close()``).
     """
 
     _name = "nghttpd"
@@ -51,7 +51,7 @@ class Nghttpd(DocrootServer):
             certificates: Serve TLS with this certificate; h2c (``--no-tls``) if None.
             extra_args: Additional nghttpd options, e.g. ``["-m", "10", "--window-bits=16"]``.
             log_dir: Directory for stdout/stderr logs (e.g. pytest's ``tmp_path``, which pytest
-                keeps for inspection); if None, a temporary directory removed by ``stop()``.
+                keeps for inspection); if None, a temporary directory removed by ``close()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """

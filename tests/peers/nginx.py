@@ -67,13 +67,13 @@ class Nginx(DocrootServer):
     configuration included, lives in ``log_dir``, which is also its prefix (``-p``): the pid
     file, ``error.log``, ``access.log`` (one line per request, in the ``combined`` format) and
     the ``*_temp`` directories. Keep-alive is on (75 s, 1000 requests per connection), and it
-    sets SO_REUSEADDR, so ``restart()`` and ``start()`` after ``stop()`` keep the port.
+    sets SO_REUSEADDR, so ``restart()`` and ``start()`` after ``close()`` keep the port.
 
     Attributes:
         docroot: The directory served.
         certificates: The TLS certificate, or None for cleartext.
         server_directives: Extra directives placed in the ``server`` block.
-        returncode: Exit status once stopped (0 after a normal ``stop()``).
+        returncode: Exit status once stopped (0 after a normal ``close()``).
     """
 
     _name = "nginx"
@@ -98,7 +98,7 @@ class Nginx(DocrootServer):
                 ``'location = /status { return 200 "ok\\n"; }'`` or ``"keepalive_requests 5;"``.
             log_dir: Directory for the configuration, logs, pid file and temporary files (e.g.
                 pytest's ``tmp_path``, which pytest keeps for inspection); if None, a temporary
-                directory removed by ``stop()``.
+                directory removed by ``close()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """

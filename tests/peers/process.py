@@ -229,14 +229,57 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float = _STOP_TIMEO
     return process.wait(timeout)
 
 
-class _ServerProcess(abc.ABC):
+class LocalServer(abc.ABC):
+    """A server on 127.0.0.1 that keeps its port once started.
+
+    Use it as a context manager, or call ``start()`` and ``close()``.
+    """
+
+    _name: ClassVar[str]
+    """What messages call the server."""
+
+    _port: int | None = None
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start the server and wait until it listens; returns self, for chaining."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the server and release what it holds (threads, processes, files); idempotent."""
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on; only valid once started."""
+        if self._port is None:
+            raise RuntimeError(f"{self._name} has not been started")
+        return self._port
+
+    @property
+    def target(self) -> str:
+        """``host:port`` to connect to: a gRPC target, an HTTP authority, a pool endpoint."""
+        return f"{HOST}:{self.port}"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _ServerProcess(LocalServer):
     """The lifecycle of a third-party server run as a subprocess on 127.0.0.1.
 
     Subclasses say what differs: the command line, files it reads, the URL scheme and how long
     the server may take to exit after SIGTERM.
 
     Logs go to files in ``log_dir`` rather than pipes: nobody drains a pipe, and a full one would
-    block the server. Once started, the server keeps its port: ``start()`` after ``stop()`` or
+    block the server. Once started, the server keeps its port: ``start()`` after ``close()`` or
     ``kill()`` (or ``restart()``) listens on the same port again, so a client sees the same
     server go away and come back; that relies on the server setting SO_REUSEADDR.
 
@@ -247,6 +290,8 @@ class _ServerProcess(abc.ABC):
     _name: ClassVar[str]
     """The program's name: in messages, and the stem of the log files and temporary directory."""
 
+    _port: int | None
+
     _cwd: ClassVar[Path | None] = None
     """Working directory for the process; None inherits ours."""
 
@@ -255,7 +300,7 @@ class _ServerProcess(abc.ABC):
 
         Args:
             log_dir: Directory for the logs (and any configuration file); if None, a temporary
-                directory removed by ``stop()``.
+                directory removed by ``close()``.
             port: Port to listen on; a free one is picked if None.
             startup_timeout: Seconds to wait for the port to accept connections.
         """
@@ -278,7 +323,7 @@ class _ServerProcess(abc.ABC):
 
     @property
     def _stop_timeout(self) -> float:
-        """Seconds ``stop()`` waits after SIGTERM before SIGKILL, and again after SIGKILL."""
+        """Seconds ``close()`` waits after SIGTERM before SIGKILL, and again after SIGKILL."""
         return _STOP_TIMEOUT
 
     def _config_files(self) -> dict[Path, str]:
@@ -289,21 +334,9 @@ class _ServerProcess(abc.ABC):
         """What ``repr()`` shows between the URL and the state."""
         return ""
 
-    @property
-    def port(self) -> int:
-        """The port the server listens on; only valid once started."""
-        if self._port is None:
-            raise RuntimeError(f"{self._name} has not been started")
-        return self._port
-
-    @property
-    def authority(self) -> str:
-        """``host:port`` to connect to."""
-        return f"{HOST}:{self.port}"
-
     def url(self, path: str = "/") -> str:
         """Return the URL of ``path`` (which must start with ``/``) on this server."""
-        return f"{self._url_scheme}://{self.authority}{path}"
+        return f"{self._url_scheme}://{self.target}{path}"
 
     @property
     def log_dir(self) -> Path:
@@ -398,7 +431,7 @@ class _ServerProcess(abc.ABC):
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = None
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL if it lingers) and reap it; idempotent.
 
         A temporary log directory is removed; one given to the constructor is kept.
@@ -427,17 +460,6 @@ class _ServerProcess(abc.ABC):
     def stderr_text(self) -> str:
         """Return what the server has written to stderr so far."""
         return _read_log(self.stderr_path)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else "?"
