@@ -27,7 +27,7 @@ them (each override names the h2 behaviour it replaces):
   rejected once the whole body has arrived, so a peer that announces 16 MiB
   and stops parks the connection. Here it is rejected on its header.
 
-And two do work nobody uses, on every request (see docs/performance.md):
+And three do work nobody uses, on every request (see docs/performance.md):
 
 * Every received frame is formatted with ``repr()`` for a trace log that h2's
   default logger throws away. Here it is not formatted.
@@ -37,23 +37,39 @@ And two do work nobody uses, on every request (see docs/performance.md):
   :class:`_CachingEncoder`). That relies on how hpack changes its table
   (``HeaderTable.add`` and the ``maxsize`` setter, checked in hpack 4.x, the
   versions h2 4.x requires); with another hpack, hpack's own coders are used.
+* Sending a request's HEADERS (``send_headers``) re-encodes a block that is
+  already checked bytes, builds validation flags for checks that are off,
+  and makes frame objects only to serialize them; each DATA frame
+  (``send_data``) builds and serializes a frame object too. Here
+  :meth:`Connection.send_request` and :meth:`Connection.send_data_frame`
+  make the same state changes through h2's own state machines (connection
+  and stream states, the new stream and its windows, flow control, HPACK)
+  and write the frames' bytes directly (RFC 9113 sections 4.1, 6.1, 6.2, 6.10).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import h2
 import hpack
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event
-from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
+from h2.exceptions import (
+    FlowControlError,
+    FrameTooLargeError,
+    ProtocolError,
+    StreamClosedError,
+    StreamIDTooLowError,
+    TooManyStreamsError,
+)
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from h2.stream import StreamClosedBy
+from h2.stream import StreamClosedBy, StreamInputs
 from hpack import Decoder, Encoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
@@ -66,6 +82,17 @@ if TYPE_CHECKING:
 __all__ = ["MAX_STREAM_ID", "Connection", "check_h2_version"]
 
 MAX_STREAM_ID = 2**31 - 1
+
+# A frame header (RFC 9113 section 4.1): 24-bit length (as its high byte and
+# low 16 bits), type, flags, stream id (the reserved bit is never set here).
+_FRAME_HEADER = struct.Struct(">BHBBL")
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9  # frame types (section 6)
+_END_STREAM, _END_HEADERS = 0x1, 0x4  # flags (sections 6.1, 6.2)
+
+
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return _FRAME_HEADER.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id)
+
 
 #: The h2 versions whose internals this module was checked against.
 SUPPORTED = ((4, 1), (5, 0))
@@ -288,6 +315,90 @@ class Connection(H2Connection):
         if stream is not None and stream.closed:
             del self.streams[stream_id]
             self._closed_streams[stream_id] = stream.closed_by
+
+    def send_request(
+        self, stream_id: int, block: Sequence[tuple[bytes, bytes]], end_stream: bool
+    ) -> None:
+        """Open a client stream with a request block already checked and encoded as bytes.
+
+        What h2's ``send_headers`` does for a new client stream, through the
+        same state machines and the same stream object (with its windows),
+        less the work that the block's check made useless: h2's outbound
+        validation and normalization are off, so its re-encoding of the block
+        and its validation flags would only be thrown away. The HEADERS frame
+        (and CONTINUATION frames past SETTINGS_MAX_FRAME_SIZE, section 6.10)
+        is written here.
+
+        Raises:
+            TooManyStreamsError: The peer's MAX_CONCURRENT_STREAMS is reached.
+            ProtocolError: The connection or the stream id forbids it (as h2).
+        """
+        limit = self.remote_settings.max_concurrent_streams
+        if self.open_outbound_streams + 1 > limit:
+            raise TooManyStreamsError(f"Max outbound streams is {limit}")
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        flags = _END_HEADERS
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags |= _END_STREAM
+        for name, value in block:  # what h2 records of a request (pseudo-headers first)
+            if name[:1] != b":":
+                break
+            if name == b":method":
+                stream.request_method = value  # a HEAD response has no body
+            elif name == b":authority":
+                stream._authority = value
+        encoded = self.encoder.encode(block)
+        size = self.max_outbound_frame_size
+        out = self._data_to_send
+        if len(encoded) <= size:
+            out += _frame_header(len(encoded), _HEADERS, flags, stream_id)
+            out += encoded
+            return
+        kind = _HEADERS
+        flags &= _END_STREAM  # END_STREAM on the HEADERS frame, END_HEADERS on the last
+        for start in range(0, len(encoded), size):
+            chunk = encoded[start : start + size]
+            if start + size >= len(encoded):
+                flags |= _END_HEADERS
+            out += _frame_header(len(chunk), kind, flags, stream_id)
+            out += chunk
+            kind, flags = _CONTINUATION, 0
+
+    def send_data_frame(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> None:
+        """One DATA frame without padding: h2's ``send_data``, written here.
+
+        The same checks (flow-control windows, SETTINGS_MAX_FRAME_SIZE) and
+        state changes (connection and stream state machines, both windows
+        reduced, RFC 9113 sections 6.1 and 6.9) without a frame object.
+
+        Raises:
+            FlowControlError: ``data`` is larger than the window.
+            FrameTooLargeError: ``data`` is larger than the peer's frame size.
+            StreamClosedError: The stream is closed (as h2).
+        """
+        stream = self._get_stream_by_id(stream_id)
+        size = len(data)
+        window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+        if size > window:
+            raise FlowControlError(f"Cannot send {size} bytes, flow control window is {window}.")
+        if size > self.max_outbound_frame_size:
+            raise FrameTooLargeError(
+                f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
+            )
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        out = self._data_to_send
+        out += _frame_header(size, _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
 
     def abandon_stream(self, stream_id: int) -> None:
         """Forget a stream the peer will never process (above a GOAWAY's last id).

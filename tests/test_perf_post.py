@@ -1,0 +1,266 @@
+"""The request path's fast paths: taken, and the same on the wire and in h2's state as h2's own.
+
+``Connection.send_request`` and ``Connection.send_data_frame`` (``_core/h2compat.py``)
+write HEADERS and DATA frames without h2's ``send_headers``/``send_data``;
+``Session.send_or_queue`` sends a small body right behind its HEADERS instead of
+queueing it for the pump. Each is compared here with plain h2 doing the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from h2.settings import SettingCodes
+from hpack import NeverIndexedHeaderTuple
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import h2pool
+from h2pool._core.config import H2Config
+from h2pool._core.h2compat import Connection
+from h2pool._core.session import Session
+from tests.rawpeer import raw_peer
+
+Block = list[tuple[bytes, bytes]]
+
+
+def _pair(max_frame_size: int = 16_384) -> tuple[Connection, h2.connection.H2Connection]:
+    """h2pool's client connection and plain h2's, both past the preface, peer settings applied."""
+    ours = Connection(client_side=True, config=H2Config(), concurrency=100, outbound_open=lambda: 0)
+    plain = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+        )
+    )
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    server.update_settings({SettingCodes.MAX_FRAME_SIZE: max_frame_size})
+    settings_bytes = server.data_to_send()
+    for conn in (ours, plain):
+        conn.initiate_connection()
+        conn.receive_data(settings_bytes)
+        conn.data_to_send()  # the preface and the SETTINGS ACK
+    return ours, plain
+
+
+def _state(conn: h2.connection.H2Connection, stream_id: int) -> dict[str, Any]:
+    """What h2 keeps of a connection and one stream, for comparison."""
+    stream = conn.streams[stream_id]
+    return {
+        "connection": conn.state_machine.state,
+        "highest": conn.highest_outbound_stream_id,
+        "window": conn.outbound_flow_control_window,
+        "stream": stream.state_machine.state,
+        "client": stream.state_machine.client,
+        "headers_sent": stream.state_machine.headers_sent,
+        "stream_window": stream.outbound_flow_control_window,
+        "method": stream.request_method,
+        "authority": stream._authority,
+        "table": list(conn.encoder.header_table.dynamic_entries),
+    }
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of each frame in ``data``."""
+    while data:
+        length = int.from_bytes(data[:3], "big")
+        yield data[3], data[4], int.from_bytes(data[5:9], "big"), data[9 : 9 + length]
+        data = data[9 + length :]
+
+
+def _request(path: bytes, *extra: tuple[bytes, bytes]) -> Block:
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"example.test"),
+        (b":path", path),
+        *extra,
+    ]
+
+
+_FIELD = st.tuples(
+    st.from_regex(rb"\A[a-z][a-z0-9-]{0,12}\Z", fullmatch=True),
+    st.binary(max_size=40).map(lambda value: value.replace(b"\n", b"").strip()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fields=st.lists(_FIELD, max_size=8),
+    end_stream=st.booleans(),
+    bodies=st.lists(st.binary(max_size=300), max_size=3),
+    never_indexed=st.booleans(),
+)
+def test_fast_sends_write_what_h2_writes(
+    fields: Block, end_stream: bool, bodies: list[bytes], never_indexed: bool
+) -> None:
+    ours, plain = _pair()
+    extra: Block = list(fields)
+    if never_indexed:
+        extra.append(NeverIndexedHeaderTuple(b"authorization", b"secret"))
+    for stream_id in (1, 3):  # the second request finds its fields indexed
+        block = _request(b"/svc/Method", *extra)
+        ours.send_request(stream_id, block, end_stream)
+        plain.send_headers(stream_id, block, end_stream=end_stream)
+        assert ours.data_to_send() == plain.data_to_send()
+        assert _state(ours, stream_id) == _state(plain, stream_id)
+        if end_stream:
+            continue
+        for index, body in enumerate(bodies):
+            last = index == len(bodies) - 1
+            ours.send_data_frame(stream_id, body, last)
+            plain.send_data(stream_id, body, end_stream=last)
+            assert ours.data_to_send() == plain.data_to_send()
+            assert _state(ours, stream_id) == _state(plain, stream_id)
+
+
+def test_a_block_larger_than_a_frame_goes_as_continuation_frames() -> None:
+    ours, plain = _pair()
+    block = _request(b"/big", (b"x-big", b"v" * 40_000))  # two CONTINUATION frames
+    ours.send_request(1, block, True)
+    plain.send_headers(1, block, end_stream=True)
+    data = ours.data_to_send()
+    assert data == plain.data_to_send()
+    kinds = [(kind, flags) for kind, flags, _, _ in _frames(data)]
+    assert kinds == [(0x1, 0x1), (0x9, 0x0), (0x9, 0x4)]  # END_STREAM first, END_HEADERS last
+    assert _state(ours, 1) == _state(plain, 1)
+
+
+def test_data_frames_keep_h2s_limits() -> None:
+    ours, _ = _pair()
+    ours.send_request(1, _request(b"/"), False)
+    with pytest.raises(h2.exceptions.FrameTooLargeError):
+        ours.send_data_frame(1, b"x" * 16_385, False)
+    ours.send_data_frame(1, b"x" * 16_384, False)
+    ours.send_data_frame(1, b"x" * 16_384, False)
+    ours.send_data_frame(1, b"x" * 16_384, False)
+    with pytest.raises(h2.exceptions.FlowControlError):  # 65,535 - 3 x 16,384 = 16,383 left
+        ours.send_data_frame(1, b"x" * 16_384, False)
+    ours.send_data_frame(1, b"x" * 16_383, True)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        ours.send_data_frame(1, b"", True)  # the stream's send half is closed
+    with pytest.raises(h2.exceptions.ProtocolError):
+        ours.send_request(1, _request(b"/"), True)  # a stream id cannot be reused
+
+
+def _session() -> Session:
+    session = Session(
+        client_side=True, config=H2Config(), concurrency=100, now=0.0, ping_interval=5
+    )
+    session.take_output()
+    return session
+
+
+def test_a_small_body_is_sent_behind_its_headers_unless_output_waits() -> None:
+    session = _session()
+    first = session.open_stream(_request(b"/a"), end_stream=False, checked=True)
+    stream = session.streams[first]
+    assert not session.send_or_queue(stream, memoryview(b"hello"), True)  # sent now
+    kinds = [(kind, flags, sid) for kind, flags, sid, _ in _frames(bytes(session.take_output()))]
+    assert kinds == [(0x1, 0x4, first), (0x0, 0x1, first)]  # HEADERS, DATA with END_STREAM
+    assert stream.send is h2pool._core.streams.SendState.CLOSED
+    assert not stream.outbound
+    assert not session.scheduler.ready
+
+    # A body larger than the window waits for the pump; the next one queues behind it
+    # (RFC 9218 order is the scheduler's to keep).
+    second = session.open_stream(_request(b"/b"), end_stream=False, checked=True)
+    third = session.open_stream(_request(b"/c"), end_stream=False, checked=True)
+    assert session.send_or_queue(session.streams[second], memoryview(b"x" * 70_000), True)
+    assert session.send_or_queue(session.streams[third], memoryview(b"y"), True)
+    assert set(session.scheduler.ready) == {second, third}
+
+
+@pytest.fixture
+def h2_sends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Records every call of h2's own ``send_headers`` and ``send_data``, by side."""
+    calls: list[tuple[str, str]] = []
+    for name in ("send_headers", "send_data"):
+        original = getattr(h2.connection.H2Connection, name)
+
+        def spy(self: Any, *args: Any, _name: str = name, _f: Any = original, **kw: Any) -> Any:
+            calls.append(("client" if self.config.client_side else "server", _name))
+            return _f(self, *args, **kw)
+
+        monkeypatch.setattr(h2.connection.H2Connection, name, spy)
+    return calls
+
+
+async def test_a_pool_post_takes_the_fast_paths_and_arrives_whole(
+    h2_sends: list[tuple[str, str]],
+) -> None:
+    body = b"\x00\x00\x00\x00\x0chello world!"
+    async with (
+        raw_peer() as peer,
+        h2pool.Pool(f"http://127.0.0.1:{peer.port}", functional_timeout=5) as pool,
+    ):
+        connection_task = peer.accept()
+        request = asyncio.ensure_future(
+            pool.request(
+                "POST",
+                "/bench.Svc/Echo",
+                headers={"content-type": "application/grpc", "te": "trailers"},
+                content=body,
+            )
+        )
+        server = await connection_task
+        received = await server.next_event(h2.events.RequestReceived)
+        data = await server.next_event(h2.events.DataReceived)
+        ended = await server.next_event(h2.events.StreamEnded)
+        assert data.data == body
+        assert data.stream_ended is not None
+        assert ended.stream_id == received.stream_id == data.stream_id
+        fields: list[Any] = list(received.headers)  # str: the raw peer decodes them
+        assert fields == [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", f"127.0.0.1:{peer.port}"),
+            (":path", "/bench.Svc/Echo"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("content-length", str(len(body))),
+        ]
+        server.h2.acknowledge_received_data(len(body), data.stream_id)
+        server.respond(received.stream_id, b"ok")
+        response = await request
+        assert response.status_code == 200
+        assert response.content == b"ok"
+    # The client never went through h2's own senders; the raw peer's respond() did.
+    assert h2_sends == [("server", "send_headers"), ("server", "send_data")]
+
+
+async def test_the_h2_state_after_a_fast_post_is_consistent() -> None:
+    body = b"z" * 1000
+    async with raw_peer() as peer:
+        client = await h2pool.open_connection("127.0.0.1", peer.port, functional_timeout=5)
+        try:
+            server = await peer.accept()
+            stream_id = await client.start_request(_request(b"/p"), checked=True)
+            client.queue_data(stream_id, body, end_stream=True)
+            received = await server.next_event(h2.events.DataReceived)
+            assert received.data == body
+            assert received.stream_ended is not None
+            conn = client._session.conn
+            assert conn.outbound_flow_control_window == 65_535 - len(body)
+            h2_stream = conn.streams[stream_id]
+            assert h2_stream.outbound_flow_control_window == 65_535 - len(body)
+            assert h2_stream.state_machine.state is h2.stream.StreamState.HALF_CLOSED_LOCAL
+            server.respond(stream_id, b"done")
+            headers, content, _ = await client.recv_whole_response(stream_id)
+            assert dict(headers)[":status"] == "200"
+            assert content == b"done"
+            assert stream_id not in conn.streams
+            assert client.open_streams == 0
+        finally:
+            client.close_connection()
