@@ -264,3 +264,78 @@ async def test_the_h2_state_after_a_fast_post_is_consistent() -> None:
             assert client.open_streams == 0
         finally:
             client.close_connection()
+
+
+def _events(conn: h2.connection.H2Connection, data: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The events of ``data``, as comparable values (or the error raised)."""
+    try:
+        events = conn.receive_data(data)
+    except h2.exceptions.ProtocolError as exc:
+        return [(type(exc).__name__, {})]
+    return [
+        (type(event).__name__, {k: repr(v) for k, v in vars(event).items()}) for event in events
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "whole",  # HEADERS, DATA, trailers: a gRPC answer
+        "informational",  # 103, then the response
+        "headers only",  # HEADERS with END_STREAM (a gRPC Trailers-Only answer)
+        "too long",  # more DATA than content-length: refused by h2
+        "trailers without end",  # refused by h2
+        "informational with end",  # refused by h2
+    ],
+)
+def test_received_headers_give_what_h2_gives(answer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, plain = _pair()
+    ours.send_request(1, _request(b"/p"), True)
+    plain.send_headers(1, _request(b"/p"), end_stream=True)
+    request = plain.data_to_send()
+    assert ours.data_to_send() == request
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    preface = h2.connection.H2Connection()  # the client's preface, as any client sends it
+    preface.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(preface.data_to_send() + request)
+    server.data_to_send()  # its SETTINGS and ACK: the clients have had the peer's already
+    length = [(b"content-length", b"2")] if answer == "too long" else []
+    if answer.startswith("informational"):
+        server.send_headers(1, [(b":status", b"103"), (b"link", b"</a>")])
+    frames = server.data_to_send()
+    if answer == "informational with end":
+        frames = frames[:4] + bytes([frames[4] | 0x1]) + frames[5:]  # END_STREAM on the 103
+    server.send_headers(1, [(b":status", b"200"), *length], end_stream=answer == "headers only")
+    if answer != "headers only":
+        server.send_data(1, b"abc")
+        frames += server.data_to_send()
+        server.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+    last = server.data_to_send()
+    if answer == "trailers without end":
+        last = last[:4] + bytes([last[4] & ~0x1]) + last[5:]  # END_STREAM taken off
+    frames += last
+    flags_built: list[object] = []
+    build = h2.stream.H2Stream._build_hdr_validation_flags
+
+    def counted(stream: h2.stream.H2Stream, events: Any) -> Any:
+        flags_built.append(stream)
+        return build(stream, events)
+
+    monkeypatch.setattr(h2.stream.H2Stream, "_build_hdr_validation_flags", counted)
+    mine = _events(ours, frames)
+    assert not flags_built  # the fast path: no flags for checks that are off
+    theirs = _events(plain, frames)
+    assert flags_built or answer == "informational with end"  # h2 refuses it before
+    assert mine == theirs
+    refused = {
+        "too long": "InvalidBodyLengthError",
+        "trailers without end": "ProtocolError",
+        "informational with end": "ProtocolError",
+    }
+    if answer in refused:
+        assert theirs == [(refused[answer], {})]
+    else:
+        assert theirs[-1][0] == "StreamEnded"
+    if 1 in plain.streams:
+        assert _state(ours, 1) == _state(plain, 1)

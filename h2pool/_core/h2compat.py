@@ -45,6 +45,11 @@ And three do work nobody uses, on every request (see docs/performance.md):
   make the same state changes through h2's own state machines (connection
   and stream states, the new stream and its windows, flow control, HPACK)
   and write the frames' bytes directly (RFC 9113 sections 4.1, 6.1, 6.2, 6.10).
+* Receiving HEADERS on an open stream (a response, trailers) builds
+  validation flags for h2's inbound checks even when they are off (the
+  client's case: it checks responses itself). Here
+  ``_receive_headers_frame`` skips them when they are off, and does the rest
+  as h2 does.
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ from typing import TYPE_CHECKING, Any, cast
 import h2
 import hpack
 from h2.config import H2Configuration
-from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection
+from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
 from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated, Event
+from h2.events import ConnectionTerminated, Event, TrailersReceived
 from h2.exceptions import (
     FlowControlError,
     FrameTooLargeError,
@@ -69,10 +74,11 @@ from h2.exceptions import (
 )
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from h2.stream import StreamClosedBy, StreamInputs
+from h2.stream import H2Stream, StreamClosedBy, StreamInputs
+from h2.utilities import is_informational_response
 from hpack import Decoder, Encoder, HeaderTuple
 from hpack.table import HeaderTable
-from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from .config import H2Config
 
@@ -292,6 +298,10 @@ class Connection(H2Connection):
             self.encoder = _CachingEncoder()
             self.decoder = _CachingDecoder()
         self.decoder.max_header_list_size = config.max_header_list_size
+        # Whether h2 takes received header blocks as they are (see _receive_headers_frame).
+        self._inbound_as_is = not (
+            self.config.validate_inbound_headers or self.config.normalize_inbound_headers
+        )
 
     # Replaces h2's O(n) scan (which also culls closed streams): the Session
     # keeps exact counts and forgets streams as they close.
@@ -482,6 +492,18 @@ class Connection(H2Connection):
         result: list[Event] = events
         return result
 
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[Event]]:
+        # h2's, for a stream already open and h2's inbound header checks off:
+        # the same decoding, state changes and checks, less the validation
+        # flags that only those checks read. Anything else goes to h2.
+        stream = self.streams.get(frame.stream_id)
+        flags = frame.flags
+        if stream is None or not self._inbound_as_is or "PRIORITY" in flags:
+            return super()._receive_headers_frame(frame)
+        headers = list(_decode_headers(self.decoder, frame.data))  # the event's own list
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        return [], events + _received_headers(stream, headers, "END_STREAM" in flags)
+
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         # h2 moves to CLOSED and clears queued output (acks we owe) here; only
         # report the GOAWAY and leave the drain to the Session.
@@ -493,3 +515,24 @@ class Connection(H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+
+def _received_headers(stream: H2Stream, headers: list[Any], end_stream: bool) -> list[Event]:
+    """h2's ``H2Stream.receive_headers`` with its inbound checks off (headers kept as bytes)."""
+    if is_informational_response(headers):
+        if end_stream:
+            raise ProtocolError("Cannot set END_STREAM on informational responses")
+        kind = StreamInputs.RECV_INFORMATIONAL_HEADERS
+    else:
+        kind = StreamInputs.RECV_HEADERS
+    machine = stream.state_machine
+    events: list[Any] = machine.process_input(kind)
+    if end_stream:
+        ended = machine.process_input(StreamInputs.RECV_END_STREAM)
+        events[0].stream_ended = ended[0]
+        events += ended
+    stream._initialize_content_length(headers)  # a body longer than content-length is refused
+    if isinstance(events[0], TrailersReceived) and not end_stream:
+        raise ProtocolError("Trailers must have END_STREAM set")
+    events[0].headers = headers
+    return events
