@@ -266,15 +266,20 @@ async def test_the_h2_state_after_a_fast_post_is_consistent() -> None:
             client.close_connection()
 
 
-def _events(conn: h2.connection.H2Connection, data: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """The events of ``data``, as comparable values (or the error raised)."""
+def _events(conn: h2.connection.H2Connection, data: bytes, piece: int) -> list[tuple[str, str]]:
+    """The events of ``data`` received ``piece`` bytes at a time, as comparable values.
+
+    The name of the error raised, if any, ends the list.
+    """
+    seen: list[tuple[str, str]] = []
     try:
-        events = conn.receive_data(data)
+        for start in range(0, len(data), piece):
+            for event in conn.receive_data(data[start : start + piece]):
+                fields = {name: repr(value) for name, value in vars(event).items()}
+                seen.append((type(event).__name__, repr(fields)))
     except h2.exceptions.ProtocolError as exc:
-        return [(type(exc).__name__, {})]
-    return [
-        (type(event).__name__, {k: repr(v) for k, v in vars(event).items()}) for event in events
-    ]
+        seen.append((type(exc).__name__, ""))
+    return seen
 
 
 @pytest.mark.parametrize(
@@ -286,9 +291,14 @@ def _events(conn: h2.connection.H2Connection, data: bytes) -> list[tuple[str, di
         "too long",  # more DATA than content-length: refused by h2
         "trailers without end",  # refused by h2
         "informational with end",  # refused by h2
+        "padded",  # DATA with padding: left to h2
+        "continued",  # trailers in HEADERS and CONTINUATION frames: left to h2
     ],
 )
-def test_received_headers_give_what_h2_gives(answer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("piece", [1, 7, 100_000])
+def test_received_frames_give_what_h2_gives(
+    answer: str, piece: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ours, plain = _pair()
     ours.send_request(1, _request(b"/p"), True)
     plain.send_headers(1, _request(b"/p"), end_stream=True)
@@ -308,9 +318,10 @@ def test_received_headers_give_what_h2_gives(answer: str, monkeypatch: pytest.Mo
         frames = frames[:4] + bytes([frames[4] | 0x1]) + frames[5:]  # END_STREAM on the 103
     server.send_headers(1, [(b":status", b"200"), *length], end_stream=answer == "headers only")
     if answer != "headers only":
-        server.send_data(1, b"abc")
+        server.send_data(1, b"abc", pad_length=3 if answer == "padded" else None)
         frames += server.data_to_send()
-        server.send_headers(1, [(b"grpc-status", b"0")], end_stream=True)
+        big = [(b"x-big", b"v" * 20_000)] if answer == "continued" else []
+        server.send_headers(1, [(b"grpc-status", b"0"), *big], end_stream=True)
     last = server.data_to_send()
     if answer == "trailers without end":
         last = last[:4] + bytes([last[4] & ~0x1]) + last[5:]  # END_STREAM taken off
@@ -323,9 +334,20 @@ def test_received_headers_give_what_h2_gives(answer: str, monkeypatch: pytest.Mo
         return build(stream, events)
 
     monkeypatch.setattr(h2.stream.H2Stream, "_build_hdr_validation_flags", counted)
-    mine = _events(ours, frames)
-    assert not flags_built  # the fast path: no flags for checks that are off
-    theirs = _events(plain, frames)
+    taken_by_h2: list[str] = []
+    for name in ("_receive_data_frame", "_receive_headers_frame"):
+        method = getattr(h2.connection.H2Connection, name)
+
+        def counted_frame(conn: Any, frame: Any, _name: str = name, _f: Any = method) -> Any:
+            taken_by_h2.append(_name)
+            return _f(conn, frame)
+
+        monkeypatch.setattr(h2.connection.H2Connection, name, counted_frame)
+    mine = _events(ours, frames, piece)
+    assert not flags_built  # no flags for checks that are off
+    if answer not in ("padded", "continued", "informational with end"):
+        assert not taken_by_h2  # frames taken without h2's frame objects
+    theirs = _events(plain, frames, piece)
     assert flags_built or answer == "informational with end"  # h2 refuses it before
     assert mine == theirs
     refused = {
@@ -334,7 +356,7 @@ def test_received_headers_give_what_h2_gives(answer: str, monkeypatch: pytest.Mo
         "informational with end": "ProtocolError",
     }
     if answer in refused:
-        assert theirs == [(refused[answer], {})]
+        assert theirs[-1] == (refused[answer], "")
     else:
         assert theirs[-1][0] == "StreamEnded"
     if 1 in plain.streams:

@@ -73,8 +73,9 @@ from h2.exceptions import (
 )
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from h2.stream import H2Stream, StreamClosedBy, StreamInputs
+from h2.stream import H2Stream, StreamClosedBy, StreamInputs, StreamState
 from h2.utilities import is_informational_response
+from hyperframe.exceptions import InvalidPaddingError
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from .config import H2Config
@@ -91,7 +92,10 @@ MAX_STREAM_ID = 2**31 - 1
 # low 16 bits), type, flags, stream id (the reserved bit is never set here).
 _FRAME_HEADER = struct.Struct(">BHBBL")
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9  # frame types (section 6)
-_END_STREAM, _END_HEADERS = 0x1, 0x4  # flags (sections 6.1, 6.2)
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20  # flags (sections 6.1, 6.2)
+_NOT_PLAIN_HEADERS = _END_HEADERS | _PADDED | _PRIORITY
+# Stream states in which DATA and HEADERS may arrive (RFC 9113 section 5.1).
+_RECEIVING = frozenset((StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL))
 
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
@@ -318,23 +322,85 @@ class Connection(H2Connection):
         self._prepare_for_sending([frame])
 
     def receive_data(self, data: Buffer) -> list[Event]:
-        """h2's ``receive_data``, rejecting an oversized frame as soon as its header is in.
+        """h2's ``receive_data``, with DATA and HEADERS of open streams taken without frame objects.
 
-        h2 checks a frame's length only once the whole announced body has
-        arrived, so a peer announcing 16 MiB and then stalling would park the
-        connection. What h2 leaves buffered is the start of one incomplete
-        frame: its header, once in, is checked here (once per batch, not per
-        frame).
+        h2's loop, error handling included; each frame that
+        :meth:`_receive_open_stream_frame` does not take goes through h2's
+        frame buffer and dispatch. And a frame announcing more than our
+        SETTINGS_MAX_FRAME_SIZE is rejected as soon as its header is in: h2
+        checks only once the whole announced body has arrived, so a peer
+        announcing 16 MiB and then stalling would park the connection (what
+        is left buffered is the start of one incomplete frame, checked once
+        per batch).
         """
-        events: list[Event] = super().receive_data(data)
-        pending = getattr(self.incoming_buffer, _BUFFERED)
-        if len(pending) >= 9:
-            try:
-                self.incoming_buffer._validate_frame_length(int.from_bytes(pending[:3], "big"))
-            except ProtocolError as exc:
-                self._terminate_connection(exc.error_code)  # as h2 does for its own checks
-                raise
+        buffer = self.incoming_buffer
+        buffer.add_data(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        events: list[Event] = []
+        try:
+            while True:
+                if self._receive_open_stream_frame(events):
+                    continue
+                frame = next(buffer, None)
+                if frame is None:
+                    break
+                events.extend(self._receive_frame(frame))
+            pending = getattr(buffer, _BUFFERED)
+            if len(pending) >= 9:
+                buffer._validate_frame_length(int.from_bytes(pending[:3], "big"))
+        except InvalidPaddingError as exc:
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise ProtocolError("Received frame with invalid padding.") from exc
+        except ProtocolError as exc:
+            self._terminate_connection(exc.error_code)  # h2 queues GOAWAY naming it
+            raise
         return events
+
+    def _receive_open_stream_frame(self, events: list[Event]) -> bool:
+        """Take the next buffered frame if it is plain DATA or HEADERS of a receiving stream.
+
+        What h2's frame buffer and its ``_receive_data_frame`` or
+        ``_receive_headers_frame`` would do with it, without building a
+        frame object: only for a complete frame within the frame size, not
+        in the middle of a header block, on a stream h2 has open or
+        half-closed (local), without padding, priority or CONTINUATION
+        frames; anything else is left to h2.
+
+        Returns:
+            False when the frame was left to h2 (or none is complete).
+        """
+        buffer = self.incoming_buffer
+        pending = getattr(buffer, _BUFFERED)
+        if len(pending) < 9 or buffer._headers_buffer:
+            return False
+        length = int.from_bytes(pending[:3], "big")
+        kind, flags = pending[3], pending[4]
+        if kind == _DATA:
+            plain = not flags & _PADDED
+        elif kind == _HEADERS:
+            plain = flags & _NOT_PLAIN_HEADERS == _END_HEADERS and self._inbound_as_is
+        else:
+            return False
+        if not plain or length > buffer.max_frame_size or len(pending) < 9 + length:
+            return False
+        stream = self.streams.get(int.from_bytes(pending[5:9], "big") & MAX_STREAM_ID)
+        if stream is None or stream.state_machine.state not in _RECEIVING:
+            return False
+        body = bytes(pending[9 : 9 + length])
+        if isinstance(pending, bytearray):
+            del pending[: 9 + length]
+        else:  # h2 < 4.2 keeps bytes
+            setattr(buffer, _BUFFERED, pending[9 + length :])
+        end_stream = bool(flags & _END_STREAM)
+        if kind == _DATA:
+            events += self.state_machine.process_input(ConnectionInputs.RECV_DATA)
+            self._inbound_flow_control_window_manager.window_consumed(length)
+            events += stream.receive_data(body, end_stream, length)[1]
+        else:
+            headers = list(_decode_headers(self.decoder, body))  # the event's own list
+            events += self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+            events += _received_headers(stream, headers, end_stream)
+        return True
 
     def take_output(self) -> bytearray:
         """Return and clear the bytes waiting to be sent (no copy, unlike ``data_to_send``)."""
