@@ -25,6 +25,7 @@ import h2pool
 from h2pool._core.config import H2Config
 from h2pool._core.h2compat import Connection
 from h2pool._core.session import Session
+from h2pool._pool import outgoing
 from tests.rawpeer import raw_peer
 
 Block = list[tuple[bytes, bytes]]
@@ -361,3 +362,34 @@ def test_received_frames_give_what_h2_gives(
         assert theirs[-1][0] == "StreamEnded"
     if 1 in plain.streams:
         assert _state(ours, 1) == _state(plain, 1)
+
+
+_ANY_FIELD = st.tuples(
+    st.sampled_from(
+        [b"x-a", b"X-B", b"te", b"connection", b":path", b"bad name", b"authorization"]
+    ),
+    st.sampled_from([b"v", b"trailers", b" padded", b"a\nb", b"w" * 300]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.lists(_ANY_FIELD, max_size=5))
+def test_checked_headers_remembered_give_what_checking_gives(fields: Block) -> None:
+    def outcome() -> object:
+        try:
+            return [(type(field), field) for field in outgoing.checked_headers(list(fields))]
+        except h2pool.LocalProtocolError as exc:
+            return str(exc)
+
+    outgoing._CHECKED.clear()
+    first = outcome()  # checked, and remembered where it may be
+    assert outcome() == first  # the second time from what was remembered
+
+
+def test_fields_checked_before_are_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    assert outgoing.checked_headers(fields) == fields
+    monkeypatch.setattr(outgoing, "encode_headers", None)  # any check would fail
+    assert outgoing.checked_headers(list(fields)) == fields
+    with pytest.raises(TypeError):
+        outgoing.checked_headers([*fields, (b"x-new", b"1")])
