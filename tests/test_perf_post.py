@@ -393,3 +393,16 @@ def test_fields_checked_before_are_not_checked_again(monkeypatch: pytest.MonkeyP
     assert outgoing.checked_headers(list(fields)) == fields
     with pytest.raises(TypeError):
         outgoing.checked_headers([*fields, (b"x-new", b"1")])
+
+
+def test_a_closed_connection_refuses_frames_as_h2_does() -> None:
+    ours, plain = _pair()
+    ours.send_request(1, _request(b"/"), True)
+    plain.send_headers(1, _request(b"/"), end_stream=True)
+    for conn in (ours, plain):
+        assert conn.state_machine.state is h2.connection.ConnectionState.CLIENT_OPEN
+        conn.close_connection()  # h2's own: its state machine is CLOSED
+    with pytest.raises(h2.exceptions.ProtocolError):
+        ours.send_request(3, _request(b"/"), True)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        plain.send_headers(3, _request(b"/"), end_stream=True)

@@ -60,7 +60,14 @@ from typing import TYPE_CHECKING, Any
 
 import h2
 from h2.config import H2Configuration
-from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
+from h2.connection import (
+    AllowedStreamIDs,
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+    _decode_headers,
+)
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event, TrailersReceived
 from h2.exceptions import (
@@ -94,6 +101,23 @@ _FRAME_HEADER = struct.Struct(">BHBBL")
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9  # frame types (section 6)
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20  # flags (sections 6.1, 6.2)
 _NOT_PLAIN_HEADERS = _END_HEADERS | _PADDED | _PRIORITY
+# Connection states in which sending or receiving HEADERS and DATA changes
+# nothing in h2's connection state machine (no function, the same state), as
+# read from h2's own table: there the input need not be run through it.
+_FRAME_INPUTS = (
+    ConnectionInputs.SEND_HEADERS,
+    ConnectionInputs.SEND_DATA,
+    ConnectionInputs.RECV_HEADERS,
+    ConnectionInputs.RECV_DATA,
+)
+_STEADY_STATES = tuple(
+    state
+    for state in (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
+    if all(
+        H2ConnectionStateMachine._transitions.get((state, kind)) == (None, state)
+        for kind in _FRAME_INPUTS
+    )
+)
 # Stream states in which DATA and HEADERS may arrive (RFC 9113 section 5.1).
 _RECEIVING = frozenset((StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL))
 
@@ -209,6 +233,14 @@ class Connection(H2Connection):
             del self.streams[stream_id]
             self._closed_streams[stream_id] = stream.closed_by
 
+    def _connection_input(self, kind: ConnectionInputs) -> list[Event]:
+        """h2's connection state machine fed a HEADERS or DATA input (nothing to do when steady)."""
+        machine = self.state_machine
+        if machine.state in _STEADY_STATES:
+            return []
+        events: list[Event] = machine.process_input(kind)
+        return events
+
     def send_request(
         self, stream_id: int, block: Sequence[tuple[bytes, bytes]], end_stream: bool
     ) -> None:
@@ -229,7 +261,7 @@ class Connection(H2Connection):
         limit = self.remote_settings.max_concurrent_streams
         if self.open_outbound_streams + 1 > limit:
             raise TooManyStreamsError(f"Max outbound streams is {limit}")
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        self._connection_input(ConnectionInputs.SEND_HEADERS)
         stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
         machine = stream.state_machine
         machine.process_input(StreamInputs.SEND_HEADERS)
@@ -282,7 +314,7 @@ class Connection(H2Connection):
             raise FrameTooLargeError(
                 f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
             )
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        self._connection_input(ConnectionInputs.SEND_DATA)
         machine = stream.state_machine
         machine.process_input(StreamInputs.SEND_DATA)
         if end_stream:
@@ -393,12 +425,12 @@ class Connection(H2Connection):
             setattr(buffer, _BUFFERED, pending[9 + length :])
         end_stream = bool(flags & _END_STREAM)
         if kind == _DATA:
-            events += self.state_machine.process_input(ConnectionInputs.RECV_DATA)
+            events += self._connection_input(ConnectionInputs.RECV_DATA)
             self._inbound_flow_control_window_manager.window_consumed(length)
             events += stream.receive_data(body, end_stream, length)[1]
         else:
             headers = list(_decode_headers(self.decoder, body))  # the event's own list
-            events += self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+            events += self._connection_input(ConnectionInputs.RECV_HEADERS)
             events += _received_headers(stream, headers, end_stream)
         return True
 
@@ -446,7 +478,7 @@ class Connection(H2Connection):
         if stream is None or not self._inbound_as_is or "PRIORITY" in flags:
             return super()._receive_headers_frame(frame)
         headers = list(_decode_headers(self.decoder, frame.data))  # the event's own list
-        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        events = self._connection_input(ConnectionInputs.RECV_HEADERS)
         return [], events + _received_headers(stream, headers, "END_STREAM" in flags)
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
