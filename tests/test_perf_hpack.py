@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2pool._core.config import H2Config
-from h2pool._core.h2compat import (
-    _CACHED_BLOCK_BYTES,
-    _CACHED_BLOCKS,
-    Connection,
-    _CachingDecoder,
-    _CachingEncoder,
+from h2pool._core.h2compat import Connection
+from h2pool._core.hpackcache import (
+    CACHED_BLOCK_BYTES,
+    CACHED_BLOCKS,
+    CachingDecoder,
+    CachingEncoder,
 )
 
 _NAMES = [b":method", b":path", b"x-a", b"x-b", b"cookie", b"date"]
@@ -42,8 +42,8 @@ _step = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(range(4)), min_size=1, max_size=40), st.lists(_step, max_size=8))
 def test_caches_match_hpack(order: list[int], steps: list[object]) -> None:
-    plain_encoder, cached_encoder = Encoder(), _CachingEncoder()
-    plain_decoder, cached_decoder = Decoder(), _CachingDecoder()
+    plain_encoder, cached_encoder = Encoder(), CachingEncoder()
+    plain_decoder, cached_decoder = Decoder(), CachingDecoder()
     lists = [step for step in steps if isinstance(step, tuple)] or [((b":method", b"GET"),)]
     sizes = [step for step in steps if isinstance(step, int)]
     for index in order:
@@ -61,7 +61,7 @@ def test_caches_match_hpack(order: list[int], steps: list[object]) -> None:
 
 
 def test_repeated_request_is_served_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    encoder, decoder = _CachingEncoder(), _CachingDecoder()
+    encoder, decoder = CachingEncoder(), CachingDecoder()
     headers = [(b":method", b"GET"), (b":path", b"/small"), (b"x-a", b"1")]
     first = encoder.encode(headers)  # adds :path and x-a to the table
     second = encoder.encode(headers)  # all indexed now: kept
@@ -77,7 +77,7 @@ def test_repeated_request_is_served_from_the_cache(monkeypatch: pytest.MonkeyPat
 
 def test_never_indexed_fields_are_not_confused_with_plain_ones() -> None:
     # Equal as tuples, different on the wire: the cache must tell them apart.
-    encoder = _CachingEncoder()
+    encoder = CachingEncoder()
     secret = [NeverIndexedHeaderTuple(b"cookie", b"short")]
     plain = [(b"cookie", b"short")]
     never_indexed = encoder.encode(secret)
@@ -86,7 +86,7 @@ def test_never_indexed_fields_are_not_confused_with_plain_ones() -> None:
 
 
 def test_cached_block_still_checks_the_header_list_limit() -> None:
-    encoder, decoder = Encoder(), _CachingDecoder()
+    encoder, decoder = Encoder(), CachingDecoder()
     headers = [(b"x-a", b"v" * 900)]
     decoder.decode(encoder.encode(headers), raw=True)  # added to the table
     block = encoder.encode(headers)  # indexed: decoding it changes nothing
@@ -99,22 +99,22 @@ def test_cached_block_still_checks_the_header_list_limit() -> None:
 
 def test_connection_uses_the_caching_coders() -> None:
     conn = Connection(client_side=True, config=H2Config(), concurrency=10, outbound_open=lambda: 0)
-    assert isinstance(conn.encoder, _CachingEncoder)
-    assert isinstance(conn.decoder, _CachingDecoder)
+    assert isinstance(conn.encoder, CachingEncoder)
+    assert isinstance(conn.decoder, CachingDecoder)
     assert conn.decoder.max_header_list_size == H2Config().max_header_list_size
 
 
 def test_a_peer_sending_large_distinct_blocks_fills_no_cache() -> None:
     # Literals without indexing leave the table alone, so each block could be
-    # kept: only small ones are, and at most _CACHED_BLOCKS of them.
-    encoder, decoder = Encoder(), _CachingDecoder()
-    for index in range(3 * _CACHED_BLOCKS):
+    # kept: only small ones are, and at most CACHED_BLOCKS of them.
+    encoder, decoder = Encoder(), CachingDecoder()
+    for index in range(3 * CACHED_BLOCKS):
         field = NeverIndexedHeaderTuple(b"x-big", b"%d" % index + b"v" * 2000)
         block = encoder.encode([field])
-        assert len(block) > _CACHED_BLOCK_BYTES
+        assert len(block) > CACHED_BLOCK_BYTES
         assert decoder.decode(block, raw=True) == [field]
         assert decoder._blocks == {}
-    for index in range(3 * _CACHED_BLOCKS):
+    for index in range(3 * CACHED_BLOCKS):
         field = NeverIndexedHeaderTuple(b"x-small", b"%d" % index)
         assert decoder.decode(encoder.encode([field]), raw=True) == [field]
-        assert len(decoder._blocks) <= _CACHED_BLOCKS
+        assert len(decoder._blocks) <= CACHED_BLOCKS

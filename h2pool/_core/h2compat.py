@@ -27,38 +27,66 @@ them (each override names the h2 behaviour it replaces):
   rejected once the whole body has arrived, so a peer that announces 16 MiB
   and stops parks the connection. Here it is rejected on its header.
 
-And two do work nobody uses, on every request (see docs/performance.md):
+And three do work nobody uses, on every request (see docs/performance.md):
 
 * Every received frame is formatted with ``repr()`` for a trace log that h2's
   default logger throws away. Here it is not formatted.
 * HPACK encodes the same request headers and decodes the same response
   headers again and again. Here the connection's encoder and decoder keep
   the blocks they made while their dynamic table stood still (see
-  :class:`_CachingEncoder`). That relies on how hpack changes its table
+  :mod:`~h2pool._core.hpackcache`). That relies on how hpack changes its table
   (``HeaderTable.add`` and the ``maxsize`` setter, checked in hpack 4.x, the
   versions h2 4.x requires); with another hpack, hpack's own coders are used.
+* Sending a request's HEADERS (``send_headers``) re-encodes a block that is
+  already checked bytes, builds validation flags for checks that are off,
+  and makes frame objects only to serialize them; each DATA frame
+  (``send_data``) builds and serializes a frame object too. Here
+  :meth:`Connection.send_request` and :meth:`Connection.send_data_frame`
+  make the same state changes through h2's own state machines (connection
+  and stream states, the new stream and its windows, flow control, HPACK)
+  and write the frames' bytes directly (RFC 9113 sections 4.1, 6.1, 6.2, 6.10).
+* Receiving HEADERS on an open stream (a response, trailers) builds
+  validation flags for h2's inbound checks even when they are off (the
+  client's case: it checks responses itself). Here
+  ``_receive_headers_frame`` skips them when they are off, and does the rest
+  as h2 does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+import struct
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import h2
-import hpack
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import (
+    AllowedStreamIDs,
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+    _decode_headers,
+)
 from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated, Event
-from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
+from h2.events import ConnectionTerminated, Event, TrailersReceived
+from h2.exceptions import (
+    FlowControlError,
+    FrameTooLargeError,
+    ProtocolError,
+    StreamClosedError,
+    StreamIDTooLowError,
+    TooManyStreamsError,
+)
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from h2.stream import StreamClosedBy
-from hpack import Decoder, Encoder, HeaderTuple
-from hpack.table import HeaderTable
-from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
+from h2.stream import H2Stream, StreamClosedBy, StreamInputs, StreamState
+from h2.utilities import is_informational_response
+from hyperframe.exceptions import InvalidPaddingError
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from .config import H2Config
+from .hpackcache import HPACK_CHECKED, CachingDecoder, CachingEncoder
 
 if TYPE_CHECKING:
     from h2._typing import Buffer  # h2 >= 4.2; only for type checking
@@ -66,6 +94,37 @@ if TYPE_CHECKING:
 __all__ = ["MAX_STREAM_ID", "Connection", "check_h2_version"]
 
 MAX_STREAM_ID = 2**31 - 1
+
+# A frame header (RFC 9113 section 4.1): 24-bit length (as its high byte and
+# low 16 bits), type, flags, stream id (the reserved bit is never set here).
+_FRAME_HEADER = struct.Struct(">BHBBL")
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9  # frame types (section 6)
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20  # flags (sections 6.1, 6.2)
+_NOT_PLAIN_HEADERS = _END_HEADERS | _PADDED | _PRIORITY
+# Connection states in which sending or receiving HEADERS and DATA changes
+# nothing in h2's connection state machine (no function, the same state), as
+# read from h2's own table: there the input need not be run through it.
+_FRAME_INPUTS = (
+    ConnectionInputs.SEND_HEADERS,
+    ConnectionInputs.SEND_DATA,
+    ConnectionInputs.RECV_HEADERS,
+    ConnectionInputs.RECV_DATA,
+)
+_STEADY_STATES = tuple(
+    state
+    for state in (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
+    if all(
+        H2ConnectionStateMachine._transitions.get((state, kind)) == (None, state)
+        for kind in _FRAME_INPUTS
+    )
+)
+# Stream states in which DATA and HEADERS may arrive (RFC 9113 section 5.1).
+_RECEIVING = frozenset((StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL))
+
+
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return _FRAME_HEADER.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id)
+
 
 #: The h2 versions whose internals this module was checked against.
 SUPPORTED = ((4, 1), (5, 0))
@@ -94,125 +153,6 @@ check_h2_version(h2.__version__)
 
 # h2 4.2 renamed the frame buffer's received bytes from ``data`` to ``_data``.
 _BUFFERED = "_data" if hasattr(FrameBuffer(), "_data") else "data"
-
-
-_MAXSIZE = cast("property", HeaderTable.__dict__["maxsize"])
-#: Whether the installed hpack is one whose table changes _CountingTable sees.
-_HPACK_CHECKED = hpack.__version__.split(".")[0] == "4"
-
-
-class _CountingTable(HeaderTable):
-    """An HPACK dynamic table that counts its changes.
-
-    ``add`` and the ``maxsize`` setter are the only ways hpack changes a
-    table (entries added or evicted, a size changed). While ``changes``
-    stands, the table is what it was, so encoding the same header list (or
-    decoding the same block) gives the same result as before.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changes = 0
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.changes += 1
-        super().add(name, value)
-
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize  # as hpack's getter (read for every block decoded)
-
-    @maxsize.setter
-    def maxsize(self, value: int) -> None:
-        self.changes += 1
-        _MAXSIZE.fset(self, value)  # type: ignore[misc]
-
-
-# Blocks kept per connection and direction; past this the cache starts over.
-# Only small blocks are kept (requests and responses repeated by a client
-# are), so a peer sending large distinct blocks costs at most 64 KiB here.
-_CACHED_BLOCKS = 64
-_CACHED_BLOCK_BYTES = 1024
-
-
-class _CachingEncoder(Encoder):
-    """hpack's encoder, answering a header list it encoded before from a cache.
-
-    HPACK's output for a header list depends only on the list (names,
-    values, whether each may be indexed), the Huffman choice and the
-    dynamic table, which changes only when a field is added or the size
-    changes (RFC 7541 section 4). A block is kept only if encoding it left
-    the table unchanged (every field already indexed, or sent without
-    indexing) and is served only while the table has not changed since: the
-    bytes are then exactly what encoding again would produce. A client
-    repeating a request finds all its fields indexed from the second time on.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.header_table = self._table = table = _CountingTable()
-        self._blocks: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
-        self._valid_at = table.changes
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        table = self._table
-        if table.changes != self._valid_at or len(self._blocks) >= _CACHED_BLOCKS:
-            self._blocks.clear()
-            self._valid_at = table.changes
-        if isinstance(headers, dict) or not huffman or table.resized:
-            return bytes(super().encode(headers, huffman))
-        key = tuple(headers)
-        block = self._blocks.get(key)
-        # A HeaderTuple compares equal to a plain tuple but may forbid indexing:
-        # only plain (name, value) pairs are cached.
-        if block is not None or not all(type(field) is tuple for field in key):
-            return block if block is not None else bytes(super().encode(key, huffman))
-        block = bytes(super().encode(key, huffman))
-        if table.changes == self._valid_at and len(block) <= _CACHED_BLOCK_BYTES:
-            self._blocks[key] = block
-        return block
-
-
-class _CachingDecoder(Decoder):
-    """hpack's decoder, answering a block it decoded before from a cache.
-
-    Decoding a block that adds nothing to the dynamic table (only indexed
-    fields and literals without indexing) leaves the table as it was, so the
-    same bytes decode to the same fields while the table stands (see
-    :class:`_CachingEncoder`). The checks that depend on more than the bytes
-    and the table run on every block: the header list limit (the cache
-    starts over when it changes) and the table size allowed by our settings.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.header_table = self._table = table = _CountingTable()
-        self._blocks: dict[bytes, list[HeaderTuple]] = {}
-        self._valid_at = table.changes
-        self._limit = self.max_header_list_size
-
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        if not raw:
-            return super().decode(data, raw)
-        table = self._table
-        if (
-            table.changes != self._valid_at
-            or self._limit != self.max_header_list_size
-            or len(self._blocks) >= _CACHED_BLOCKS
-        ):
-            self._blocks.clear()
-            self._valid_at = table.changes
-            self._limit = self.max_header_list_size
-        key = bytes(data)
-        fields = self._blocks.get(key)
-        if fields is not None:
-            self._assert_valid_table_size()
-            return list(fields)
-        decoded = list(super().decode(key, raw=True))
-        if table.changes == self._valid_at and len(key) <= _CACHED_BLOCK_BYTES:
-            self._blocks[key] = decoded
-            return list(decoded)
-        return decoded
 
 
 class Connection(H2Connection):
@@ -260,11 +200,15 @@ class Connection(H2Connection):
         # accept is always safe.
         self.local_settings = Settings(client=client_side, initial_values=initial)
         self.max_inbound_frame_size = config.max_frame_size
-        if _HPACK_CHECKED:
+        if HPACK_CHECKED:
             # Fresh ones, as h2 made them (nothing was encoded or decoded yet).
-            self.encoder = _CachingEncoder()
-            self.decoder = _CachingDecoder()
+            self.encoder = CachingEncoder()
+            self.decoder = CachingDecoder()
         self.decoder.max_header_list_size = config.max_header_list_size
+        # Whether h2 takes received header blocks as they are (see _receive_headers_frame).
+        self._inbound_as_is = not (
+            self.config.validate_inbound_headers or self.config.normalize_inbound_headers
+        )
 
     # Replaces h2's O(n) scan (which also culls closed streams): the Session
     # keeps exact counts and forgets streams as they close.
@@ -288,6 +232,98 @@ class Connection(H2Connection):
         if stream is not None and stream.closed:
             del self.streams[stream_id]
             self._closed_streams[stream_id] = stream.closed_by
+
+    def _connection_input(self, kind: ConnectionInputs) -> list[Event]:
+        """h2's connection state machine fed a HEADERS or DATA input (nothing to do when steady)."""
+        machine = self.state_machine
+        if machine.state in _STEADY_STATES:
+            return []
+        events: list[Event] = machine.process_input(kind)
+        return events
+
+    def send_request(
+        self, stream_id: int, block: Sequence[tuple[bytes, bytes]], end_stream: bool
+    ) -> None:
+        """Open a client stream with a request block already checked and encoded as bytes.
+
+        What h2's ``send_headers`` does for a new client stream, through the
+        same state machines and the same stream object (with its windows),
+        less the work that the block's check made useless: h2's outbound
+        validation and normalization are off, so its re-encoding of the block
+        and its validation flags would only be thrown away. The HEADERS frame
+        (and CONTINUATION frames past SETTINGS_MAX_FRAME_SIZE, section 6.10)
+        is written here.
+
+        Raises:
+            TooManyStreamsError: The peer's MAX_CONCURRENT_STREAMS is reached.
+            ProtocolError: The connection or the stream id forbids it (as h2).
+        """
+        limit = self.remote_settings.max_concurrent_streams
+        if self.open_outbound_streams + 1 > limit:
+            raise TooManyStreamsError(f"Max outbound streams is {limit}")
+        self._connection_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        flags = _END_HEADERS
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags |= _END_STREAM
+        for name, value in block:  # what h2 records of a request (pseudo-headers first)
+            if name[:1] != b":":
+                break
+            if name == b":method":
+                stream.request_method = value  # a HEAD response has no body
+            elif name == b":authority":
+                stream._authority = value
+        encoded = self.encoder.encode(block)
+        size = self.max_outbound_frame_size
+        out = self._data_to_send
+        if len(encoded) <= size:
+            out += _frame_header(len(encoded), _HEADERS, flags, stream_id)
+            out += encoded
+            return
+        kind = _HEADERS
+        flags &= _END_STREAM  # END_STREAM on the HEADERS frame, END_HEADERS on the last
+        for start in range(0, len(encoded), size):
+            chunk = encoded[start : start + size]
+            if start + size >= len(encoded):
+                flags |= _END_HEADERS
+            out += _frame_header(len(chunk), kind, flags, stream_id)
+            out += chunk
+            kind, flags = _CONTINUATION, 0
+
+    def send_data_frame(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> None:
+        """One DATA frame without padding: h2's ``send_data``, written here.
+
+        The same checks (flow-control windows, SETTINGS_MAX_FRAME_SIZE) and
+        state changes (connection and stream state machines, both windows
+        reduced, RFC 9113 sections 6.1 and 6.9) without a frame object.
+
+        Raises:
+            FlowControlError: ``data`` is larger than the window.
+            FrameTooLargeError: ``data`` is larger than the peer's frame size.
+            StreamClosedError: The stream is closed (as h2).
+        """
+        stream = self._get_stream_by_id(stream_id)
+        size = len(data)
+        window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+        if size > window:
+            raise FlowControlError(f"Cannot send {size} bytes, flow control window is {window}.")
+        if size > self.max_outbound_frame_size:
+            raise FrameTooLargeError(
+                f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
+            )
+        self._connection_input(ConnectionInputs.SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        out = self._data_to_send
+        out += _frame_header(size, _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
 
     def abandon_stream(self, stream_id: int) -> None:
         """Forget a stream the peer will never process (above a GOAWAY's last id).
@@ -318,23 +354,85 @@ class Connection(H2Connection):
         self._prepare_for_sending([frame])
 
     def receive_data(self, data: Buffer) -> list[Event]:
-        """h2's ``receive_data``, rejecting an oversized frame as soon as its header is in.
+        """h2's ``receive_data``, with DATA and HEADERS of open streams taken without frame objects.
 
-        h2 checks a frame's length only once the whole announced body has
-        arrived, so a peer announcing 16 MiB and then stalling would park the
-        connection. What h2 leaves buffered is the start of one incomplete
-        frame: its header, once in, is checked here (once per batch, not per
-        frame).
+        h2's loop, error handling included; each frame that
+        :meth:`_receive_open_stream_frame` does not take goes through h2's
+        frame buffer and dispatch. And a frame announcing more than our
+        SETTINGS_MAX_FRAME_SIZE is rejected as soon as its header is in: h2
+        checks only once the whole announced body has arrived, so a peer
+        announcing 16 MiB and then stalling would park the connection (what
+        is left buffered is the start of one incomplete frame, checked once
+        per batch).
         """
-        events: list[Event] = super().receive_data(data)
-        pending = getattr(self.incoming_buffer, _BUFFERED)
-        if len(pending) >= 9:
-            try:
-                self.incoming_buffer._validate_frame_length(int.from_bytes(pending[:3], "big"))
-            except ProtocolError as exc:
-                self._terminate_connection(exc.error_code)  # as h2 does for its own checks
-                raise
+        buffer = self.incoming_buffer
+        buffer.add_data(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        events: list[Event] = []
+        try:
+            while True:
+                if self._receive_open_stream_frame(events):
+                    continue
+                frame = next(buffer, None)
+                if frame is None:
+                    break
+                events.extend(self._receive_frame(frame))
+            pending = getattr(buffer, _BUFFERED)
+            if len(pending) >= 9:
+                buffer._validate_frame_length(int.from_bytes(pending[:3], "big"))
+        except InvalidPaddingError as exc:
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise ProtocolError("Received frame with invalid padding.") from exc
+        except ProtocolError as exc:
+            self._terminate_connection(exc.error_code)  # h2 queues GOAWAY naming it
+            raise
         return events
+
+    def _receive_open_stream_frame(self, events: list[Event]) -> bool:
+        """Take the next buffered frame if it is plain DATA or HEADERS of a receiving stream.
+
+        What h2's frame buffer and its ``_receive_data_frame`` or
+        ``_receive_headers_frame`` would do with it, without building a
+        frame object: only for a complete frame within the frame size, not
+        in the middle of a header block, on a stream h2 has open or
+        half-closed (local), without padding, priority or CONTINUATION
+        frames; anything else is left to h2.
+
+        Returns:
+            False when the frame was left to h2 (or none is complete).
+        """
+        buffer = self.incoming_buffer
+        pending = getattr(buffer, _BUFFERED)
+        if len(pending) < 9 or buffer._headers_buffer:
+            return False
+        length = int.from_bytes(pending[:3], "big")
+        kind, flags = pending[3], pending[4]
+        if kind == _DATA:
+            plain = not flags & _PADDED
+        elif kind == _HEADERS:
+            plain = flags & _NOT_PLAIN_HEADERS == _END_HEADERS and self._inbound_as_is
+        else:
+            return False
+        if not plain or length > buffer.max_frame_size or len(pending) < 9 + length:
+            return False
+        stream = self.streams.get(int.from_bytes(pending[5:9], "big") & MAX_STREAM_ID)
+        if stream is None or stream.state_machine.state not in _RECEIVING:
+            return False
+        body = bytes(pending[9 : 9 + length])
+        if isinstance(pending, bytearray):
+            del pending[: 9 + length]
+        else:  # h2 < 4.2 keeps bytes
+            setattr(buffer, _BUFFERED, pending[9 + length :])
+        end_stream = bool(flags & _END_STREAM)
+        if kind == _DATA:
+            events += self._connection_input(ConnectionInputs.RECV_DATA)
+            self._inbound_flow_control_window_manager.window_consumed(length)
+            events += stream.receive_data(body, end_stream, length)[1]
+        else:
+            headers = list(_decode_headers(self.decoder, body))  # the event's own list
+            events += self._connection_input(ConnectionInputs.RECV_HEADERS)
+            events += _received_headers(stream, headers, end_stream)
+        return True
 
     def take_output(self) -> bytearray:
         """Return and clear the bytes waiting to be sent (no copy, unlike ``data_to_send``)."""
@@ -371,6 +469,18 @@ class Connection(H2Connection):
         result: list[Event] = events
         return result
 
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[Event]]:
+        # h2's, for a stream already open and h2's inbound header checks off:
+        # the same decoding, state changes and checks, less the validation
+        # flags that only those checks read. Anything else goes to h2.
+        stream = self.streams.get(frame.stream_id)
+        flags = frame.flags
+        if stream is None or not self._inbound_as_is or "PRIORITY" in flags:
+            return super()._receive_headers_frame(frame)
+        headers = list(_decode_headers(self.decoder, frame.data))  # the event's own list
+        events = self._connection_input(ConnectionInputs.RECV_HEADERS)
+        return [], events + _received_headers(stream, headers, "END_STREAM" in flags)
+
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         # h2 moves to CLOSED and clears queued output (acks we owe) here; only
         # report the GOAWAY and leave the drain to the Session.
@@ -382,3 +492,24 @@ class Connection(H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+
+def _received_headers(stream: H2Stream, headers: list[Any], end_stream: bool) -> list[Event]:
+    """h2's ``H2Stream.receive_headers`` with its inbound checks off (headers kept as bytes)."""
+    if is_informational_response(headers):
+        if end_stream:
+            raise ProtocolError("Cannot set END_STREAM on informational responses")
+        kind = StreamInputs.RECV_INFORMATIONAL_HEADERS
+    else:
+        kind = StreamInputs.RECV_HEADERS
+    machine = stream.state_machine
+    events: list[Any] = machine.process_input(kind)
+    if end_stream:
+        ended = machine.process_input(StreamInputs.RECV_END_STREAM)
+        events[0].stream_ended = ended[0]
+        events += ended
+    stream._initialize_content_length(headers)  # a body longer than content-length is refused
+    if isinstance(events[0], TrailersReceived) and not end_stream:
+        raise ProtocolError("Trailers must have END_STREAM set")
+    events[0].headers = headers
+    return events

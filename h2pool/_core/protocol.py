@@ -299,8 +299,10 @@ class H2Protocol(ProtocolShim):
             view = memoryview(data)
             if view.itemsize != 1:  # count bytes, not items, of typed buffers
                 view = view.cast("B")
-            session.queue(stream, (view, end_stream), end_stream)
-            self._pump()
+            if not self._writable:
+                session.queue(stream, (view, end_stream), end_stream)
+            elif session.send_or_queue(stream, view, end_stream):
+                self._pump()
             self._after()
         return stream
 

@@ -249,7 +249,7 @@ class Session:
             if problem is not None:
                 raise LocalProtocolError(f"cannot send request headers: {problem}")
         try:
-            conn.send_headers(stream_id, block, end_stream=end_stream)
+            conn.send_request(stream_id, block, end_stream)
         except H2Error as exc:
             conn.streams.pop(stream_id, None)
             raise LocalProtocolError(
@@ -401,6 +401,33 @@ class Session:
         stream.outbound.append(item)
         self.scheduler.add(stream)
 
+    def send_or_queue(self, stream: Stream, view: memoryview, end: bool) -> bool:
+        """Send DATA at once when :meth:`pump` would send it whole now, else queue it.
+
+        Only while no stream has output queued, so the RFC 9218 order is
+        the same; the frame must fit the windows and the frame size, and
+        leave the output under the flush mark. The common case: a request's
+        small body, sent right behind its HEADERS.
+
+        Returns:
+            True when it was queued (the caller pumps).
+        """
+        conn = self.conn
+        if (
+            self.scheduler.ready
+            or self.error is not None
+            or len(view) > conn.max_outbound_frame_size
+            or len(view) + len(conn._data_to_send) >= _PUMP_FLUSH
+            or len(view) > conn.local_flow_control_window(stream.id)
+        ):
+            self.queue(stream, (view, end), end)
+            return True
+        conn.send_data_frame(stream.id, view, end)
+        self.scheduler.sent(stream)
+        if end:
+            self.end_sent(stream)
+        return False
+
     def consumed(self, stream: Stream, size: int) -> None:
         """The application read ``size`` bytes: reopen the window (flow control)."""
         stream.buffered -= size
@@ -457,11 +484,11 @@ class Session:
                     conn.max_outbound_frame_size,
                 )
                 if size < len(view):
-                    conn.send_data(stream.id, view[:size])
+                    conn.send_data_frame(stream.id, view[:size], False)
                     stream.outbound[0] = (view[size:], end)
                 else:
                     stream.outbound.popleft()
-                    conn.send_data(stream.id, view, end_stream=end)
+                    conn.send_data_frame(stream.id, view, end)
                 scheduler.sent(stream)
                 if size == len(view) and end:
                     self.end_sent(stream)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from .._core.headers import TOKEN, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
@@ -116,19 +116,48 @@ class OutgoingRequest:
         return self.upload is None or self.upload.replayable
 
 
+# Fields given as bytes pairs and checked before, each as sent (a field's
+# check depends on it alone): callers such as the gRPC client send the same
+# fields on every request. Small fields only; past the limit it starts over.
+_CHECKED: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_CHECKED_KEPT = 256
+_CHECKED_FIELD_BYTES = 256
+
+
 def checked_headers(headers: HeadersIn) -> list[tuple[bytes, bytes]]:
     """The caller's header fields as lower-case bytes, checked (RFC 9113 section 8.2).
 
     Raises:
         LocalProtocolError: A field HTTP/2 forbids, or a malformed one.
     """
+    if isinstance(headers, list):  # bytes pairs checked before, most often
+        known = [_CHECKED.get(field) if type(field) is tuple else None for field in headers]
+        if None not in known:
+            return cast("list[tuple[bytes, bytes]]", known)
     # Refused, not repaired as the core does for its own callers: a request
     # the caller did not write must not be sent (httpx refuses them too).
     fields = encode_headers(headers, normalize=False)
     for name, _ in fields:
         if name[:1] == b":":
             raise LocalProtocolError(f"pseudo-header field {name!r}: the pool sets those")
+    if isinstance(headers, list):  # without normalizing, one field out for each in
+        _remember(headers, fields)
     return fields
+
+
+def _remember(given: list[tuple[bytes, bytes]], fields: list[tuple[bytes, bytes]]) -> None:
+    """Keep the checked form of small fields given as bytes pairs (one field each)."""
+    for field, checked in zip(given, fields, strict=True):
+        name, value = field
+        if (
+            type(field) is tuple
+            and type(name) is bytes
+            and type(value) is bytes
+            and len(name) + len(value) <= _CHECKED_FIELD_BYTES
+        ):
+            if len(_CHECKED) >= _CHECKED_KEPT:
+                _CHECKED.clear()
+            _CHECKED[field] = checked
 
 
 def build_request(
