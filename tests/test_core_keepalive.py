@@ -95,7 +95,10 @@ class TestPingBudgetDecision:
         action, deadline = check_health(now, now - since, None, interval, timeout, now + wait)
         if since < interval - 1e-3:
             assert action is HealthAction.WAIT
-        if wait > 1e-3:  # not allowed yet: never a PING, and look again when it is
+        # Not allowed yet (beyond the timer's 1 ms slack, in the clock's own float
+        # arithmetic: wait = 1e-3 plus one ulp is the slack itself once added to now):
+        # never a PING, and look again when it is.
+        if now + 1e-3 < now + wait:
             assert action is HealthAction.WAIT
             assert deadline >= now + wait
         else:
