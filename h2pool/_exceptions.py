@@ -49,10 +49,14 @@ class H2PoolError(Exception):
             request never left this process): retrying it is always safe.
         endpoint: The ``"host:port"`` of the endpoint whose connection the
             request failed on, if it got that far (set by the pool).
+        response_headers: The regular fields of the response headers, when
+            the request failed after they arrived (its deadline, or a reset,
+            while the body was read); None otherwise (set by the pool).
     """
 
     never_processed: bool = False
     endpoint: str | None = None
+    response_headers: list[tuple[str, str]] | None = None
 
     def __init__(
         self,

@@ -124,3 +124,30 @@ async def test_a_refused_streamed_body_that_cannot_rewind_is_not_sent_again() ->
             await pool.request("POST", "/", content=chunks())
     assert caught.value.never_processed
     assert len(refused) == 1
+
+
+async def test_a_request_failing_after_the_response_headers_keeps_them() -> None:
+    async def answer(proto: h2pool.H2Protocol, stream_id: int, h: h2pool.HeaderList) -> None:
+        path = dict(h)[":path"]
+        if path != "/silent":
+            await proto.start_response(stream_id, {":status": "200", "x-answer": "early"})
+        if path == "/reset":
+            proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)
+            return
+        await asyncio.sleep(30)  # the body (or the whole answer) never comes
+
+    async with (
+        Server(answer) as server,
+        h2pool.Pool(f"http://127.0.0.1:{server.port}") as pool,
+    ):
+        with pytest.raises(h2pool.RequestTimeout) as timed_out:
+            await pool.request("POST", "/stall", content=b"x", timeout=0.3)
+        assert timed_out.value.response_headers == [("x-answer", "early")]
+        with pytest.raises(h2pool.StreamReset) as reset:
+            await pool.request("POST", "/reset", content=b"x")
+        assert reset.value.response_headers == [("x-answer", "early")]
+        assert reset.value.endpoint == f"127.0.0.1:{server.port}"
+        # Before any answer: nothing to keep.
+        with pytest.raises(h2pool.RequestTimeout) as nothing:
+            await pool.request("GET", "/silent", timeout=0.3)
+        assert nothing.value.response_headers is None

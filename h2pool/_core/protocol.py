@@ -193,6 +193,24 @@ class H2Protocol(ProtocolShim):
         """
         return await self._response_block(self._session.stream(stream_id))
 
+    def received_response(self, stream_id: int) -> HeaderList | None:
+        """The final response headers of a stream if they arrived, without waiting; else None.
+
+        For a caller whose wait failed (a timeout, a reset): what the peer
+        had answered by then. None also for an unknown or forgotten stream.
+        """
+        session = self._session
+        stream = (
+            session.streams.get(stream_id)
+            or session.unread.get(stream_id)
+            or session.finished.get(stream_id)
+        )
+        if stream is None or stream.block is None:
+            return None
+        if stream.headers is None:
+            stream.headers = decode_headers(stream.block)
+        return stream.headers
+
     async def recv_whole_response(self, stream_id: int) -> tuple[HeaderList, bytes, HeaderList]:
         """The final response headers, the whole body and the trailers, in one call.
 

@@ -254,7 +254,14 @@ class H2Channel(Channel):
         stream_id: int,
         sender: asyncio.Task[None] | None,
     ) -> NoReturn:
-        """Abandon the stream after ``exc``; raise it, or the body's own error, in context."""
+        """Abandon the stream after ``exc``; raise it, or the body's own error, in context.
+
+        Response headers that had arrived are kept on the request (and the
+        error): a failure in the body does not hide what the server answered.
+        """
+        received = self.protocol.received_response(stream_id)
+        if received is not None:
+            request.response_headers = _split(received)[1]
         self.protocol.reset_stream(stream_id)
         error = exc
         if sender is not None:
@@ -262,7 +269,9 @@ class H2Channel(Channel):
             if upload_error is not None and not isinstance(exc, asyncio.CancelledError):
                 error = upload_error  # the caller's body failed: say so
         if isinstance(error, H2PoolError):
-            raise error.in_context(self.context(request)) from error
+            failure = error.in_context(self.context(request))
+            failure.response_headers = request.response_headers
+            raise failure from error
         if error is not exc:
             raise error from exc
         raise exc

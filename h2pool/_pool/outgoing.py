@@ -92,6 +92,8 @@ class OutgoingRequest:
         wait_for_ready: Whether to wait for an endpoint when every one is
             failing; None: the pool's ``wait_for_ready``.
         last_error: The latest failure of an attempt, for messages.
+        response_headers: The response headers of the latest attempt that
+            failed after they arrived (for the error that ends the request).
     """
 
     method: str
@@ -104,6 +106,7 @@ class OutgoingRequest:
     wire_path: bytes
     wait_for_ready: bool | None = None
     last_error: H2PoolError | None = None
+    response_headers: list[tuple[str, str]] | None = None
 
     @property
     def target(self) -> str:

@@ -390,7 +390,9 @@ class Pool:
                     watched.discard(scope)
         except TimeoutError:
             if scope.expired():
-                raise RequestTimeout(self._timeout_message(request)) from None
+                error = RequestTimeout(self._timeout_message(request))
+                error.response_headers = request.response_headers
+                raise error from None
             raise
 
     def _timeout_message(self, request: OutgoingRequest) -> str:

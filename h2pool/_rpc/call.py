@@ -308,9 +308,12 @@ class Call:
         return self._error(self._status)
 
     def _attempt_failed(self, error: H2PoolError) -> Status:
-        """An attempt failed in the pool: remember where and whether it was processed."""
+        """An attempt failed in the pool: remember where, whether it was processed,
+        and the response headers if they had arrived (the initial metadata)."""
         self._never_processed = error.never_processed
-        self.endpoint = error.endpoint
+        self.endpoint = error.endpoint or self.endpoint
+        if error.response_headers is not None:
+            self._opened(error.response_headers)
         return error_status(error)
 
     def _answered(self, response: Response) -> Status | None:
@@ -323,7 +326,11 @@ class Call:
         return opened
 
     def _retry_delay(self, status: Status) -> float | None:
-        """Seconds before the next attempt of an uncommitted call that got ``status``."""
+        """Seconds before the next attempt of a call whose attempt ended with ``status``.
+
+        None once the response headers were given to the caller (committed,
+        gRFC A6), even when the attempt failed after them.
+        """
         invocation = self._invocation
         policy = invocation.retry
         if policy is None:
@@ -336,7 +343,7 @@ class Call:
                 throttle.record_success()
         return decide_rpc_retry(
             status.code,
-            committed=False,
+            committed=self._headers is not None,
             attempts=self._attempts,
             policy=policy,
             throttle=throttle,
