@@ -92,6 +92,20 @@ class TestRouting:
         assert decision.connection is stale
         assert decision.stale
 
+    def test_a_retry_goes_to_another_endpoint_when_one_can_take_it(self) -> None:
+        light = FakeConnection(open_streams=1)
+        busy = FakeConnection(open_streams=90, last_received=10.0)  # loaded and stale
+        a, b = endpoint("a:1", light), endpoint("b:1", busy)
+        assert decide([a, b]).connection is light
+        assert decide([a, b], avoid="a:1").connection is busy
+        # Only the avoided endpoint has room: used rather than waiting.
+        b.connections = [FakeConnection(open_streams=100)]
+        assert decide([a, b], avoid="a:1").connection is light
+        # No room anywhere: a new connection is opened elsewhere first.
+        a.connections = [FakeConnection(open_streams=100)]
+        assert decide([a, b], avoid="a:1").endpoint is b
+        assert decide([a, b], avoid="b:1").endpoint is a
+
     def test_ties_rotate_between_endpoints(self) -> None:
         eps = [endpoint(f"e{i}:1", FakeConnection()) for i in range(3)]
         chosen = {decide(eps, turn=turn).endpoint.address for turn in range(3)}

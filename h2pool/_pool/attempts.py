@@ -62,7 +62,7 @@ class Attempts:
         while True:
             address: str | None = None
             try:
-                grant = scheduler.try_acquire(request.timeouts.connect)
+                grant = scheduler.try_acquire(request.timeouts.connect, request.avoid)
                 if grant is None or grant.stale:
                     grant = await self._acquire(request, grant)
                 self.active += 1
@@ -102,8 +102,10 @@ class Attempts:
                         draining=not channel.accepting_streams,
                     )
             except H2PoolError as exc:
-                if address is not None and exc.endpoint is None:
-                    exc.endpoint = address  # the attempt's own copy (in_context)
+                if address is not None:
+                    request.avoid = address  # a retry goes elsewhere when it can
+                    if exc.endpoint is None:
+                        exc.endpoint = address  # the attempt's own copy (in_context)
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
                 retry_after = None
@@ -151,8 +153,14 @@ class Attempts:
         retry_safe = request.replayable and request.method in self._retry.methods
         while True:
             if grant is None:
-                grant = scheduler.try_acquire(timeouts.connect) or await scheduler.acquire(
-                    request.target, timeouts.connect, timeouts.pool, request.wait_for_ready
+                grant = scheduler.try_acquire(
+                    timeouts.connect, request.avoid
+                ) or await scheduler.acquire(
+                    request.target,
+                    timeouts.connect,
+                    timeouts.pool,
+                    request.wait_for_ready,
+                    request.avoid,
                 )
             if not grant.stale or retry_safe:
                 return grant

@@ -94,6 +94,8 @@ class OutgoingRequest:
         last_error: The latest failure of an attempt, for messages.
         response_headers: The response headers of the latest attempt that
             failed after they arrived (for the error that ends the request).
+        avoid: The endpoint of the latest failed attempt: a retry goes
+            elsewhere when another endpoint can take it.
     """
 
     method: str
@@ -107,6 +109,7 @@ class OutgoingRequest:
     wait_for_ready: bool | None = None
     last_error: H2PoolError | None = None
     response_headers: list[tuple[str, str]] | None = None
+    avoid: str | None = None
 
     @property
     def target(self) -> str:

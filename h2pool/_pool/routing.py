@@ -49,6 +49,7 @@ def route(
     waiting: int,
     functional_timeout: float,
     turn: int = 0,
+    avoid: str | None = None,
 ) -> Route[ConnT]:
     """Decide where a new stream goes.
 
@@ -59,6 +60,10 @@ def route(
         functional_timeout: Silence after which a connection counts as stale.
         turn: A counter that rotates ties between endpoints, so equally
             loaded endpoints share the load.
+        avoid: The address of an endpoint to use only if no other can take
+            the stream now: a retry goes elsewhere when it can (as Envoy's
+            previous-hosts retry predicate), so that one failing endpoint
+            cannot fail all of a request's attempts.
 
     Returns:
         Use the least-loaded live connection with a free slot, preferring
@@ -82,7 +87,7 @@ def route(
     in_rotation = [ep for ep in open_endpoints if not ep.ejected(now)] or open_endpoints
     count = len(in_rotation)
     best: tuple[Endpoint[ConnT], ConnT] | None = None
-    best_key: tuple[bool, float, int, float] | None = None
+    best_key: tuple[bool, bool, float, int, float] | None = None
     ready_counts = []
     for index, endpoint in enumerate(in_rotation):
         # One pass reads each connection once (this runs for every request).
@@ -103,24 +108,25 @@ def route(
             continue
         load = taken / capacity
         rotation = (index - turn) % count
+        avoided = endpoint.address == avoid
         for conn, fill in candidates:
             stale = now - conn.last_received >= functional_timeout
-            key = (stale, load, rotation, fill)
+            key = (avoided, stale, load, rotation, fill)
             if best_key is None or key < best_key:
                 best, best_key = (endpoint, conn), key
     if best is not None and best_key is not None:
-        return Route(endpoint=best[0], connection=best[1], stale=best_key[0])
+        return Route(endpoint=best[0], connection=best[1], stale=best_key[1])
 
     expected = sum(ep.connecting * ep.max_streams for ep in in_rotation)
     if waiting <= expected:
         return Route()  # the connections being opened will hold them
     openable = [
-        (ready + ep.connecting, (index - turn) % count, ep)
+        (ep.address == avoid, ready + ep.connecting, (index - turn) % count, ep)
         for index, (ep, ready) in enumerate(zip(in_rotation, ready_counts, strict=True))
         if ep.may_connect(now) and ready + ep.connecting < ep.max_connections
     ]
     if openable:
-        return Route(endpoint=min(openable, key=lambda item: item[:2])[2])
+        return Route(endpoint=min(openable, key=lambda item: item[:3])[3])
     later = [ep.next_attempt_at for ep in open_endpoints if ep.next_attempt_at > now]
     later += [ep.ejected_until for ep in open_endpoints if ep.ejected_until > now]
     return Route(wake_at=min(later) if later else None)

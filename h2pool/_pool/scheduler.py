@@ -56,17 +56,19 @@ class Grant(NamedTuple):
 
 
 class _Waiter:
-    __slots__ = ("connect_timeout", "future", "wait_for_ready")
+    __slots__ = ("avoid", "connect_timeout", "future", "wait_for_ready")
 
     def __init__(
         self,
         future: asyncio.Future[Grant],
         connect_timeout: float | None,
         wait_for_ready: bool,
+        avoid: str | None,
     ) -> None:
         self.future = future
         self.connect_timeout = connect_timeout
         self.wait_for_ready = wait_for_ready
+        self.avoid = avoid
 
 
 class Scheduler:
@@ -103,8 +105,10 @@ class Scheduler:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
-    def try_acquire(self, connect_timeout: float | None) -> Grant | None:
+    def try_acquire(self, connect_timeout: float | None, avoid: str | None = None) -> Grant | None:
         """A slot now, if one is free and nobody waits for one: the fast path, no waiting.
+
+        ``avoid``: an endpoint to use only if no other can take the stream (a retry's).
 
         Raises:
             PoolClosed: The pool is closing (retries too are refused then).
@@ -120,6 +124,7 @@ class Scheduler:
             waiting=1,
             functional_timeout=self._functional_timeout,
             turn=next(self._turns),
+            avoid=avoid,
         )
         channel, endpoint = decision.connection, decision.endpoint
         if channel is None or endpoint is None:
@@ -135,11 +140,13 @@ class Scheduler:
         connect_timeout: float | None,
         pool_timeout: float | None,
         wait_for_ready: bool | None = None,
+        avoid: str | None = None,
     ) -> Grant:
         """Wait for a slot, oldest first; the slot is reserved when this returns.
 
         ``wait_for_ready`` (None: the pool's) says whether to go on waiting
-        when every endpoint is failing.
+        when every endpoint is failing; ``avoid`` is an endpoint to use only if
+        no other can take the stream (a retry's).
 
         Raises:
             PoolOverloaded: ``max_pending`` requests are waiting already.
@@ -158,6 +165,7 @@ class Scheduler:
             asyncio.get_running_loop().create_future(),
             connect_timeout,
             self._wait_for_ready if wait_for_ready is None else wait_for_ready,
+            avoid,
         )
         self._waiters.append(waiter)
         self.assign()
@@ -226,6 +234,7 @@ class Scheduler:
                 waiting=len(waiters),
                 functional_timeout=self._functional_timeout,
                 turn=next(self._turns),
+                avoid=waiter.avoid,
             )
             channel, endpoint = decision.connection, decision.endpoint
             if channel is not None and endpoint is not None:
