@@ -398,10 +398,15 @@ class _Call:
 
     def _on_rpc_end(self) -> None:
         with self._log.condition:
+            first = not self._ended
             self._ended = True
             self._log.condition.notify_all()
-        if not self._answered:
+        if first and not self._answered:
             self._log.record_cancelled(self._method)
+
+    def end(self) -> None:
+        """The RPC ended under the handler (the client cancelled it): counted once."""
+        self._on_rpc_end()
 
     def wait(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the RPC ends or the server is released."""
@@ -453,11 +458,16 @@ class _Call:
         self._answered = True
 
 
-def _requests(requests: Iterator[bytes]) -> Iterator[bytes]:
-    """The requests of a client-streaming call, ending quietly if the RPC is cancelled."""
+def _requests(requests: Iterator[bytes], call: _Call) -> Iterator[bytes]:
+    """The requests of a client-streaming call, ending quietly if the RPC is cancelled.
+
+    The call ends there and then: grpcio's end-of-RPC callback may run only later, after
+    the handler went on as if the requests had simply ended.
+    """
     try:
         yield from requests
     except grpc.RpcError:
+        call.end()
         return
 
 
@@ -486,7 +496,7 @@ class RpcService:
 
     def _client_stream(self, requests: Iterator[bytes], context: Any) -> bytes | None:
         call = _Call(Rpc.CLIENT_STREAM, context, self.log)
-        messages = [] if call.ended else list(_requests(requests))
+        messages = [] if call.ended else list(_requests(requests, call))
         if call.ended:
             return None
         if call.plan.summary:
@@ -498,7 +508,7 @@ class RpcService:
         if call.ended:
             return
         call.fail_if_due()
-        for request in _requests(requests):
+        for request in _requests(requests, call):
             yield call.message(request)
             call.fail_if_due()
         if not call.ended:
