@@ -13,7 +13,6 @@ response headers are committed to the caller (:func:`~.retry.decide_rpc_retry`).
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from .responses import Status, final_status, header_value, opening_status
 from .retry import RetryThrottle, decide_rpc_retry, refused_by_stopping_server
 from .status import StatusCode, status_from_error
 
-__all__ = ["Call", "CallState", "DoneCallback", "Invocation", "UnaryUnaryCall"]
+__all__ = ["Call", "DoneCallback", "Invocation", "UnaryUnaryCall"]
 
 logger = logging.getLogger("h2pool.rpc")
 
@@ -46,14 +45,6 @@ UNBOUNDED = Timeouts(total=None)
 DoneCallback = Callable[["Call"], None]
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
-
-
-class CallState(enum.Enum):
-    """Where a call is."""
-
-    STARTING = "starting"  #: attempts run; no response headers yet
-    OPEN = "open"  #: response headers received: the call is committed (gRFC A6)
-    DONE = "done"  #: its status is known
 
 
 @dataclass(slots=True)

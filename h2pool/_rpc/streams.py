@@ -19,7 +19,7 @@ from typing import Any
 
 from .._exceptions import H2PoolError
 from .._pool.response import Response
-from .call import DEADLINE_DETAILS, UNBOUNDED, Call, CallState, Invocation, error_status
+from .call import DEADLINE_DETAILS, UNBOUNDED, Call, Invocation, error_status
 from .errors import EOF, RpcError
 from .framing import MessageDecoder
 from .outbox import Outbox, OutboxClosed
@@ -53,7 +53,6 @@ class _StreamingCall(Call):
         response_streaming: bool,
     ) -> None:
         super().__init__(invocation)
-        self._state = CallState.STARTING
         self._response_streaming = response_streaming
         self._outbox: Outbox | None = Outbox() if request_streaming else None
         self._body: bytes | None = None
@@ -93,7 +92,6 @@ class _StreamingCall(Call):
     def _finish(self, status: Status) -> None:
         if self._status is not None:
             return
-        self._state = CallState.DONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -175,7 +173,6 @@ class _StreamingCall(Call):
         self._exchange = exchange
         self._response = response
         self._chunks = response.aiter_bytes()
-        self._state = CallState.OPEN
         if self._outbox is not None:
             self._outbox.commit()
         try:
