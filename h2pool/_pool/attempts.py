@@ -75,15 +75,8 @@ class Attempts:
                     finally:
                         self._release()
                         scheduler.assign()  # a stream that never opened freed no slot
-                    response = Response(
-                        fetched.status,
-                        fetched.headers,
-                        address,
-                        None,
-                        fetched.http_version,
-                        content=fetched.content,
-                        trailers=fetched.trailers,
-                        draining=not channel.accepting_streams,
+                    response = Response.read_whole(
+                        fetched, address, draining=not channel.accepting_streams
                     )
                 else:  # stream(): the body's reads carry the deadline themselves
                     try:

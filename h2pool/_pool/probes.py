@@ -129,14 +129,8 @@ class Probe:
             if channel.open_streams + channel.reserved < channel.max_streams:
                 channel.reserved += 1  # exchange() takes it back as it opens the stream
                 fetched = await channel.fetch(request)
-                return Response(
-                    fetched.status,
-                    fetched.headers,
-                    self.address,
-                    None,
-                    fetched.http_version,
-                    content=fetched.content,
-                    trailers=fetched.trailers,
+                return Response.read_whole(
+                    fetched, self.address, draining=not channel.accepting_streams
                 )
         raise PoolOverloaded(f"{request.target} to {self.address}: no free stream for the check")
 

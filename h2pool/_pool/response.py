@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .._core.headers import HeaderList
 from .._exceptions import ResponseNotRead
-from .channel import BodySource
+from .channel import BodySource, Fetched
 from .timeouts import deadline_scope
 
 __all__ = ["Body", "Response"]
@@ -111,6 +111,20 @@ class Response:
         self._content: bytes | None = None if body is not None else content
         self._trailers = trailers
         self.draining = draining
+
+    @classmethod
+    def read_whole(cls, fetched: Fetched, endpoint: str, *, draining: bool) -> Response:
+        """A response whose body and trailers were read with it (``Channel.fetch``)."""
+        return cls(
+            fetched.status,
+            fetched.headers,
+            endpoint,
+            None,
+            fetched.http_version,
+            content=fetched.content,
+            trailers=fetched.trailers,
+            draining=draining,
+        )
 
     @property
     def trailers(self) -> HeaderList:
