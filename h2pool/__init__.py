@@ -46,6 +46,7 @@ from ._exceptions import (
     StreamReset,
     WriteTimeout,
 )
+from ._messages import Headers, Request
 from ._pool.endpoint import ConnectivityState, EndpointStats
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
@@ -81,6 +82,7 @@ __all__ = [
     "H2ProtocolError",
     "H2TimeoutError",
     "HeaderList",
+    "Headers",
     "HeadersIn",
     "HealthCheck",
     "LocalProtocolError",
@@ -93,6 +95,7 @@ __all__ = [
     "Priority",
     "Probe",
     "ReadTimeout",
+    "Request",
     "RequestTimeout",
     "Response",
     "ResponseNotRead",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Self
 
+from ._messages import Request
+
 __all__ = [
     "CertificateVerifyError",
     "ConnectError",
@@ -52,10 +54,13 @@ class H2PoolError(Exception):
         response_headers: The regular fields of the response headers, when
             the request failed after they arrived (its deadline, or a reset,
             while the body was read); None otherwise (set by the pool).
+        request: The request that failed (method, URL, headers), when the
+            error ends one; None for errors of a connection or the core.
     """
 
     never_processed: bool = False
     endpoint: str | None = None
+    request: Request | None = None
     response_headers: list[tuple[str, str]] | None = None
 
     def __init__(
