@@ -15,6 +15,7 @@ from typing import Protocol, cast, runtime_checkable
 
 from .._core.headers import TOKEN, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
+from .._messages import Headers, Request
 from .timeouts import Timeouts
 
 __all__ = [
@@ -120,6 +121,11 @@ class OutgoingRequest:
     def replayable(self) -> bool:
         """Whether the body can be sent again."""
         return self.upload is None or self.upload.replayable
+
+    def described(self, origin: str) -> Request:
+        """The request for people (errors, responses): ``origin`` is ``scheme://authority``."""
+        fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.headers]
+        return Request(self.method, origin + self.path, Headers(fields))
 
 
 # Fields given as bytes pairs and checked before, each as sent (a field's

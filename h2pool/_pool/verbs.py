@@ -1,0 +1,192 @@
+"""The method shortcuts (``get``, ``post``, ...), written once for the async and the blocking pool.
+
+Each is ``request()`` with its method filled in; ``R`` is what ``request()``
+returns: an awaitable ``Response`` for :class:`~h2pool.Pool`, a ``Response``
+for :class:`~h2pool.SyncPool`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from .._core.headers import HeadersIn
+from .outgoing import Content
+
+__all__ = ["DEFAULT", "QueryParams", "Verbs"]
+
+R = TypeVar("R", covariant=True)
+
+#: Query parameters: a mapping of name to value (or values), or (name, value) pairs.
+QueryParams: TypeAlias = (
+    Mapping[str, str | int | float | bool | Sequence[str | int | float | bool] | None]
+    | Sequence[tuple[str, str | int | float | bool | None]]
+    | str
+)
+
+DEFAULT: Any = object()
+"""The ``timeout`` default: "the pool's timeout" (None means no bound)."""
+
+
+class Verbs(Generic[R]):
+    """``get``, ``post``, ``put``, ``patch``, ``delete``, ``head`` and ``options``."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        content: Content | None = None,
+        json: Any = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """Send a request and read its whole response (see :meth:`h2pool.Pool.request`)."""
+        raise NotImplementedError  # pragma: no cover - each pool defines it
+
+    def get(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("GET", ...)``."""
+        return self.request(
+            "GET",
+            path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def head(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("HEAD", ...)``."""
+        return self.request(
+            "HEAD",
+            path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def options(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("OPTIONS", ...)``."""
+        return self.request(
+            "OPTIONS",
+            path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def delete(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("DELETE", ...)``."""
+        return self.request(
+            "DELETE",
+            path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def post(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        content: Content | None = None,
+        json: Any = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("POST", ...)``."""
+        return self.request(
+            "POST",
+            path,
+            params=params,
+            headers=headers,
+            content=content,
+            json=json,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def put(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        content: Content | None = None,
+        json: Any = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("PUT", ...)``."""
+        return self.request(
+            "PUT",
+            path,
+            params=params,
+            headers=headers,
+            content=content,
+            json=json,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def patch(
+        self,
+        path: str = "",
+        *,
+        params: QueryParams | None = None,
+        headers: HeadersIn | None = None,
+        content: Content | None = None,
+        json: Any = None,
+        timeout: Any = DEFAULT,
+        wait_for_ready: bool | None = None,
+    ) -> R:
+        """``request("PATCH", ...)``."""
+        return self.request(
+            "PATCH",
+            path,
+            params=params,
+            headers=headers,
+            content=content,
+            json=json,
+            timeout=timeout,
+            wait_for_ready=wait_for_ready,
+        )
