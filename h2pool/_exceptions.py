@@ -62,6 +62,7 @@ class H2PoolError(Exception):
     endpoint: str | None = None
     request: Request | None = None
     response_headers: list[tuple[str, str]] | None = None
+    _reason: str | None = None  # the message before in_context() added a context
 
     def __init__(
         self,
@@ -82,12 +83,36 @@ class H2PoolError(Exception):
 
         Raise the result ``from`` this error, so that both show: an error of
         the core (which knows streams, not requests) becomes one that names
-        the request and the endpoint.
+        the request and the endpoint. Put in context again (by the pool, which
+        knows the request's URL), the new context replaces the old one.
         """
         error = self.copy()
-        processed = "never processed" if self.never_processed else "may have been processed"
-        error.args = (f"{context}: {self} ({processed})",)
+        error._reason = self.reason
+        error.args = (f"{context}: {self.reason} ({self.processed})",)
         return error
+
+    def for_request(self, request: Request, endpoint: str | None) -> Self:
+        """This error as the end of ``request``: every error a request raises is one.
+
+        The result carries ``request`` and ``endpoint`` (where known), and
+        its message names the method, the URL, the endpoint and whether the
+        server may have processed the request. Raise it ``from`` this error.
+        """
+        where = f" to {endpoint}" if endpoint is not None else ""
+        error = self.in_context(f"{request.method} {request.url}{where}")
+        error.request = request
+        error.endpoint = endpoint
+        return error
+
+    @property
+    def reason(self) -> str:
+        """What failed, without the request and the endpoint :meth:`in_context` put around it."""
+        return self._reason or str(self)
+
+    @property
+    def processed(self) -> str:
+        """Whether the server may have processed the request, in words for messages."""
+        return "never processed" if self.never_processed else "may have been processed"
 
     def copy(self) -> Self:
         """A new instance with the same message and attributes, to raise ``from`` this one.

@@ -80,13 +80,16 @@ async def test_timeout_covers_everything_and_is_a_timeout_error() -> None:
         assert 0.3 <= loop.time() - started < 1.0
         assert isinstance(timed_out.value, TimeoutError)
         assert isinstance(timed_out.value, h2pool.H2PoolError)
-        assert "GET /: timed out" in str(timed_out.value)
+        assert f"GET {url(server.port)}/: timed out" in str(timed_out.value)
         assert pool.stats().active == 0
 
 
 async def test_every_endpoint_down_fails_clearly_when_the_timeout_runs_out() -> None:
     async with h2pool.Pool(
-        "http://service.test", endpoints=["127.0.0.1:1", "127.0.0.1:2"], timeout=0.5
+        "http://service.test",
+        endpoints=["127.0.0.1:1", "127.0.0.1:2"],
+        timeout=0.5,
+        wait_for_ready=True,
     ) as pool:
         with pytest.raises(h2pool.RequestTimeout) as timed_out:
             await pool.request("GET", "/")
@@ -343,6 +346,7 @@ async def test_failing_endpoints_are_ejected_but_never_all() -> None:
         backoff=fast,
         ejection=eject,
         timeout=0.5,
+        wait_for_ready=True,
     )
     async with dead:
         with pytest.raises(h2pool.RequestTimeout):

@@ -78,7 +78,7 @@ async def test_refused_stream_on_every_request_is_bounded() -> None:
     error = results[7]
     assert isinstance(error, h2pool.StreamRefused)
     assert error.never_processed
-    assert "POST /r7" in str(error)
+    assert f"POST {url(server.port)}/r7 to 127.0.0.1:{server.port}: " in str(error)
     assert f"127.0.0.1:{server.port}" in str(error)
     assert "never processed" in str(error)
 
@@ -95,7 +95,7 @@ async def test_goaway_zero_on_every_request_is_bounded() -> None:
     assert len(seen) <= CALLS * (retry.max_attempts + 1)
     error = results[0]
     assert isinstance(error, h2pool.StreamRefused)
-    assert "GET /g0" in str(error)
+    assert f"GET {url(peer.port)}/g0 to 127.0.0.1:{peer.port}: " in str(error)
     assert f"127.0.0.1:{peer.port}" in str(error)
 
 

@@ -181,7 +181,7 @@ async def test_read_timeout_waiting_for_response_headers() -> None:
             await pool.request("GET", "/slow", timeout=h2pool.Timeouts(total=5, read=0.2))
         assert 0.2 <= took[0] < 0.2 + SLACK
         assert_timeout_error(timed_out.value, h2pool.ReadTimeout)
-        assert "GET /slow" in str(timed_out.value)
+        assert f"GET {url(server.port)}/slow to 127.0.0.1:{server.port}: " in str(timed_out.value)
         assert recorder.paths == ["/slow"]
         # The stream was reset, not the connection: the pool is still ready and idle.
         stats = pool.stats()
@@ -305,7 +305,7 @@ async def test_pool_timeout_when_no_connection_has_a_free_stream() -> None:
         assert 0.2 <= took[0] < 0.2 + SLACK
         assert_timeout_error(timed_out.value, h2pool.PoolTimeout)
         assert timed_out.value.never_processed
-        assert "GET /second" in str(timed_out.value)
+        assert f"GET {url(server.port)}/second: " in str(timed_out.value)
         assert recorder.paths == ["/first"]  # the second request was never sent
         assert pool.stats().pending == 0  # and it no longer waits
 
@@ -339,9 +339,11 @@ async def test_total_timeout_covers_retries_and_backoff() -> None:
         assert 1.0 <= took[0] < 1.0 + SLACK
         assert_timeout_error(timed_out.value, h2pool.RequestTimeout)
         message = str(timed_out.value)
-        assert message.startswith("GET /retried: timed out; endpoints: ")
-        assert f"last error: GET /retried to 127.0.0.1:{server.port}: " in message
+        endpoint = f"127.0.0.1:{server.port}"
+        assert message.startswith(f"GET {url(server.port)}/retried to {endpoint}: timed out; ")
+        assert f"endpoints: {endpoint} ready; last error: StreamReset: " in message
         assert "reset by the peer (INTERNAL_ERROR) (may have been processed)" in message
+        assert timed_out.value.endpoint == endpoint
         assert len(recorder.paths) >= 3  # several attempts reached the server
         assert set(recorder.paths) == {"/retried"}
 
@@ -364,7 +366,7 @@ async def test_total_timeout_as_a_plain_number_sets_only_the_total() -> None:
 async def test_total_timeout_while_every_endpoint_is_down_names_the_last_error() -> None:
     async with mute_listener() as port:
         pass  # the listener is closed: its port now refuses connections
-    async with h2pool.Pool(url(port), timeout=0.5) as pool:
+    async with h2pool.Pool(url(port), timeout=0.5, wait_for_ready=True) as pool:
         with elapsed() as took, pytest.raises(h2pool.RequestTimeout) as timed_out:
             await pool.request("GET", "/")
         assert 0.5 <= took[0] < 0.5 + SLACK

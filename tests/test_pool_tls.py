@@ -144,22 +144,26 @@ async def test_test_ca_is_refused_by_default_at_once_and_ssl_false_accepts_it(
     port = nghttpd_tls.port
     target, endpoints = f"https://localhost:{port}", [f"127.0.0.1:{port}"]
     # ssl=None verifies with certifi's CAs, which do not include the trustme CA. wait_for_ready
-    # is on (the default) and the timeout long: a certificate failure must not wait for it.
-    async with h2pool.Pool(target, endpoints=endpoints, timeout=10) as pool:
+    # is on and the timeout long: a certificate failure must not wait for it.
+    async with h2pool.Pool(target, endpoints=endpoints, timeout=10, wait_for_ready=True) as pool:
         took, outcome = await timed_get(pool, "/index.html")
         assert isinstance(outcome, h2pool.CertificateVerifyError), outcome
         assert isinstance(outcome, h2pool.ConnectError)
         assert took < 1.0  # measured: a few milliseconds, against a 10 s timeout
         reason = verification_error(outcome).verify_message
         assert reason  # OpenSSL's reason, e.g. "self-signed certificate in certificate chain"
-        assert str(outcome) == f"TLS certificate verification failed for 127.0.0.1:{port}: {reason}"
+        failed = f"TLS certificate verification failed for 127.0.0.1:{port}: {reason}"
+        assert outcome.reason == failed
+        assert str(outcome) == (
+            f"GET {target}/index.html to 127.0.0.1:{port}: {failed} (never processed)"
+        )
         # While the endpoint backs off after the failure, later requests fail at once too.
         took, again = await timed_get(pool, "/index.html")
         assert isinstance(again, h2pool.CertificateVerifyError), again
         assert took < 0.5
         (endpoint,) = pool.stats().endpoints
         assert endpoint.state is h2pool.ConnectivityState.TRANSIENT_FAILURE
-        assert endpoint.last_error == f"CertificateVerifyError: {outcome}"
+        assert endpoint.last_error == f"CertificateVerifyError: {failed}"
 
     # ssl=False checks neither the chain nor the name: the same server works.
     async with h2pool.Pool(target, endpoints=endpoints, ssl=False, timeout=10) as pool:
@@ -286,7 +290,10 @@ async def test_mtls_rejection_under_tls13(mutual_tls: MutualTLS, client: str) ->
         took, outcome = await timed_get(pool, "/rejected")
     assert type(outcome) is h2pool.ConnectError, repr(outcome)
     assert outcome.never_processed
-    assert str(outcome).startswith(f"127.0.0.1:{server.port}: the connection failed while opening")
+    assert outcome.reason.startswith(
+        f"127.0.0.1:{server.port}: the connection failed while opening"
+    )
+    assert str(outcome).startswith(f"GET https://localhost:{server.port}/rejected to ")
     assert took < 1.0
     assert handler.paths == []
 
@@ -297,7 +304,7 @@ async def test_mtls_rejection_waits_for_ready_until_the_timeout(mutual_tls: Mutu
     handler = Counting()
     async with (
         mtls_server(mutual_tls, handler) as server,
-        mtls_pool(server.port, mutual_tls, None) as pool,
+        mtls_pool(server.port, mutual_tls, None, wait_for_ready=True) as pool,
     ):
         took, outcome = await timed_get(pool, "/rejected", timeout=0.5)
         (endpoint,) = pool.stats().endpoints
@@ -326,7 +333,8 @@ async def test_mtls_rejection_under_tls12_is_a_connect_error(mutual_tls: MutualT
     assert outcome.never_processed
     # asyncio reports the cut handshake as a bare ConnectionResetError(), which has no text:
     # the message names the exception instead of ending with an empty reason.
-    assert str(outcome) == f"cannot connect to 127.0.0.1:{server.port}: ConnectionResetError"
+    assert outcome.reason == f"cannot connect to 127.0.0.1:{server.port}: ConnectionResetError"
+    assert outcome.endpoint == f"127.0.0.1:{server.port}"
     assert took < 1.0
     assert handler.paths == []
 

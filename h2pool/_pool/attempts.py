@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .._exceptions import H2PoolError
+from .._exceptions import H2PoolError, ReadTimeout
+from .channel import Channel, Fetched, Reply
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
 from .response import Body, Response
 from .scheduler import Grant, Scheduler
+from .timeouts import Expiring
 
 __all__ = ["Attempts"]
 
@@ -71,7 +73,10 @@ class Attempts:
                 # Both take the reservation.
                 if read_body:  # request(): the whole body, inside the request's deadline
                     try:
-                        fetched = await channel.fetch(request)
+                        if policy.per_try_timeout is None:
+                            fetched = await channel.fetch(request)
+                        else:
+                            fetched = await self._bounded_fetch(channel, request)
                     finally:
                         self._release()
                         scheduler.assign()  # a stream that never opened freed no slot
@@ -80,7 +85,10 @@ class Attempts:
                     )
                 else:  # stream(): the body's reads carry the deadline themselves
                     try:
-                        reply = await channel.exchange(request)
+                        if policy.per_try_timeout is None:
+                            reply = await channel.exchange(request)
+                        else:
+                            reply = await self._bounded_exchange(channel, request)
                     except BaseException:
                         self._release()
                         scheduler.assign()
@@ -134,6 +142,21 @@ class Attempts:
             if decision.delay:
                 await asyncio.sleep(decision.delay)
 
+    def _per_try(self) -> Expiring:
+        """The bound of one attempt on its connection (``RetryPolicy.per_try_timeout``)."""
+        seconds = self._retry.per_try_timeout
+        assert seconds is not None
+        deadline = asyncio.get_running_loop().time() + seconds
+        return Expiring(deadline, ReadTimeout, f"no response within per_try_timeout ({seconds}s)")
+
+    async def _bounded_fetch(self, channel: Channel, request: OutgoingRequest) -> Fetched:
+        async with self._per_try():
+            return await channel.fetch(request)
+
+    async def _bounded_exchange(self, channel: Channel, request: OutgoingRequest) -> Reply:
+        async with self._per_try():
+            return await channel.exchange(request)
+
     async def _acquire(self, request: OutgoingRequest, grant: Grant | None) -> Grant:
         """A reserved slot on a connection proven alive where the request needs it.
 
@@ -149,7 +172,6 @@ class Attempts:
                 grant = scheduler.try_acquire(
                     timeouts.connect, request.avoid
                 ) or await scheduler.acquire(
-                    request.target,
                     timeouts.connect,
                     timeouts.pool,
                     request.wait_for_ready,

@@ -6,9 +6,11 @@ Its connections, connectivity state, backoff and ejection.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from .._exceptions import ConnectError, H2PoolError
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -16,7 +18,14 @@ from .policies import (
     ejection_duration,
 )
 
-__all__ = ["ConnectionView", "ConnectivityState", "Endpoint", "EndpointStats", "split_address"]
+__all__ = [
+    "ConnectionView",
+    "ConnectivityState",
+    "Endpoint",
+    "EndpointStats",
+    "split_address",
+    "unreachable",
+]
 
 
 class ConnectionView(Protocol):
@@ -249,3 +258,35 @@ class Endpoint(Generic[ConnT]):
             last_error=self.last_error,
             ping_interval=self.ping_interval,
         )
+
+
+def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:
+    """The error of a request that no endpoint can take, or None while one still may.
+
+    That is when every endpoint failed its latest connection attempt (none is
+    ready, none is connecting, none is untried), so that a refused port, a
+    failed TLS handshake or a certificate says so at once (gRPC's fail-fast,
+    ``wait_for_ready=False``). A single endpoint's error is its last failure;
+    several make one naming each endpoint and its last failure, of their
+    class when they all have one (a ``CertificateVerifyError`` stays one),
+    else ``ConnectError``, raised ``from`` the last failure. A pure read.
+    """
+    failures: list[tuple[str, H2PoolError]] = []
+    for endpoint in endpoints:
+        failure = endpoint.last_failure
+        if endpoint.ready() or endpoint.connecting or not isinstance(failure, H2PoolError):
+            return None  # still reachable, being tried, or never tried
+        failures.append((endpoint.address, failure))
+    if len(failures) == 1:
+        return failures[0][1]
+    if not failures:
+        return None
+    causes = "; ".join(
+        str(failure) if address in str(failure) else f"{address}: {failure}"
+        for address, failure in failures
+    )
+    kinds = {type(failure) for _, failure in failures}
+    kind = kinds.pop() if len(kinds) == 1 else ConnectError
+    error = kind(f"no endpoint could be reached: {causes}")
+    error.__cause__ = failures[-1][1]
+    return error

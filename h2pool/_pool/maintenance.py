@@ -17,11 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.protocol import ConnectionEvent
-from .._exceptions import H2PoolError
+from .._exceptions import ConnectError, H2PoolError
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
 from .endpoint import Endpoint
-from .policies import ConnectionBackoff, EjectionPolicy, is_endpoint_failure, may_eject
+from .policies import (
+    ConnectionBackoff,
+    EjectionPolicy,
+    backoff_delay,
+    is_endpoint_failure,
+    may_eject,
+)
 from .scheduler import Scheduler
 
 __all__ = ["Maintenance", "MaintenanceSettings"]
@@ -81,6 +87,11 @@ class Maintenance:
         self.scheduler.endpoints = [self._new_endpoint(address) for address in endpoints or ()]
         self._resolve = endpoints is None
         self._resolved_at: float | None = None
+        # While the host resolves to nothing: why, how often so far, and
+        # when a request may ask the resolver again (the connection backoff).
+        self.resolve_error: ConnectError | None = None
+        self._resolve_failures = 0
+        self._next_resolve_at = 0.0
         self._resolving: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -158,6 +169,7 @@ class Maintenance:
             )
         except H2PoolError as exc:
             logger.warning("connecting to %s failed: %s", endpoint.address, exc)
+            exc.endpoint = endpoint.address  # kept as its last failure: requests name it
             self._endpoint_failed(endpoint, exc, settings.backoff)
         else:
             if self.closing:
@@ -225,13 +237,35 @@ class Maintenance:
 
     @property
     def unresolved(self) -> bool:
-        """Whether the target's host must be resolved before the first request."""
-        return self._resolve and self._resolved_at is None
+        """Whether endpoints come from resolving the target's host and none is known yet."""
+        return self._resolve and not self.scheduler.endpoints
 
-    async def ensure_endpoints(self) -> None:
-        """Resolve the target's host once, before the first request (if needed)."""
-        if self.unresolved:
-            if self._resolving is None:
+    async def ensure_endpoints(self, wait_for_ready: bool | None) -> None:
+        """Resolve the target's host until it gives an address (if endpoints come from it).
+
+        One resolution runs at a time, shared by the requests that wait for
+        it. After a failed one, the resolver is asked again only once the
+        connection backoff allows; until then ``wait_for_ready`` says what
+        a request does: False fails it with the resolver's error, True waits
+        and resolves again (the request's deadline bounds it), None (``start()``)
+        returns.
+
+        Raises:
+            ConnectError: The host did not resolve (naming it and the
+                resolver's message) and ``wait_for_ready`` is False.
+        """
+        loop = asyncio.get_running_loop()
+        while self.unresolved:
+            error = self.resolve_error
+            wait = self._next_resolve_at - loop.time()
+            if error is not None and wait > 0:
+                if wait_for_ready is None:
+                    return
+                if not wait_for_ready:
+                    raise error.copy() from error
+                await asyncio.sleep(wait)
+                continue
+            if self._resolving is None or self._resolving.done():
                 self._resolving = asyncio.ensure_future(self._resolve_endpoints())
             await asyncio.shield(self._resolving)
 
@@ -248,21 +282,33 @@ class Maintenance:
 
     async def _resolve_endpoints(self) -> None:
         loop = asyncio.get_running_loop()
+        host = self._host
         try:
-            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(host, self._port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            logger.warning("resolving %s failed: %s", self._host, exc)
+            logger.warning("resolving %s failed: %s", host, exc)
+            failure = ConnectError(f"cannot resolve {host!r}: {exc}")
+            failure.__cause__ = exc
             infos = []
+        else:
+            failure = ConnectError(f"{host!r} resolved to no address")
         finally:
             self._resolved_at = loop.time()
         addresses = []
         for family, *_, sockaddr in infos:
-            host, port = str(sockaddr[0]), self._port
-            address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            address_host, port = str(sockaddr[0]), self._port
+            address = (
+                f"[{address_host}]:{port}"
+                if family == socket.AF_INET6
+                else f"{address_host}:{port}"
+            )
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
+            self._resolve_failed(failure)
             return  # keep what we had
+        self.resolve_error = None
+        self._resolve_failures = 0
         known = {ep.address: ep for ep in self.endpoints}
         self.scheduler.endpoints = [
             known.get(address) or self._new_endpoint(address) for address in addresses
@@ -274,6 +320,13 @@ class Maintenance:
                     self.spawn(connection.shutdown(timeout=self._functional_timeout * 2))
         self.maintain()
         self.scheduler.assign()
+
+    def _resolve_failed(self, error: ConnectError) -> None:
+        """Remember why the host did not resolve; back off before asking again."""
+        self._resolve_failures += 1
+        self.resolve_error = error
+        delay = backoff_delay(self._settings.backoff, self._resolve_failures)
+        self._next_resolve_at = asyncio.get_running_loop().time() + delay
 
     # ------------------------------------------------------------------
     # Closing

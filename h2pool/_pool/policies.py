@@ -88,6 +88,12 @@ class RetryPolicy:
             up to ``max_retry_after``.
         max_retry_after: Longest ``Retry-After`` honoured, in seconds; a
             longer one ends the retries.
+        per_try_timeout: Bound on each attempt once it has a connection (its
+            whole response for ``request()``, its response headers for
+            ``stream()``), in seconds, as Envoy's ``per_try_timeout``; an
+            attempt that runs out fails with ``ReadTimeout``. Setting it makes
+            timeouts of an attempt retryable (for ``methods``, within the
+            total timeout); None (the default): every timeout is final.
     """
 
     max_attempts: int = 3
@@ -99,6 +105,7 @@ class RetryPolicy:
     statuses: frozenset[int] = field(default_factory=lambda: frozenset({503}))
     respect_retry_after: bool = True
     max_retry_after: float = 10.0
+    per_try_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_count("max_attempts", self.max_attempts, 1)
@@ -107,6 +114,7 @@ class RetryPolicy:
         _check_max("backoff_max", self.backoff_max, self.backoff_initial, "backoff_initial")
         check_fraction("jitter", self.jitter, 0, 1, closed=False)
         check_seconds("max_retry_after", self.max_retry_after, zero=True, unbounded=True)
+        check_seconds("per_try_timeout", self.per_try_timeout, optional=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,8 +300,9 @@ def decide_retry(
        with backoff, whatever the method (a refusing server must not get a
        flood of attempts).
     4. Any other failure may have been processed: only ``policy.methods``
-       are retried. A timeout is not (the server may be busy processing the
-       request: retrying multiplies its load). A stream cut off by the
+       are retried. A timeout is final (the server may be busy processing
+       the request: retrying multiplies its load), unless the policy sets
+       ``per_try_timeout``: then it is a counted retry. A stream cut off by the
        server's own GOAWAY drain is retried after the backoff without
        counting, at most ``MAX_DRAIN_RETRIES`` (10) times. Other connection failures
        and stream resets are counted retries.
@@ -330,7 +339,9 @@ def decide_retry(
     if method not in policy.methods:
         return _stop(f"{method} is not retried after a failure that may have been processed")
     if isinstance(error, H2TimeoutError):
-        return _stop("a timeout is not retried: the server may be processing the request")
+        if policy.per_try_timeout is None:
+            return _stop("timeouts are final (RetryPolicy.per_try_timeout retries them)")
+        return _counted(policy, tries, now, deadline, None, rng, type(error).__name__)
     if isinstance(error, DrainInterrupted):
         # Spaced by the first backoff step, so the streams a drain cut off
         # do not all land together on the next connection.

@@ -24,7 +24,8 @@ from .._core.config import H2Config
 from .._core.headers import HeadersIn
 from .._core.health import DEFAULT_PING_BUDGET, PingBudget
 from .._core.tls import client_ssl_context
-from .._exceptions import PoolClosed, RequestTimeout
+from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
+from .._messages import Request
 from .attempts import Attempts
 from .checks import check_count, check_seconds
 from .connect import ChannelSettings
@@ -79,9 +80,12 @@ class Pool:
         http1: Speak HTTP/1.1 (through httpcore) to all endpoints (True) or
             to those listed, unless TLS's ALPN chooses HTTP/2. Over TLS,
             ALPN chooses HTTP/1.1 by itself for servers without HTTP/2.
-        wait_for_ready: When every endpoint is failing, wait for one to come
-            back until the timeout runs out (True, the default), or fail at
-            once with the last connection error (False).
+        wait_for_ready: When no endpoint can be reached (every one refused,
+            failed TLS, or the host did not resolve), fail at once with a
+            ``ConnectError`` naming each endpoint and its last connection
+            error (False, the default, as gRPC), or wait for one to come back
+            until the timeout runs out (True). A request on a fresh pool
+            waits for the first connection attempts either way.
         min_connections: Connections kept open per endpoint in rotation.
         max_connections: Most HTTP/2 connections per endpoint; more are
             opened when every one of them is full.
@@ -118,7 +122,7 @@ class Pool:
         functional_timeout: float = 1.0,
         timeout: Timeouts | float | None = 30.0,
         http1: bool | Collection[str] = False,
-        wait_for_ready: bool = True,
+        wait_for_ready: bool = False,
         min_connections: int = 1,
         max_connections: int = 4,
         http1_max_connections: int = 10,
@@ -199,6 +203,8 @@ class Pool:
             ejection=ejection or EjectionPolicy(),
             resolve_interval=resolve,
         )
+        self._origin = f"{parts.scheme}://{settings.channel.authority}"
+        self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
             settings,
             host=host,
@@ -238,7 +244,7 @@ class Pool:
         Optional: the first request does the same.
         """
         self._check_open()
-        await self._maintenance.ensure_endpoints()
+        await self._maintenance.ensure_endpoints(None)
         self._maintenance.maintain()
         if self._checker is not None:
             self._checker.start()
@@ -370,30 +376,43 @@ class Pool:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
         request.wait_for_ready = wait_for_ready
-        self._check_open()
-        if self._maintenance.unresolved:
-            await self._maintenance.ensure_endpoints()
-        if self._checker is not None:
+        if self._checker is not None and not self._closing:
             self._checker.start()  # once: a pool used without start()
         total = timeouts.total
-        if total is None:
-            return await self._attempts.send(request, None, read_body=read_body)
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
         # asyncio's scope used directly, its timer shared: this is the hot path.
-        deadline = asyncio.get_running_loop().time() + total
         scope = asyncio.timeout(None)
         try:
+            self._check_open()
             async with scope:
-                watched = self._deadlines.watch(deadline, scope)
+                watched = None if deadline is None else self._deadlines.watch(deadline, scope)
                 try:
+                    if self._maintenance.unresolved:
+                        ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
+                        await self._maintenance.ensure_endpoints(ready)
                     return await self._attempts.send(request, deadline, read_body=read_body)
                 finally:
-                    watched.discard(scope)
-        except TimeoutError:
-            if scope.expired():
-                error = RequestTimeout(self._timeout_message(request))
-                error.response_headers = request.response_headers
-                raise error from None
-            raise
+                    if watched is not None:
+                        watched.discard(scope)
+        except TimeoutError as exc:
+            if not scope.expired():
+                if isinstance(exc, H2PoolError):
+                    raise self._failed(request, exc) from exc
+                raise
+            error = RequestTimeout(self._timeout_message(request))
+            error.response_headers = request.response_headers
+            endpoint = None if request.last_error is None else request.last_error.endpoint
+            raise error.for_request(self._describe(request), endpoint) from None
+        except H2PoolError as exc:
+            raise self._failed(request, exc) from exc
+
+    def _describe(self, request: OutgoingRequest) -> Request:
+        """The request as errors and responses show it: its method and absolute URL."""
+        return request.described(self._origin)
+
+    def _failed(self, request: OutgoingRequest, error: H2PoolError) -> H2PoolError:
+        """The error that ends ``request``: naming it, its endpoint, and what the server did."""
+        return error.for_request(self._describe(request), error.endpoint)
 
     def _timeout_message(self, request: OutgoingRequest) -> str:
         now = asyncio.get_running_loop().time()
@@ -402,9 +421,13 @@ class Pool:
             + (f" (last error: {ep.last_error})" if ep.last_error and not ep.ready() else "")
             for ep in self._maintenance.endpoints
         )
-        message = f"{request.target}: timed out; endpoints: {states or 'none resolved'}"
-        if request.last_error is not None:
-            message += f"; last error: {request.last_error}"
+        if not states:
+            resolve_error = self._maintenance.resolve_error
+            states = "none resolved" + (f" ({resolve_error})" if resolve_error else "")
+        message = f"timed out; endpoints: {states}"
+        last_error = request.last_error
+        if last_error is not None:
+            message += f"; last error: {type(last_error).__name__}: {last_error.reason}"
         return message
 
     def _check_open(self) -> None:

@@ -28,7 +28,7 @@ from .._exceptions import (
     PoolTimeout,
 )
 from .channel import Channel
-from .endpoint import Endpoint
+from .endpoint import Endpoint, unreachable
 from .routing import route
 from .timeouts import bounded
 
@@ -136,7 +136,6 @@ class Scheduler:
 
     async def acquire(
         self,
-        target: str,
         connect_timeout: float | None,
         pool_timeout: float | None,
         wait_for_ready: bool | None = None,
@@ -158,8 +157,7 @@ class Scheduler:
             raise self._closed.copy() from self._closed
         if len(self._waiters) >= self._max_pending:
             raise PoolOverloaded(
-                f"{target}: {len(self._waiters)} requests already wait for a connection"
-                " (max_pending)"
+                f"{len(self._waiters)} requests already wait for a connection (max_pending)"
             )
         waiter = _Waiter(
             asyncio.get_running_loop().create_future(),
@@ -172,12 +170,12 @@ class Scheduler:
         timer = None
         if connect_timeout is not None and not waiter.future.done():
             timer = asyncio.get_running_loop().call_later(
-                connect_timeout, self._connect_expired, waiter, target
+                connect_timeout, self._connect_expired, waiter
             )
         try:
             if pool_timeout is None:
                 return await waiter.future
-            async with bounded(pool_timeout, PoolTimeout, f"{target}: pool"):
+            async with bounded(pool_timeout, PoolTimeout, "waiting for a connection"):
                 return await waiter.future
         except asyncio.CancelledError:
             self._abandon(waiter)
@@ -204,13 +202,13 @@ class Scheduler:
         channel.reserved -= 1
         self.assign()
 
-    def _connect_expired(self, waiter: _Waiter, target: str) -> None:
+    def _connect_expired(self, waiter: _Waiter) -> None:
         if waiter.future.done() or any(ep.ready() for ep in self.endpoints):
             return  # connected (then the pool timeout bounds the wait)
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
         waiter.future.set_exception(
-            ConnectTimeout(f"{target}: no connection within {waiter.connect_timeout}s")
+            ConnectTimeout(f"no connection within {waiter.connect_timeout}s")
         )
 
     def assign(self) -> None:
@@ -266,22 +264,17 @@ class Scheduler:
         self.assign()
 
     def _fail_fast(self) -> None:
-        """Fail waiters with the last connection error where waiting is pointless.
+        """Fail waiters with :func:`.endpoint.unreachable`'s error where waiting is pointless.
 
-        That is when every endpoint is failing (none ready or connecting), for
+        That is when every endpoint failed its latest connection attempt, for
         the waiters whose ``wait_for_ready`` is off, or for all of them when
         every failure is a certificate that failed verification (not transient).
         """
         in_play = [ep for ep in self.endpoints if not ep.closed]
-        if not in_play or any(ep.ready() or ep.connecting for ep in in_play):
+        error = unreachable(in_play)
+        if error is None:
             return
-        errors = [ep.last_failure for ep in in_play]
-        if any(not isinstance(error, H2PoolError) for error in errors):
-            return
-        certificates = all(isinstance(error, CertificateVerifyError) for error in errors)
-        error = errors[-1]
-        assert isinstance(error, H2PoolError)
-        if certificates:
+        if isinstance(error, CertificateVerifyError):
             self.fail_all(error)
             return
         staying = deque(waiter for waiter in self._waiters if waiter.wait_for_ready)
