@@ -98,7 +98,8 @@ async def test_pool_refusals_name_the_request() -> None:
     )
     assert overloaded.value.request is not None
     assert closed.value.request is not None
-    assert str(closed.value) == f"DELETE {url(server.port)}/gone: the pool is closed (never processed)"
+    gone = f"DELETE {url(server.port)}/gone"
+    assert str(closed.value) == f"{gone}: the pool is closed (never processed)"
 
 
 async def test_request_timeout_names_the_request_and_its_endpoint() -> None:
