@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -213,6 +214,22 @@ async def test_dns_failure_is_a_connect_error_naming_the_host(
             with pytest.raises(h2pool.ConnectError):
                 await pool.request("GET", "/v1")
             assert stub.calls == calls
+
+
+async def test_dns_failure_through_httpx_is_a_connect_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not ``httpx.PoolTimeout`` after 5 s: the transport says what failed, at once."""
+    async with (
+        resolver(monkeypatch, failures=100),
+        httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport()) as client,
+    ):
+        with elapsed() as took, pytest.raises(httpx.ConnectError) as caught:
+            await client.get("http://orders.internal/v1", timeout=30)
+        assert took[0] < AT_ONCE
+    assert "cannot resolve 'orders.internal': [Errno -2] Name or service not known" in str(
+        caught.value
+    )
 
 
 async def test_dns_failure_waits_for_ready_then_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
