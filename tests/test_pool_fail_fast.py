@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import h2pool
+from h2pool._pool.endpoint import Endpoint, unreachable
 from h2pool._pool.policies import RetryAction, Tries, decide_retry
 from tests.servers import Server, hello
 from tests.waiting import eventually
@@ -394,3 +395,39 @@ def test_per_try_timeout_makes_timeouts_counted_retries_of_idempotent_methods(
     if expected:
         assert decision.tries.attempts == attempts + 1  # counted
         assert decision.delay == pytest.approx(delay)
+
+
+FAILURES = st.sampled_from(
+    [
+        None,
+        h2pool.ConnectError("cannot connect"),
+        h2pool.ConnectTimeout("timed out"),
+        h2pool.CertificateVerifyError("bad certificate"),
+    ]
+)
+
+
+@given(states=st.lists(st.tuples(st.booleans(), FAILURES), max_size=4))
+def test_unreachable_only_when_every_endpoint_failed_its_latest_attempt(
+    states: list[tuple[bool, h2pool.H2PoolError | None]],
+) -> None:
+    endpoints: list[Endpoint[Any]] = []
+    for index, (connecting, failure) in enumerate(states):
+        endpoint: Endpoint[Any] = Endpoint(f"10.0.0.{index}:80", connecting=int(connecting))
+        endpoint.last_failure = failure
+        endpoints.append(endpoint)
+    error = unreachable(endpoints)
+    failures = [failure for _, failure in states]
+    if not states or any(connecting for connecting, _ in states) or None in failures:
+        assert error is None
+        return
+    assert error is not None
+    if len(states) == 1:
+        assert error is failures[0]
+        return
+    kinds = {type(failure) for failure in failures}
+    assert type(error) is (kinds.pop() if len(kinds) == 1 else h2pool.ConnectError)
+    assert error.__cause__ is failures[-1]
+    assert str(error).startswith("no endpoint could be reached: ")
+    for endpoint, failure in zip(endpoints, failures, strict=True):
+        assert f"{endpoint.address}: {failure}" in str(error)

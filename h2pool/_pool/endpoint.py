@@ -277,10 +277,8 @@ def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:
         if endpoint.ready() or endpoint.connecting or not isinstance(failure, H2PoolError):
             return None  # still reachable, being tried, or never tried
         failures.append((endpoint.address, failure))
-    if len(failures) == 1:
-        return failures[0][1]
-    if not failures:
-        return None
+    if len(failures) <= 1:
+        return failures[0][1] if failures else None
     causes = "; ".join(
         str(failure) if address in str(failure) else f"{address}: {failure}"
         for address, failure in failures

@@ -282,26 +282,21 @@ class Maintenance:
 
     async def _resolve_endpoints(self) -> None:
         loop = asyncio.get_running_loop()
-        host = self._host
         try:
-            infos = await loop.getaddrinfo(host, self._port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            logger.warning("resolving %s failed: %s", host, exc)
-            failure = ConnectError(f"cannot resolve {host!r}: {exc}")
+            logger.warning("resolving %s failed: %s", self._host, exc)
+            failure = ConnectError(f"cannot resolve {self._host!r}: {exc}")
             failure.__cause__ = exc
             infos = []
         else:
-            failure = ConnectError(f"{host!r} resolved to no address")
+            failure = ConnectError(f"{self._host!r} resolved to no address")
         finally:
             self._resolved_at = loop.time()
         addresses = []
         for family, *_, sockaddr in infos:
-            address_host, port = str(sockaddr[0]), self._port
-            address = (
-                f"[{address_host}]:{port}"
-                if family == socket.AF_INET6
-                else f"{address_host}:{port}"
-            )
+            host, port = str(sockaddr[0]), self._port
+            address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
             if address not in addresses:
                 addresses.append(address)
         if not addresses:

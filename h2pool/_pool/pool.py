@@ -394,17 +394,12 @@ class Pool:
                 finally:
                     if watched is not None:
                         watched.discard(scope)
-        except TimeoutError as exc:
-            if not scope.expired():
-                if isinstance(exc, H2PoolError):
-                    raise self._failed(request, exc) from exc
-                raise
-            error = RequestTimeout(self._timeout_message(request))
-            error.response_headers = request.response_headers
-            endpoint = None if request.last_error is None else request.last_error.endpoint
-            raise error.for_request(self._describe(request), endpoint) from None
-        except H2PoolError as exc:
-            raise self._failed(request, exc) from exc
+        except (H2PoolError, TimeoutError) as exc:
+            if scope.expired():
+                raise self._timed_out(request) from None
+            if isinstance(exc, H2PoolError):
+                raise self._failed(request, exc) from exc
+            raise
 
     def _describe(self, request: OutgoingRequest) -> Request:
         """The request as errors and responses show it: its method and absolute URL."""
@@ -413,6 +408,13 @@ class Pool:
     def _failed(self, request: OutgoingRequest, error: H2PoolError) -> H2PoolError:
         """The error that ends ``request``: naming it, its endpoint, and what the server did."""
         return error.for_request(self._describe(request), error.endpoint)
+
+    def _timed_out(self, request: OutgoingRequest) -> RequestTimeout:
+        """The error of a request whose total timeout ran out, saying what every endpoint did."""
+        error = RequestTimeout(self._timeout_message(request))
+        error.response_headers = request.response_headers
+        endpoint = None if request.last_error is None else request.last_error.endpoint
+        return error.for_request(self._describe(request), endpoint)
 
     def _timeout_message(self, request: OutgoingRequest) -> str:
         now = asyncio.get_running_loop().time()
