@@ -54,8 +54,11 @@ class H2PoolError(Exception):
         response_headers: The regular fields of the response headers, when
             the request failed after they arrived (its deadline, or a reset,
             while the body was read); None otherwise (set by the pool).
-        request: The request that failed (method, URL, headers), when the
-            error ends one; None for errors of a connection or the core.
+        request: The request that failed (method, URL, headers): set on
+            every error a pool request raises, whose message then names the
+            request, the endpoint and whether the server may have processed
+            it (see :meth:`for_request`); None for errors of a connection or
+            the core.
     """
 
     never_processed: bool = False
@@ -88,7 +91,8 @@ class H2PoolError(Exception):
         """
         error = self.copy()
         error._reason = self.reason
-        error.args = (f"{context}: {self.reason} ({self.processed})",)
+        processed = "never processed" if self.never_processed else "may have been processed"
+        error.args = (f"{context}: {self.reason} ({processed})",)
         return error
 
     def for_request(self, request: Request, endpoint: str | None) -> Self:
@@ -108,11 +112,6 @@ class H2PoolError(Exception):
     def reason(self) -> str:
         """What failed, without the request and the endpoint :meth:`in_context` put around it."""
         return self._reason or str(self)
-
-    @property
-    def processed(self) -> str:
-        """Whether the server may have processed the request, in words for messages."""
-        return "never processed" if self.never_processed else "may have been processed"
 
     def copy(self) -> Self:
         """A new instance with the same message and attributes, to raise ``from`` this one.
