@@ -166,23 +166,24 @@ async def _hello_connection(proto: h2pool.H2Protocol) -> None:
 class StubResolver:
     """The event loop's ``getaddrinfo``, answering from a script (no real lookup)."""
 
-    def __init__(self, failures: int, port: int = 0) -> None:
+    def __init__(self, failures: int, port: int = 0, error: Exception | None = None) -> None:
         self.failures = failures
         self.port = port
+        self.error = error or socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         self.calls = 0
 
     async def __call__(self, host: str, port: int, **_: Any) -> list[Any]:
         self.calls += 1
         if self.calls <= self.failures:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            raise self.error
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", self.port))]
 
 
 @contextlib.asynccontextmanager
 async def resolver(
-    monkeypatch: pytest.MonkeyPatch, failures: int, port: int = 0
+    monkeypatch: pytest.MonkeyPatch, failures: int, port: int = 0, error: Exception | None = None
 ) -> AsyncIterator[StubResolver]:
-    stub = StubResolver(failures, port)
+    stub = StubResolver(failures, port, error)
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", stub)
     yield stub
 
@@ -215,6 +216,18 @@ async def test_dns_failure_is_a_connect_error_naming_the_host(
             with pytest.raises(h2pool.ConnectError):
                 await pool.request("GET", "/v1")
             assert stub.calls == calls
+
+
+async def test_a_name_idna_refuses_is_a_connect_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo raises UnicodeError (not OSError) for such names: still a ConnectError."""
+    refused = UnicodeError("encoding with 'idna' codec failed (label empty or too long)")
+    async with (
+        resolver(monkeypatch, failures=1, error=refused),
+        h2pool.Pool("http://a..b") as pool,
+    ):
+        with pytest.raises(h2pool.ConnectError) as caught:
+            await pool.request("GET", "/")
+    assert "cannot resolve 'a..b': encoding with 'idna' codec failed" in str(caught.value)
 
 
 async def test_dns_failure_through_httpx_is_a_connect_error(

@@ -284,7 +284,7 @@ class Maintenance:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA refuses
             logger.warning("resolving %s failed: %s", self._host, exc)
             failure = ConnectError(f"cannot resolve {self._host!r}: {exc}")
             failure.__cause__ = exc
