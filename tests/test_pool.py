@@ -374,6 +374,7 @@ async def test_endpoints_are_resolved_again_when_they_fail(
             backoff=h2pool.ConnectionBackoff(initial=0.02, max=0.05),
             ejection=h2pool.EjectionPolicy(consecutive_failures=2, max_ejected_percent=100),
             resolve_interval=0,
+            wait_for_ready=True,  # the request waits for the name to resolve elsewhere
         )
         async with pool:
             response = await pool.request("GET", "/moved", timeout=5)

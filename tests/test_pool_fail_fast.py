@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -59,7 +60,10 @@ def elapsed() -> Iterator[list[float]]:
 # --- fail fast ------------------------------------------------------------------------------------
 
 
-async def test_refused_port_fails_at_once_with_a_connect_error() -> None:
+async def test_refused_port_fails_at_once_with_a_connect_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="h2pool.pool")
     port = closed_port()
     endpoint = f"127.0.0.1:{port}"
     async with h2pool.Pool(url(port), timeout=30) as pool:
@@ -75,6 +79,8 @@ async def test_refused_port_fails_at_once_with_a_connect_error() -> None:
         assert str(error).startswith(f"GET {url(port)}/x to {endpoint}: cannot connect to ")
         assert "Connect call failed" in str(error)
         assert str(error).endswith(" (never processed)")
+        # Not retried: the pool already waited for the connection attempt, which failed.
+        assert not [r for r in caplog.records if "retrying" in r.getMessage()]
         # While the endpoint backs off (1 s), the next request fails at once with its last
         # error, without a new connection attempt.
         with elapsed() as took, pytest.raises(h2pool.ConnectError) as again:
@@ -408,6 +414,40 @@ def test_per_try_timeout_makes_timeouts_counted_retries_of_idempotent_methods(
     if expected:
         assert decision.tries.attempts == attempts + 1  # counted
         assert decision.delay == pytest.approx(delay)
+
+
+@given(
+    error=st.sampled_from(
+        [
+            h2pool.ConnectError("x"),
+            h2pool.CertificateVerifyError("x"),
+            h2pool.ConnectTimeout("x"),
+            h2pool.StreamRefused("x"),
+        ]
+    ),
+    method=METHODS,
+    per_try=st.one_of(st.none(), st.just(1.0)),
+)
+def test_an_attempt_that_got_no_connection_is_final(
+    error: h2pool.H2PoolError, method: str, per_try: float | None
+) -> None:
+    """The pool already waited for a connection as the request allowed: no retry finds one."""
+    policy = h2pool.RetryPolicy(per_try_timeout=per_try)
+    decision = decide_retry(
+        error,
+        method=method,
+        replayable=True,
+        tries=Tries(),
+        now=0.0,
+        deadline=None,
+        policy=policy,
+        connected=False,
+    )
+    assert decision.action is RetryAction.STOP
+    connected = decide_retry(
+        error, method=method, replayable=True, tries=Tries(), now=0.0, deadline=None, policy=policy
+    )
+    assert connected.action is RetryAction.RETRY  # never processed, on a connection: retried
 
 
 FAILURES = st.sampled_from(

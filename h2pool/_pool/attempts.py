@@ -124,6 +124,7 @@ class Attempts:
                 deadline=deadline,
                 policy=policy,
                 retry_after=retry_after,
+                connected=address is not None,
             )
             if decision.action is RetryAction.STOP:
                 if isinstance(outcome, H2PoolError):

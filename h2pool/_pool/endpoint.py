@@ -136,6 +136,8 @@ class Endpoint(Generic[ConnT]):
         address: ``"host:port"`` as given or resolved.
         connections: Its open connections, live or draining.
         connecting: Connection attempts in progress.
+        attempts_end: Event-loop time by which the attempts in progress end
+            (their connect timeout), at the latest.
         max_connections: Most live or opening connections (HTTP/2 and
             HTTP/1.1 endpoints have their own limits).
         http1: Speak HTTP/1.1 unless TLS's ALPN chooses HTTP/2; set when
@@ -151,6 +153,7 @@ class Endpoint(Generic[ConnT]):
     address: str
     connections: list[ConnT] = field(default_factory=list)
     connecting: int = 0
+    attempts_end: float = 0.0
     max_connections: int = 4
     http1: bool = False
     max_streams: int = 100

@@ -139,8 +139,12 @@ class Maintenance:
 
     def start_connect(self, endpoint: Endpoint[Channel], timeout: float | None) -> None:
         """Start a connection attempt to ``endpoint`` (counted in ``connecting`` at once)."""
+        timeout = timeout or self._settings.connect_timeout
+        end = asyncio.get_running_loop().time() + timeout
+        if not endpoint.connecting or end > endpoint.attempts_end:
+            endpoint.attempts_end = end
         endpoint.connecting += 1
-        self.spawn(self._connect(endpoint, timeout or self._settings.connect_timeout))
+        self.spawn(self._connect(endpoint, timeout))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the pool cancels when it closes."""

@@ -282,6 +282,7 @@ def decide_retry(
     policy: RetryPolicy,
     retry_after: float | None = None,
     rng: random.Random | None = None,
+    connected: bool = True,
 ) -> RetryDecision:
     """Decide whether and when an attempt is made again. Every retry rule is here.
 
@@ -293,7 +294,10 @@ def decide_retry(
     2. A body that cannot be sent again (a streamed upload already started)
        is never retried; nor are the pool's own refusals (closed,
        overloaded, pool timeout) and protocol errors (a retry would break
-       the same way).
+       the same way); nor is an attempt that got no connection (not
+       ``connected``): the pool waited for one as the request allowed
+       (``wait_for_ready``, the connect and pool timeouts) and found no
+       endpoint reachable, which a retry would only find again.
     3. Never processed by the server (GOAWAY above the stream, REFUSED_STREAM,
        a connection that never opened): one transparent retry at once, on
        another connection, not counted (gRFC A6); after it, counted retries
@@ -319,6 +323,8 @@ def decide_retry(
         policy: The retry policy.
         retry_after: The response's ``Retry-After`` in seconds, if any.
         rng: Random source for the jitter (tests pass a seeded one).
+        connected: Whether the attempt got a connection (False: it failed
+            waiting for one).
     """
     if isinstance(outcome, int):
         if outcome not in policy.statuses or method not in policy.methods:
@@ -331,6 +337,8 @@ def decide_retry(
         return _stop("the body cannot be sent again")
     if isinstance(error, PoolClosed | PoolOverloaded | PoolTimeout | H2ProtocolError):
         return _stop(type(error).__name__)
+    if not connected:
+        return _stop(f"no endpoint reachable: {type(error).__name__}")
     if error.never_processed:
         if not tries.transparent and (deadline is None or now < deadline):
             transparent = Tries(tries.attempts, True, tries.drained)

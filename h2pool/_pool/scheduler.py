@@ -38,6 +38,10 @@ __all__ = ["Grant", "Scheduler"]
 #: (None: the pool's own); it counts the attempt in ``endpoint.connecting`` at once.
 OpenConnection = Callable[[Endpoint[Channel], float | None], None]
 
+#: How long past its connect timeout a request that fails fast waits for the
+#: connection attempts that are due to end: they report within a loop turn or two.
+_ATTEMPTS_GRACE = 0.05
+
 
 class Grant(NamedTuple):
     """A reserved slot: the request must use it (``Channel.exchange``) or give it back.
@@ -203,6 +207,18 @@ class Scheduler:
         self.assign()
 
     def _connect_expired(self, waiter: _Waiter) -> None:
+        loop = asyncio.get_running_loop()
+        if not waiter.wait_for_ready and any(
+            ep.connecting and ep.attempts_end <= loop.time() for ep in self.endpoints
+        ):
+            # The attempts in progress (the one this request started, with the
+            # same timeout) end now too: if they fail, their own errors, naming
+            # the endpoints and the causes, fail the request (_fail_fast).
+            loop.call_later(_ATTEMPTS_GRACE, self._connect_timed_out, waiter)
+            return
+        self._connect_timed_out(waiter)
+
+    def _connect_timed_out(self, waiter: _Waiter) -> None:
         if waiter.future.done() or any(ep.ready() for ep in self.endpoints):
             return  # connected (then the pool timeout bounds the wait)
         with contextlib.suppress(ValueError):
