@@ -261,8 +261,9 @@ class OriginAdapter:
                         failed_tls = isinstance(exc, errors.CertificateVerifyError)
                         if attempt == self._retries or failed_tls:
                             raise
-            tracer.prefix = self._pools.answered(*origin, response.http_version)
             outcome["return_value"] = (response.status_code, response.headers)
+        # The span ends under the name it started with; the body's events say what answered.
+        tracer.prefix = self._pools.answered(*origin, response.http_version)
         return held, response
 
     def stats(self) -> dict[str, PoolStats]:
