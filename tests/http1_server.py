@@ -35,6 +35,7 @@ def http1_server() -> Iterator[Http1Server]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive
+        raw_requestline: bytes  # set by handle_one_request()
 
         def parse_request(self) -> bool:
             record.request_lines.append(self.raw_requestline.decode("latin-1").rstrip())

@@ -47,7 +47,7 @@ class TestRefusedAtConstruction:
             ("socket_options", []),
         ],
     )
-    def test_unsupported_httpx_arguments(self, argument: str, value: object) -> None:
+    def test_unsupported_httpx_arguments(self, argument: str, value: Any) -> None:
         with pytest.raises(TypeError, match=f"does not support {argument}="):
             h2pool.AsyncHTTPTransport(**{argument: value})
 

@@ -72,7 +72,7 @@ class TestFallbackToHttp11:
 
     def test_http1_takes_never_and_no_other_string(self) -> None:
         with pytest.raises(ValueError, match="http1 must be"):
-            h2pool.Pool("http://127.0.0.1:1", http1="always")  # type: ignore[arg-type]
+            h2pool.Pool("http://127.0.0.1:1", http1="always")
 
 
 class TestHttp2StaysHttp2:
