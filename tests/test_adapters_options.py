@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import h2pool
 from h2pool._adapters.options import http1_option, limits_options, merge_options
 from tests.http1_server import http1_server
 from tests.peers import INDEX_HTML, Certificates, Nghttpd
+from tests.servers import hello
+from tests.waiting import eventually
 
 
 class TestMappings:
@@ -185,6 +188,44 @@ class TestHttpxTransport:
             "http11.response_closed.complete",
         ]
         assert names[6] == "http11.receive_response_headers.started"  # remembered
+
+
+async def serve_hello(proto: h2pool.H2Protocol) -> None:
+    while True:
+        stream_id, headers = await proto.recv_request()
+        await hello(proto, stream_id, headers)
+
+
+def failed_to_connect(transport: h2pool.AsyncHTTPTransport) -> bool:
+    return any(
+        endpoint.consecutive_failures
+        for stats in transport.stats().values()
+        for endpoint in stats.endpoints
+    )
+
+
+class TestConnectRetries:
+    @pytest.mark.parametrize("retries", [0, 1])
+    async def test_a_retry_waits_for_the_next_connection_attempt(self, retries: int) -> None:
+        # Bound but not listening: connections are refused until the server starts on it.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/x"
+            # The pool's next attempt after the refusal comes 1 s later.
+            backoff = h2pool.ConnectionBackoff(initial=1.0, max=1.0, jitter=0)
+            transport = h2pool.AsyncHTTPTransport(retries=retries, backoff=backoff)
+            async with httpx.AsyncClient(transport=transport) as client:
+                sent = asyncio.ensure_future(client.get(url, timeout=httpx.Timeout(20)))
+                if not retries:
+                    with pytest.raises(httpx.ConnectError, match="cannot connect"):
+                        await sent  # at once, not after the backoff
+                    return
+                await eventually(lambda: failed_to_connect(transport))
+                server = await h2pool.start_server(serve_hello, sock=sock)
+                try:
+                    assert (await sent).text == "hello /x"
+                finally:
+                    server.close()
 
 
 class TestHttpcorePool:
