@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpcore
 import httpx
 import pytest
+import trustme
 
 import h2pool
 from h2pool._adapters.options import http1_option, limits_options, merge_options
@@ -78,6 +80,20 @@ class TestRefusedAtConstruction:
 pytestmark = pytest.mark.peer
 
 
+@pytest.fixture
+def ca_directory(certificates: Certificates, tmp_path: Path) -> Path:
+    """A directory holding the test CA as OpenSSL looks CAs up: by subject hash, "<hash>.0"."""
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(certificates.ca_pem)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    (tmp_path / f"{subject_hash}.0").write_bytes(certificates.ca_pem.read_bytes())
+    return tmp_path
+
+
 class TestHttpxTransport:
     async def test_an_http11_only_service(self) -> None:
         with http1_server() as server:
@@ -113,11 +129,44 @@ class TestHttpxTransport:
             response = await client.get(f"https://localhost:{nghttpd_tls.port}/index.html")
         assert (response.http_version, response.content) == ("HTTP/2", INDEX_HTML)
 
+    async def test_verify_with_a_ca_directory(
+        self, nghttpd_tls: Nghttpd, ca_directory: Path
+    ) -> None:
+        transport = h2pool.AsyncHTTPTransport(verify=str(ca_directory))
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(f"https://localhost:{nghttpd_tls.port}/index.html")
+        assert response.content == INDEX_HTML
+
+    async def test_client_certificate(self, tmp_path: Path) -> None:
+        ca = trustme.CA()
+        files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key", "client")}
+        ca.cert_pem.write_to_path(str(files["ca"]))
+        server_cert = ca.issue_cert("localhost")
+        server_cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+        server_cert.private_key_pem.write_to_path(str(files["key"]))
+        client_cert = ca.issue_cert("client.example")
+        client_cert.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
+        context = h2pool.server_ssl_context(
+            str(files["cert"]), str(files["key"]), client_cafile=str(files["ca"])
+        )
+        server = await h2pool.start_server(serve_hello, "127.0.0.1", 0, ssl=context)
+        url = f"https://localhost:{server.sockets[0].getsockname()[1]}/x"
+        try:
+            transport = h2pool.AsyncHTTPTransport(
+                verify=str(files["ca"]), cert=str(files["client"])
+            )
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.get(url)).text == "hello /x"
+            transport = h2pool.AsyncHTTPTransport(verify=str(files["ca"]))  # no certificate
+            async with httpx.AsyncClient(transport=transport) as client:
+                with pytest.raises(httpx.ConnectError):
+                    await client.get(url)
+        finally:
+            server.close()
+
     async def test_verify_with_another_ca_file_fails(
         self, nghttpd_tls: Nghttpd, tmp_path: Path
     ) -> None:
-        import trustme
-
         other = tmp_path / "other-ca.pem"
         trustme.CA().cert_pem.write_to_path(other)
         transport = h2pool.AsyncHTTPTransport(verify=str(other))

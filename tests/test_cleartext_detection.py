@@ -9,7 +9,7 @@ import pytest
 import h2pool
 from h2pool._pool.connect import FirstBytes, classify_first_bytes
 from tests.http1_server import http1_server
-from tests.peers import INDEX_HTML, Nghttpd, Nginx
+from tests.peers import INDEX_HTML, Certificates, Nghttpd, Nginx
 from tests.peers.hypercorn import HypercornFactory
 from tests.servers import Server, hello
 
@@ -122,3 +122,11 @@ class TestSchemeMixUps:
             with pytest.raises(h2pool.ConnectError, match="use an https:// URL") as caught:
                 await client.request("GET", "/")
         assert f"127.0.0.1:{nghttpd_tls.port}" in str(caught.value)
+
+    async def test_http_to_an_h2pool_tls_server(self, certificates: Certificates) -> None:
+        context = h2pool.server_ssl_context(str(certificates.cert_pem), str(certificates.key_pem))
+        async with Server(hello, ssl=context) as server:
+            client = pool(f"http://127.0.0.1:{server.port}", connect_timeout=30)
+            async with client:
+                with pytest.raises(h2pool.ConnectError, match="use an https:// URL"):
+                    await client.request("GET", "/")
