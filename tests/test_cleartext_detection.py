@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,7 +25,7 @@ SETTINGS_HEADER = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00"
     ("data", "closed", "verdict"),
     [
         (b"", False, FirstBytes.UNDECIDED),
-        (b"", True, FirstBytes.NOTHING),
+        (b"", True, FirstBytes.NOTHING),  # closed or reset
         (SETTINGS_HEADER, False, FirstBytes.HTTP2),
         (SETTINGS_HEADER[:3], False, FirstBytes.UNDECIDED),
         (SETTINGS_HEADER[:3], True, FirstBytes.OTHER),
@@ -73,6 +77,48 @@ class TestFallbackToHttp11:
     def test_http1_takes_never_and_no_other_string(self) -> None:
         with pytest.raises(ValueError, match="http1 must be"):
             h2pool.Pool("http://127.0.0.1:1", http1="always")
+
+
+@contextlib.asynccontextmanager
+async def closing_on_the_preface(reset: bool) -> AsyncIterator[int]:
+    """A server closing a connection that starts with HTTP/2's preface without a byte.
+
+    Cleanly (a FIN once it read everything) or, with ``reset``, as most
+    servers do (the rest of what the client sent unread: an RST). It answers
+    anything else with an HTTP/1.1 200. Yields its port.
+    """
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if (await reader.readexactly(1)) == b"\x16":
+                return  # a TLS ClientHello: closed, as HTTP/1.1 servers do with garbage
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"RI * HTTP/2.0"):  # "P" read above
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+            elif reset:  # SO_LINGER with a zero timeout: close() sends an RST
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                writer.write_eof()
+                await reader.read()  # until the client closes too
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+async def test_a_server_closing_at_once_is_spoken_to_in_http11(reset: bool) -> None:
+    async with closing_on_the_preface(reset) as port, pool(f"http://127.0.0.1:{port}") as client:
+        response = await client.request("GET", "/")
+    assert (response.http_version, response.content) == ("HTTP/1.1", b"ok")
 
 
 class TestHttp2StaysHttp2:
@@ -130,3 +176,11 @@ class TestSchemeMixUps:
             async with client:
                 with pytest.raises(h2pool.ConnectError, match="use an https:// URL"):
                     await client.request("GET", "/")
+
+
+def test_the_tls_probe_is_bounded_by_the_functional_timeout() -> None:
+    from h2pool._pool.connect import _probe_timeout
+
+    assert _probe_timeout(5.0, 1.0) == 1.0
+    assert _probe_timeout(0.5, 1.0) == 0.5
+    assert _probe_timeout(None, 1.0) == 1.0

@@ -73,8 +73,7 @@ class FirstBytes(enum.Enum):
     HTTP2 = "HTTP/2"  #: a SETTINGS frame header, as RFC 9113 section 3.4 requires first
     TLS = "TLS"  #: a TLS record: an alert (0x15) or a handshake (0x16)
     OTHER = "other"  #: anything else, such as ``HTTP/1.1 400 Bad Request``
-    NOTHING = "nothing"  #: the peer closed cleanly before sending a byte
-    LOST = "lost"  #: the connection broke (a reset) before the peer sent a byte
+    NOTHING = "nothing"  #: the peer closed (or reset) the connection before sending a byte
 
 
 _SETTINGS = 0x04
@@ -133,9 +132,9 @@ class _Sniffer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.verdict is FirstBytes.UNDECIDED:
-            # A reset says nothing of the protocol: a server going down
-            # resets the connections it accepted but did not serve.
-            self.verdict = FirstBytes.LOST if exc is not None else FirstBytes.NOTHING
+            # Most servers that refuse the preface close with it unread,
+            # which makes a reset rather than a clean close.
+            self.verdict = classify_first_bytes(self._received, closed=True)
         self._target.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -245,25 +244,8 @@ async def open_channel(
     except H2PoolError as exc:
         target.close_connection()
         verdict = switch.sniffer.verdict if switch.sniffer is not None else FirstBytes.HTTP2
-        if verdict is FirstBytes.TLS or (
-            verdict in (FirstBytes.NOTHING, FirstBytes.LOST)
-            and await _speaks_tls(host, port, connect_timeout)
-        ):
-            why = (
-                "it answered HTTP/2's preface with a TLS record"
-                if verdict is FirstBytes.TLS
-                else "it closed a cleartext connection at once and accepts a TLS handshake"
-            )
-            raise ConnectError(
-                f"{address} expects TLS: use an https:// URL, not http:// ({why})"
-            ) from exc
-        if verdict in (FirstBytes.OTHER, FirstBytes.NOTHING):
-            if not settings.http1_fallback:
-                answer = "closed" if verdict is FirstBytes.NOTHING else "answered as no HTTP/2 peer"
-                raise ConnectError(
-                    f"{address} does not speak HTTP/2 over cleartext: it {answer} to the"
-                    " HTTP/2 preface, and HTTP/1.1 is turned off (http1='never')"
-                ) from exc
+        if verdict not in (FirstBytes.HTTP2, FirstBytes.UNDECIDED):
+            await _check_cleartext(address, host, port, verdict, settings, connect_timeout, exc)
             return await open_channel(
                 address,
                 host,
@@ -284,16 +266,62 @@ async def open_channel(
     return channel
 
 
+async def _check_cleartext(
+    address: str,
+    host: str,
+    port: int,
+    verdict: FirstBytes,
+    settings: ChannelSettings,
+    timeout: float | None,
+    error: H2PoolError,
+) -> None:
+    """Raise the ConnectError of a cleartext peer that does not speak HTTP/2, if it is one.
+
+    The peer's first bytes (``verdict``) were no HTTP/2: it expects TLS (it
+    answered with a TLS record, or it closed at once and completes a TLS
+    handshake), or it speaks HTTP/1.1, which the pool may be told not to.
+    Returns when HTTP/1.1 may be tried.
+    """
+    if verdict is FirstBytes.TLS or (
+        verdict is FirstBytes.NOTHING
+        and await _speaks_tls(host, port, _probe_timeout(timeout, settings.functional_timeout))
+    ):
+        why = (
+            "it answered HTTP/2's preface with a TLS record"
+            if verdict is FirstBytes.TLS
+            else "it closed a cleartext connection at once and accepts a TLS handshake"
+        )
+        raise ConnectError(
+            f"{address} expects TLS: use an https:// URL, not http:// ({why})"
+        ) from error
+    if not settings.http1_fallback:
+        answer = "closed" if verdict is FirstBytes.NOTHING else "answered as no HTTP/2 peer"
+        raise ConnectError(
+            f"{address} does not speak HTTP/2 over cleartext: it {answer} to the HTTP/2"
+            " preface, and HTTP/1.1 is turned off"
+        ) from error
+
+
+def _probe_timeout(connect_timeout: float | None, functional_timeout: float) -> float:
+    """Bound on the TLS probe: a live TLS server answers a ClientHello at once.
+
+    No longer than the silence after which the pool declares a peer dead.
+    """
+    if connect_timeout is None:
+        return functional_timeout
+    return min(connect_timeout, functional_timeout)
+
+
 def _cleartext_answer(error: ConnectError) -> bool:
     """Whether a failed TLS handshake got bytes that are no TLS record (OpenSSL's verdict)."""
     cause = error.__cause__
     return isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER"
 
 
-async def _speaks_tls(host: str, port: int, timeout: float | None) -> bool:
+async def _speaks_tls(host: str, port: int, timeout: float) -> bool:
     """Whether ``host:port`` completes a TLS handshake (certificate unchecked).
 
-    Asked only of a cleartext peer that closed or reset at once without a byte, as
+    Asked only of a cleartext peer that closed at once without a byte, as
     TLS servers do when they receive HTTP/2's preface.
     """
     context = client_ssl_context(verify=False, alpn=("h2", "http/1.1"))
