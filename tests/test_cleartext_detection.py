@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import h2pool
-from h2pool._pool.connect import FirstBytes, classify_first_bytes
+from h2pool._pool.connect import FirstBytes, _probe_timeout, classify_first_bytes
 from tests.http1_server import http1_server
 from tests.peers import INDEX_HTML, Certificates, Nghttpd, Nginx
 from tests.peers.hypercorn import HypercornFactory
@@ -179,8 +179,6 @@ class TestSchemeMixUps:
 
 
 def test_the_tls_probe_is_bounded_by_the_functional_timeout() -> None:
-    from h2pool._pool.connect import _probe_timeout
-
     assert _probe_timeout(5.0, 1.0) == 1.0
     assert _probe_timeout(0.5, 1.0) == 0.5
     assert _probe_timeout(None, 1.0) == 1.0
