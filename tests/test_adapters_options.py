@@ -106,6 +106,14 @@ class TestHttpxTransport:
             }
             assert posted.content == b"abc"
 
+    async def test_the_wrong_scheme_says_which_to_use(self, nghttpd_tls: Nghttpd) -> None:
+        with http1_server() as server:
+            async with httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport(verify=False)) as c:
+                with pytest.raises(httpx.ConnectError, match="use an http:// URL"):
+                    await c.get(f"https://127.0.0.1:{server.port}/")
+                with pytest.raises(httpx.ConnectError, match="use an https:// URL"):
+                    await c.get(f"http://127.0.0.1:{nghttpd_tls.port}/")
+
     async def test_limits_cap_http11_connections(self) -> None:
         with http1_server() as server:
             transport = h2pool.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1))
