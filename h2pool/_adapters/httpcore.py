@@ -13,6 +13,7 @@ import httpcore
 # stream() on top of handle_async_request(). Not re-exported by httpcore.
 from httpcore._async.interfaces import AsyncRequestInterface
 
+from .options import check_supported, http1_option, limits_options, merge_options
 from .origins import OriginAdapter, StreamedResponse, error_table
 
 __all__ = ["AsyncConnectionPool"]
@@ -25,20 +26,60 @@ class AsyncConnectionPool(OriginAdapter, AsyncRequestInterface):
 
     Use it wherever code expects ``httpcore.AsyncConnectionPool``: requests
     to any origin go to one :class:`h2pool.Pool` per origin (HTTP/2, or
-    HTTP/1.1 where ALPN says so). httpcore's ``extensions["timeout"]`` keys
-    ``connect``, ``read``, ``write`` and ``pool`` are honoured; errors are
-    httpcore's exception classes. As with httpcore, a request fails at once
-    when every endpoint of its origin is failing.
+    HTTP/1.1 to servers without it: over TLS as ALPN chooses, over
+    cleartext once the first connection found that the server does not
+    answer HTTP/2). httpcore's ``extensions["timeout"]`` keys ``connect``,
+    ``read``, ``write`` and ``pool`` are honoured, and ``extensions["trace"]``
+    gets httpcore's event names where h2pool observes them (see
+    ``docs/httpcore.md``); errors are httpcore's exception classes. As with
+    httpcore, a request fails at once when every endpoint of its origin is
+    failing. httpcore's ``proxy``, ``uds``, ``local_address``,
+    ``network_backend`` and ``socket_options`` raise ``TypeError`` here.
 
     Args:
         ssl_context: TLS context for https origins (its ALPN is set to h2
-            and http/1.1); None verifies with certifi's CAs.
+            and http/1.1); None verifies with the CAs of ``SSL_CERT_FILE``
+            or ``SSL_CERT_DIR``, else certifi's.
+        max_connections: Most connections per endpoint: HTTP/2 ones (a new
+            one opens only when the others are full) and HTTP/1.1 ones;
+            None: the Pool's defaults.
+        max_keepalive_connections: 0 opens no connection ahead of requests
+            (``min_connections=0``); other values change nothing.
+        keepalive_expiry: Accepted for httpcore's sake; does not apply
+            (idle HTTP/2 connections stay open, checked by PING).
+        http1: May speak HTTP/1.1 (to servers without HTTP/2).
+        http2: May speak HTTP/2. Both (the default): HTTP/2 where the
+            server speaks it; ``http2=False``: HTTP/1.1 unless TLS's ALPN
+            chooses HTTP/2; ``http1=False``: HTTP/2 only.
+        retries: Further tries of a request whose connection could not be
+            opened, each waiting up to the connect timeout for the pool's
+            next connection attempt.
         **options: Passed to each :class:`h2pool.Pool` (for example
-            ``functional_timeout``, ``max_connections``, ``http1``, ``retry``).
+            ``functional_timeout``, ``retry``, ``connect_timeout``).
+
+    Raises:
+        TypeError: An unsupported or unknown argument, or a wrong type.
+        ValueError: A wrong value (``http1=False, http2=False``, ...).
     """
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, **options: Any) -> None:
-        super().__init__(options, ssl=ssl_context)
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+        max_keepalive_connections: int | None = None,
+        keepalive_expiry: float | None = None,
+        http1: bool = True,
+        http2: bool = True,
+        retries: int = 0,
+        **options: Any,
+    ) -> None:
+        check_supported("h2pool.AsyncConnectionPool", options)
+        mapped = {
+            "http1": http1_option(http1, http2),
+            **limits_options(max_connections, max_keepalive_connections),
+        }
+        super().__init__(merge_options(mapped, options), ssl=ssl_context, retries=retries)
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
@@ -55,8 +96,9 @@ class AsyncConnectionPool(OriginAdapter, AsyncRequestInterface):
             url.target.decode(),
             request.headers,
             content or None,
-            request.extensions.get("timeout"),
+            request.extensions,
             _ERRORS,
+            request,
         )
         return httpcore.Response(
             response.status_code,

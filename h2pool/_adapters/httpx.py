@@ -6,12 +6,14 @@ only when ``h2pool.AsyncHTTPTransport`` is first used.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
+from .options import check_supported, http1_option, limits_options, merge_options, tls_context
 from .origins import OriginAdapter, StreamedResponse, error_table
 
 __all__ = ["AsyncHTTPTransport"]
@@ -24,24 +26,76 @@ class AsyncHTTPTransport(OriginAdapter, httpx.AsyncBaseTransport):
 
     Any URL works: each origin (scheme, host, port) gets its own
     :class:`h2pool.Pool`, created on first use, so requests to one origin
-    share multiplexed HTTP/2 connections (or HTTP/1.1 ones where ALPN says
-    so), with h2pool's health checks, GOAWAY-safe retries and failover.
+    share multiplexed HTTP/2 connections, with h2pool's health checks,
+    GOAWAY-safe retries and failover. Servers without HTTP/2 are spoken to
+    in HTTP/1.1: over TLS as ALPN chooses, over cleartext (``http://``) once
+    the first connection found that the server does not answer HTTP/2.
     httpx's timeouts (connect, read, write, pool) are honoured, and h2pool's
     errors are raised as httpx's exception classes (``httpx.ConnectTimeout``,
     ``httpx.ReadTimeout``, ``httpx.PoolTimeout``, ``httpx.ConnectError``,
     ``httpx.RemoteProtocolError``, ...). As with httpx, a request fails at
-    once when every endpoint of its origin is failing.
+    once when every endpoint of its origin is failing. The ``trace``
+    request extension gets httpcore's event names where h2pool observes
+    them (see ``docs/httpx.md``).
+
+    The arguments of ``httpx.AsyncHTTPTransport`` that h2pool implements
+    are taken alike; ``proxy``, ``uds``, ``local_address`` and
+    ``socket_options`` raise ``TypeError`` here.
 
     Args:
-        verify: For https: True verifies against certifi's CAs, an
-            ``ssl.SSLContext`` is used (its ALPN set to h2 and http/1.1),
-            False disables certificate verification (tests only).
+        verify: For https: True verifies against the CAs of
+            ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (with ``trust_env``) or else
+            certifi's; a CA bundle file or a directory of CA certificates
+            verifies against those; an ``ssl.SSLContext`` is used (its ALPN
+            set to h2 and http/1.1); False verifies nothing (tests only).
+        cert: Client certificate for mutual TLS: its file (key included),
+            or (certificate file, key file[, password]).
+        trust_env: Whether ``verify=True`` honours ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR``.
+        http1: May speak HTTP/1.1 (to servers without HTTP/2).
+        http2: May speak HTTP/2. Both (the default): HTTP/2 where the
+            server speaks it; ``http2=False``: HTTP/1.1 unless TLS's ALPN
+            chooses HTTP/2; ``http1=False``: HTTP/2 only.
+        limits: ``httpx.Limits``: ``max_connections`` caps each endpoint's
+            HTTP/2 connections (``max_connections``) and HTTP/1.1 ones
+            (``http1_max_connections``); ``max_keepalive_connections=0``
+            opens none ahead of requests (``min_connections=0``);
+            ``keepalive_expiry`` does not apply (idle HTTP/2 connections
+            stay open, checked by PING).
+        retries: Further tries of a request whose connection could not be
+            opened, each waiting up to the connect timeout for the pool's
+            next connection attempt.
         **options: Passed to each :class:`h2pool.Pool` (for example
-            ``functional_timeout``, ``max_connections``, ``http1``, ``retry``).
+            ``functional_timeout``, ``retry``, ``connect_timeout``).
+
+    Raises:
+        TypeError: An unsupported or unknown argument, or a wrong type.
+        ValueError: A wrong value (``http1=False, http2=False``, ...).
     """
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, **options: Any) -> None:
-        super().__init__(options, ssl=None if verify is True else verify)
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | os.PathLike[str] | bool = True,
+        cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = True,
+        limits: httpx.Limits | None = None,
+        retries: int = 0,
+        **options: Any,
+    ) -> None:
+        check_supported("h2pool.AsyncHTTPTransport", options)
+        if limits is not None and not isinstance(limits, httpx.Limits):
+            raise TypeError(f"limits must be an httpx.Limits, not {type(limits).__name__}")
+        mapped: dict[str, Any] = {"http1": http1_option(http1, http2)}
+        if limits is not None:
+            mapped |= limits_options(limits.max_connections, limits.max_keepalive_connections)
+        super().__init__(
+            merge_options(mapped, options),
+            ssl=tls_context(verify, cert, trust_env),
+            retries=retries,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool of its origin; the body streams on demand."""
@@ -60,8 +114,9 @@ class AsyncHTTPTransport(OriginAdapter, httpx.AsyncBaseTransport):
             url.raw_path.decode("ascii"),
             request.headers.raw,
             content,
-            request.extensions.get("timeout"),
+            request.extensions,
             _ERRORS,
+            request,
             request=request,
         )
         return httpx.Response(

@@ -16,9 +16,11 @@ from typing import Any
 
 from .. import _exceptions as errors
 from .._exceptions import H2PoolError
+from .._pool.checks import check_count
 from .._pool.pool import Pool, PoolStats
 from .._pool.response import Response
 from .._pool.timeouts import Timeouts
+from .tracing import TraceCallback, Tracer, trace_prefix
 
 __all__ = [
     "ErrorTable",
@@ -118,14 +120,28 @@ class OriginPools:
         self._options = dict(options)
         self._ssl = ssl
         self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._prefixes: dict[tuple[str, str, int], str] = {}
         self._closed = False
+
+    @staticmethod
+    def _key(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
+        return scheme, host, port or (443 if scheme == "https" else 80)
+
+    def trace_prefix(self, scheme: str, host: str, port: int | None) -> str:
+        """The trace prefix of the origin's latest response (``http2`` before any)."""
+        return self._prefixes.get(self._key(scheme, host, port), "http2")
+
+    def answered(self, scheme: str, host: str, port: int | None, http_version: str) -> str:
+        """Remember the protocol of the origin's latest response; return its trace prefix."""
+        prefix = self._prefixes[self._key(scheme, host, port)] = trace_prefix(http_version)
+        return prefix
 
     def get(self, scheme: str, host: str, port: int | None) -> Pool:
         """The pool of ``scheme://host:port`` (default port when None)."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        port = port or (443 if scheme == "https" else 80)
-        key = (scheme, host, port)
+        key = self._key(scheme, host, port)
+        scheme, host, port = key
         pool = self._pools.get(key)
         if pool is None:
             authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -147,8 +163,11 @@ class OriginPools:
 class StreamedResponse:
     """A pool response held open for a caller that reads its body later."""
 
-    def __init__(self, manager: contextlib.AbstractAsyncContextManager[Response]) -> None:
+    def __init__(
+        self, manager: contextlib.AbstractAsyncContextManager[Response], tracer: Tracer
+    ) -> None:
         self._manager = manager
+        self.tracer = tracer
         self.response: Response | None = None
 
     async def open(self) -> Response:
@@ -159,13 +178,15 @@ class StreamedResponse:
     async def chunks(self, table: ErrorTable, **context: Any) -> AsyncIterator[bytes]:
         """The body, with h2pool errors translated."""
         assert self.response is not None
-        with translated(table, **context):
-            async for chunk in self.response.aiter_bytes():
-                yield chunk
+        async with self.tracer.span("receive_response_body"):
+            with translated(table, **context):
+                async for chunk in self.response.aiter_bytes():
+                    yield chunk
 
     async def aclose(self) -> None:
         """Release the stream (an unread rest is abandoned)."""
-        await self._manager.__aexit__(None, None, None)
+        async with self.tracer.span("response_closed"):
+            await self._manager.__aexit__(None, None, None)
 
 
 class OriginAdapter:
@@ -174,16 +195,27 @@ class OriginAdapter:
     As httpx's and httpcore's own pools do, a request fails at once when every
     endpoint of its origin is failing (``wait_for_ready=False``), and only the
     caller's per-phase timeouts apply (``timeout=None``), unless the options
-    say otherwise.
+    say otherwise. The options are checked at once: a wrong one raises here,
+    not on the first request.
 
     Args:
         options: Passed to every :class:`~h2pool.Pool`.
         ssl: The ``ssl`` argument of the pools of https origins.
+        retries: Further tries of a request whose connection could not be
+            opened (``ConnectError``, ``ConnectTimeout``; never a failed
+            certificate verification), as httpx's and httpcore's
+            ``retries``: each waits, up to the connect timeout, for the
+            pool's next connection attempt (its ``backoff`` spaces them).
     """
 
-    def __init__(self, options: dict[str, Any], ssl: ssl.SSLContext | bool | None) -> None:
+    def __init__(
+        self, options: dict[str, Any], ssl: ssl.SSLContext | bool | None, retries: int = 0
+    ) -> None:
+        check_count("retries", retries, 0)
         options.setdefault("wait_for_ready", False)
         options.setdefault("timeout", None)
+        Pool("https://localhost", **options, ssl=ssl)  # checks every option; never started
+        self._retries = retries
         self._pools = OriginPools(options, ssl=ssl)
 
     async def _open(
@@ -193,23 +225,45 @@ class OriginAdapter:
         target: str,
         raw_headers: Sequence[tuple[bytes, bytes]],
         content: Any,
-        timeout: Mapping[str, float | None] | None,
+        extensions: Mapping[str, Any],
         table: ErrorTable,
+        caller_request: Any,
         **context: Any,
     ) -> tuple[StreamedResponse, Response]:
-        """Send a request through the pool of ``origin`` (scheme, host, port); hold its body."""
+        """Send a request through the pool of ``origin`` (scheme, host, port); hold its body.
+
+        ``extensions`` are the request's (``timeout`` and ``trace`` are
+        honoured); ``caller_request`` is the caller's request object, for
+        tracing; ``context`` goes to the caller's error classes.
+        """
         pool = self._pools.get(*origin)
-        held = StreamedResponse(
-            pool.stream(
-                method,
-                target,
-                headers=request_headers(raw_headers),
-                content=content,
-                timeout=timeouts_from(timeout),
-            )
-        )
-        with translated(table, **context):
-            response = await held.open()
+        trace: TraceCallback | None = extensions.get("trace")
+        tracer = Tracer(trace, caller_request, self._pools.trace_prefix(*origin))
+        async with tracer.span("receive_response_headers") as outcome:
+            with translated(table, **context):
+                for attempt in range(self._retries + 1):
+                    held = StreamedResponse(
+                        pool.stream(
+                            method,
+                            target,
+                            headers=request_headers(raw_headers),
+                            content=content,
+                            timeout=timeouts_from(extensions.get("timeout")),
+                            # A retry waits for the pool's next connection attempt.
+                            wait_for_ready=True if attempt else None,
+                        ),
+                        tracer,
+                    )
+                    try:
+                        response = await held.open()
+                        break
+                    except (errors.ConnectError, errors.ConnectTimeout) as exc:
+                        failed_tls = isinstance(exc, errors.CertificateVerifyError)
+                        if attempt == self._retries or failed_tls:
+                            raise
+            outcome["return_value"] = (response.status_code, response.headers)
+        # The span ends under the name it started with; the body's events say what answered.
+        tracer.prefix = self._pools.answered(*origin, response.http_version)
         return held, response
 
     def stats(self) -> dict[str, PoolStats]:

@@ -141,7 +141,8 @@ class Endpoint(Generic[ConnT]):
         max_connections: Most live or opening connections (HTTP/2 and
             HTTP/1.1 endpoints have their own limits).
         http1: Speak HTTP/1.1 unless TLS's ALPN chooses HTTP/2; set when
-            ALPN chose HTTP/1.1 once.
+            ALPN chose HTTP/1.1 once, or a cleartext server did not answer
+            HTTP/2's preface as HTTP/2 (see :mod:`.connect`).
         max_streams: The latest stream limit of its connections (the peer's
             MAX_CONCURRENT_STREAMS capped by the pool), used to guess what a
             connection being opened will hold.

@@ -313,7 +313,9 @@ class H11Channel(Channel):
             raise
         # Lower case, as HTTP/2 requires, so callers see one form for both.
         headers = [(name.lower(), value) for name, value in decode_headers(response.headers)]
-        return Reply(response.status, headers, _H11Body(self, response, context), self.http_version)
+        # HTTP/1.0 servers (Python's http.server) answer as such; say so.
+        version = response.extensions.get("http_version", b"HTTP/1.1").decode("ascii")
+        return Reply(response.status, headers, _H11Body(self, response, context), version)
 
     def peer_closed(self) -> bool:
         """Whether the peer closed the connection (EOF or lost)."""

@@ -18,6 +18,7 @@ import contextlib
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from .._core.config import H2Config
@@ -77,9 +78,16 @@ class Pool:
         timeout: Default timeouts of each request: a number bounds the whole
             request including retries and backoff (None: no bound); a
             ``Timeouts`` also bounds each phase (connect, read, write, pool).
-        http1: Speak HTTP/1.1 (through httpcore) to all endpoints (True) or
-            to those listed, unless TLS's ALPN chooses HTTP/2. Over TLS,
-            ALPN chooses HTTP/1.1 by itself for servers without HTTP/2.
+        http1: Which endpoints speak HTTP/1.1 (through httpcore). False
+            (the default): those that do not speak HTTP/2, found out by
+            themselves; over TLS, ALPN chooses; over cleartext, the first
+            connection to an endpoint tries HTTP/2 (prior knowledge) and,
+            when the server answers as HTTP/1.1 or closes at once, the
+            endpoint speaks HTTP/1.1 from then on (no request is lost). True,
+            or a collection of ``"host:port"``: all endpoints, or those
+            listed, unless TLS's ALPN chooses HTTP/2. ``"never"``: HTTP/2
+            only (ALPN offers only ``h2``; a cleartext server that does not
+            speak HTTP/2 is a ``ConnectError``).
         wait_for_ready: When no endpoint can be reached (every one refused,
             failed TLS, or the host did not resolve), fail at once with a
             ``ConnectError`` naming each endpoint and its last connection
@@ -121,7 +129,7 @@ class Pool:
         ssl: ssl_module.SSLContext | bool | None = None,
         functional_timeout: float = 1.0,
         timeout: Timeouts | float | None = 30.0,
-        http1: bool | Collection[str] = False,
+        http1: bool | Literal["never"] | Collection[str] = False,
         wait_for_ready: bool = False,
         min_connections: int = 1,
         max_connections: int = 4,
@@ -165,6 +173,11 @@ class Pool:
         if min_connections > max_connections:
             raise ValueError("min_connections must be <= max_connections")
         tls = parts.scheme == "https"
+        if isinstance(http1, str) and http1 != "never":
+            raise ValueError(
+                f"http1 must be a bool, 'never' or a collection of endpoints: {http1!r}"
+            )
+        alpn = ("h2",) if http1 == "never" else ("h2", "http/1.1")
         if not tls and ssl not in (None, False):
             raise ValueError("ssl is only for https targets")
         host = parts.hostname
@@ -174,9 +187,9 @@ class Pool:
             if isinstance(ssl, ssl_module.SSLContext):
                 context = ssl
                 # As httpcore does: the context offers what the pool speaks.
-                context.set_alpn_protocols(["h2", "http/1.1"])
+                context.set_alpn_protocols(list(alpn))
             else:
-                context = client_ssl_context(verify=ssl is not False, alpn=("h2", "http/1.1"))
+                context = client_ssl_context(verify=ssl is not False, alpn=alpn)
         self._timeouts = Timeouts.coerce(timeout)
         self._extra_headers = checked_headers(headers) if headers is not None else []
         if endpoints is not None and not endpoints:
@@ -192,8 +205,12 @@ class Pool:
                 config=config,
                 ping_budget=ping_budget,
                 tcp_keepalive=tcp_keepalive,
+                http1_fallback=http1 != "never",
             ),
-            http1=http1 if isinstance(http1, bool) else frozenset(http1),
+            # "never": no endpoint forced to HTTP/1.1 (and no fallback above).
+            http1=http1
+            if isinstance(http1, bool)
+            else frozenset(() if http1 == "never" else http1),
             min_connections=min_connections,
             max_connections=max_connections,
             http1_max_connections=http1_max_connections,
