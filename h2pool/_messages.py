@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
-__all__ = ["Headers", "Request"]
+__all__ = ["Headers", "Request", "adopt_fields"]
 
 
 class Headers(Mapping[str, str]):
@@ -85,6 +85,18 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
+
+
+def adopt_fields(fields: list[tuple[str, str]]) -> Headers:
+    """:class:`Headers` over a list of decoded fields, taken over as it is (not copied).
+
+    For the pool's responses (thousands a second): the caller hands the
+    list over and never changes it again.
+    """
+    headers = Headers.__new__(Headers)
+    headers._fields = fields
+    headers._index = None
+    return headers
 
 
 def _lowered(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

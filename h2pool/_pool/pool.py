@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as ssl_module
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -174,6 +175,8 @@ class Pool:
             else:
                 context = client_ssl_context(verify=ssl is not False, alpn=("h2", "http/1.1"))
         self._timeouts = Timeouts.coerce(timeout)
+        # What responses' URLs start with (never the userinfo: URLs show in messages).
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self._extra_headers = checked_headers(headers) if headers is not None else []
         if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
@@ -220,6 +223,7 @@ class Pool:
                 self._extra_headers,
                 settings.ejection,
                 self._rotation_changed,
+                self._origin,
             )
 
     # ------------------------------------------------------------------
@@ -370,6 +374,7 @@ class Pool:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
         request.wait_for_ready = wait_for_ready
+        started = time.perf_counter()  # Response.elapsed counts from here
         self._check_open()
         if self._maintenance.unresolved:
             await self._maintenance.ensure_endpoints()
@@ -377,7 +382,8 @@ class Pool:
             self._checker.start()  # once: a pool used without start()
         total = timeouts.total
         if total is None:
-            return await self._attempts.send(request, None, read_body=read_body)
+            response = await self._attempts.send(request, None, read_body=read_body)
+            return response._sent(request, self._origin, started)
         # asyncio's scope used directly, its timer shared: this is the hot path.
         deadline = asyncio.get_running_loop().time() + total
         scope = asyncio.timeout(None)
@@ -385,7 +391,8 @@ class Pool:
             async with scope:
                 watched = self._deadlines.watch(deadline, scope)
                 try:
-                    return await self._attempts.send(request, deadline, read_body=read_body)
+                    response = await self._attempts.send(request, deadline, read_body=read_body)
+                    return response._sent(request, self._origin, started)
                 finally:
                     watched.discard(scope)
         except TimeoutError:

@@ -311,9 +311,10 @@ class Call:
         """An attempt got response headers: None when they open the response (it is
         committed, and they are the initial metadata), else how the attempt ended."""
         self.endpoint = response.endpoint
-        opened = opening_status(response.status_code, response.headers)
+        fields = response.headers.multi_items()
+        opened = opening_status(response.status_code, fields)
         if opened is None:
-            self._opened(response.headers)
+            self._opened(fields)
         return opened
 
     def _retry_delay(self, status: Status) -> float | None:
@@ -391,11 +392,12 @@ class Call:
                 unary response did not carry exactly one message (the call
                 has ended).
         """
-        status = final_status(response.trailers)
+        trailers = response.trailers.multi_items()
+        status = final_status(trailers)
         if status.code is not StatusCode.OK:
             raise self._fail(status)
         try:
-            decoder = self._invocation.decoder(response.headers)
+            decoder = self._invocation.decoder(response.headers.multi_items())
             messages = decoder.feed(content)
             decoder.finish()
         except RpcError as exc:
@@ -405,7 +407,7 @@ class Call:
                 Status(
                     StatusCode.INTERNAL,
                     f"a unary response must carry one message, not {len(messages)}",
-                    response.trailers,
+                    trailers,
                 )
             )
         return messages, status

@@ -64,9 +64,9 @@ def endpoint_check(service: str) -> Callable[[Probe], Awaitable[bool]]:
 
     async def check(probe: Probe) -> bool:
         response = await probe.request("POST", CHECK_METHOD, content=request)
-        status = opening_status(response.status_code, response.headers)
+        status = opening_status(response.status_code, response.headers.multi_items())
         if status is None:
-            status = final_status(response.trailers)
+            status = final_status(response.trailers.multi_items())
         if status.code is StatusCode.OK:
             decoder = MessageDecoder(None, None)
             messages = decoder.feed(response.content)

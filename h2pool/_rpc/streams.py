@@ -176,7 +176,7 @@ class _StreamingCall(Call):
         if self._outbox is not None:
             self._outbox.commit()
         try:
-            self._decoder = self._invocation.decoder(response.headers)
+            self._decoder = self._invocation.decoder(response.headers.multi_items())
         except RpcError as exc:
             self._finish(error_status(exc))
             self._abort()
@@ -218,7 +218,7 @@ class _StreamingCall(Call):
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 decoder.finish()
-                self._end(final_status(response.trailers))
+                self._end(final_status(response.trailers.multi_items()))
                 await self._release()
                 return
             messages = decoder.feed(chunk)
