@@ -78,7 +78,8 @@ class Headers(Mapping[str, str]):
         if isinstance(other, list):
             return _lowered(self._fields) == _lowered(other)
         if isinstance(other, Mapping):
-            return dict(self.items()) == {str(k).lower(): v for k, v in other.items()}
+            # As fields, any order: names that differ only in case are one field's values.
+            return dict(self.items()) == dict(Headers(other).items())
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking, as dict

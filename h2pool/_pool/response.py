@@ -349,7 +349,8 @@ class Response:
 
         Raises:
             ResponseNotRead: The body was not read yet (use ``await aread()``).
-            json.JSONDecodeError: The body is not JSON (a ``ValueError``).
+            ValueError: The body is not JSON (``json.JSONDecodeError``), or
+                not in UTF-8, -16 or -32 (``UnicodeDecodeError``), as with httpx.
         """
         return json.loads(self.content, **kwargs)
 
