@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
-__all__ = ["Headers", "Request", "adopt_fields"]
+__all__ = ["Headers", "Request", "adopt_fields", "fields_of"]
 
 
 class Headers(Mapping[str, str]):
@@ -29,6 +29,8 @@ class Headers(Mapping[str, str]):
     def __init__(self, fields: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
         if fields is None:
             fields = ()
+        elif isinstance(fields, Headers):
+            fields = fields._fields  # every field, repeated ones apart
         elif isinstance(fields, Mapping):
             fields = fields.items()
         self._fields: list[tuple[str, str]] = [(name, value) for name, value in fields]
@@ -98,6 +100,15 @@ def adopt_fields(fields: list[tuple[str, str]]) -> Headers:
     headers._fields = fields
     headers._index = None
     return headers
+
+
+def fields_of(headers: Headers) -> list[tuple[str, str]]:
+    """The list of fields behind ``headers``, not copied: to read, never to change.
+
+    For the gRPC client, which reads every response's fields as a list;
+    ``multi_items()`` is the public way (a copy).
+    """
+    return headers._fields
 
 
 def _lowered(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

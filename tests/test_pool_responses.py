@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import h2pool
-from h2pool._messages import adopt_fields
+from h2pool._messages import adopt_fields, fields_of
 from h2pool._pool.response import charset_of
 from tests.peers import Nghttpd
 from tests.servers import Server
@@ -330,6 +330,8 @@ def test_headers_equality_and_adopted_lists(fields: list[tuple[str, str]]) -> No
     assert headers == lowered
     assert headers == h2pool.Headers(lowered)
     assert adopt_fields(list(fields)) == headers
+    assert fields_of(headers) == fields
+    assert h2pool.Headers(headers).multi_items() == fields  # a copy keeps repeated fields apart
     assert h2pool.Headers(dict(fields)) == dict(fields)
     assert h2pool.Headers(dict(fields)) == {key.swapcase(): value for key, value in fields}
     assert headers.multi_items() is not headers.multi_items()  # a copy: the fields stay as sent

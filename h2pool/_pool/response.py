@@ -151,6 +151,16 @@ class Response:
             shutting that connection down.
     """
 
+    # Set later, or never: class defaults keep the constructor short (it runs
+    # for every response, thousands a second under the gRPC client).
+    _text: str | None = None
+    # What was asked for, and when: set by the pool that sent it (_sent).
+    _outgoing: OutgoingRequest | None = None
+    _origin = ""
+    _request: Request | None = None
+    _started: float | None = None
+    _ended: float | None = None
+
     def __init__(
         self,
         status_code: int,
@@ -164,22 +174,16 @@ class Response:
         draining: bool = False,
     ) -> None:
         self.status_code = status_code
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        # type(), not isinstance(): an ABC's isinstance() costs more than the rest here.
+        self.headers = headers if type(headers) is Headers else Headers(headers)
         self.endpoint = endpoint
         self.http_version = http_version
         self._body = body
         self._content: bytes | None = None if body is not None else content
         if trailers is None:
             trailers = _NO_FIELDS
-        self._trailers = trailers if isinstance(trailers, Headers) else Headers(trailers)
+        self._trailers = trailers if type(trailers) is Headers else Headers(trailers)
         self.draining = draining
-        self._text: str | None = None
-        # What was asked for, and when: set by the pool that sent it (_sent).
-        self._outgoing: OutgoingRequest | None = None
-        self._origin = ""
-        self._request: Request | None = None
-        self._started: float | None = None
-        self._ended: float | None = None
 
     @classmethod
     def read_whole(cls, fetched: Fetched, endpoint: str, *, draining: bool) -> Response:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import H2PoolError, RequestTimeout
+from .._messages import fields_of
 from .._pool.pool import Pool
 from .._pool.response import Response
 from .._pool.timeouts import Timeouts
@@ -311,7 +312,7 @@ class Call:
         """An attempt got response headers: None when they open the response (it is
         committed, and they are the initial metadata), else how the attempt ended."""
         self.endpoint = response.endpoint
-        fields = response.headers.multi_items()
+        fields = fields_of(response.headers)
         opened = opening_status(response.status_code, fields)
         if opened is None:
             self._opened(fields)
@@ -392,12 +393,12 @@ class Call:
                 unary response did not carry exactly one message (the call
                 has ended).
         """
-        trailers = response.trailers.multi_items()
+        trailers = fields_of(response.trailers)
         status = final_status(trailers)
         if status.code is not StatusCode.OK:
             raise self._fail(status)
         try:
-            decoder = self._invocation.decoder(response.headers.multi_items())
+            decoder = self._invocation.decoder(fields_of(response.headers))
             messages = decoder.feed(content)
             decoder.finish()
         except RpcError as exc:
