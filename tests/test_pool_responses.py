@@ -7,9 +7,13 @@ and httpx/httpcore on top of the pool; the pure parts (Headers, charsets) with h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import http.server
 import json
+import threading
 import time
+from collections.abc import Iterator
 
 import httpcore
 import httpx
@@ -70,6 +74,39 @@ def url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+class _Http1Handler(http.server.BaseHTTPRequestHandler):
+    """Python's own HTTP/1.1 server: capitalised names, a repeated field, latin-1 text."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = "café".encode("latin-1")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=ISO-8859-1")
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@contextlib.contextmanager
+def http1_server() -> Iterator[int]:
+    """``http.server`` on 127.0.0.1 in a thread; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http1Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 # ---------------------------------------------------------------------------
 # Headers and trailers
 
@@ -121,6 +158,19 @@ async def test_headers_from_nghttpd(nghttpd_h2c: Nghttpd) -> None:
     assert response.headers["SERVER"].startswith("nghttpd")
     assert response.text == response.content.decode()
     assert len(response.headers) == len({name for name, _ in response.headers.multi_items()})
+
+
+async def test_headers_of_an_http1_server() -> None:
+    with http1_server() as port:
+        async with h2pool.Pool(url(port), http1=True) as pool:
+            response = await pool.request("GET", "/")
+    assert response.http_version == "HTTP/1.1"
+    assert response.headers["content-type"] == "text/plain; charset=ISO-8859-1"
+    assert response.headers.get_list("SET-COOKIE") == ["a=1", "b=2"]
+    assert ("set-cookie", "b=2") in response.headers.multi_items()
+    assert response.text == "café"
+    assert response.trailers == []
+    assert response.request.url == f"{url(port)}/"
 
 
 async def test_httpx_and_httpcore_keep_repeated_fields_apart() -> None:
