@@ -78,6 +78,7 @@ class _Http1Handler(http.server.BaseHTTPRequestHandler):
     """Python's own HTTP/1.1 server: capitalised names, a repeated field, latin-1 text."""
 
     protocol_version = "HTTP/1.1"
+    timeout = 5  # a connection left open ends within it (server_close() waits for them)
 
     def do_GET(self) -> None:
         body = "café".encode("latin-1")
@@ -93,10 +94,14 @@ class _Http1Handler(http.server.BaseHTTPRequestHandler):
         """Quiet."""
 
 
+class _Http1Server(http.server.ThreadingHTTPServer):
+    daemon_threads = False  # so that server_close() joins them: no socket outlives the test
+
+
 @contextlib.contextmanager
 def http1_server() -> Iterator[int]:
     """``http.server`` on 127.0.0.1 in a thread; yields its port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http1Handler)
+    server = _Http1Server(("127.0.0.1", 0), _Http1Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
