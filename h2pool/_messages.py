@@ -21,7 +21,9 @@ class Headers(Mapping[str, str]):
     ``", "``, as RFC 9110 section 5.3 allows a recipient to combine them
     (``get_list()`` keeps them apart: ``set-cookie`` must be read that way).
     Iteration gives each name once, lower case, in wire order;
-    ``multi_items()`` gives every field as sent.
+    ``multi_items()`` gives every field as sent. Headers equal a list of the
+    same fields in the same order, and a mapping of the same fields in any
+    order (names in any case, both ways).
     """
 
     __slots__ = ("_fields", "_index")
