@@ -51,7 +51,7 @@ from ._pool.endpoint import ConnectivityState, EndpointStats
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
 from ._pool.probes import HealthCheck, Probe
-from ._pool.response import Response
+from ._pool.response import HTTPStatusError, Response
 from ._pool.timeouts import Timeouts
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ __all__ = [
     "H2Protocol",
     "H2ProtocolError",
     "H2TimeoutError",
+    "HTTPStatusError",
     "HeaderList",
     "Headers",
     "HeadersIn",

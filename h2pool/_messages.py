@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
-__all__ = ["Headers", "Request"]
+__all__ = ["Headers", "Request", "adopt_fields", "fields_of"]
 
 
 class Headers(Mapping[str, str]):
@@ -21,7 +21,9 @@ class Headers(Mapping[str, str]):
     ``", "``, as RFC 9110 section 5.3 allows a recipient to combine them
     (``get_list()`` keeps them apart: ``set-cookie`` must be read that way).
     Iteration gives each name once, lower case, in wire order;
-    ``multi_items()`` gives every field as sent.
+    ``multi_items()`` gives every field as sent. Headers equal a list of the
+    same fields in the same order, and a mapping of the same fields in any
+    order (names in any case, both ways).
     """
 
     __slots__ = ("_fields", "_index")
@@ -29,6 +31,8 @@ class Headers(Mapping[str, str]):
     def __init__(self, fields: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
         if fields is None:
             fields = ()
+        elif isinstance(fields, Headers):
+            fields = fields._fields  # every field, repeated ones apart
         elif isinstance(fields, Mapping):
             fields = fields.items()
         self._fields: list[tuple[str, str]] = [(name, value) for name, value in fields]
@@ -78,13 +82,35 @@ class Headers(Mapping[str, str]):
         if isinstance(other, list):
             return _lowered(self._fields) == _lowered(other)
         if isinstance(other, Mapping):
-            return dict(self.items()) == {str(k).lower(): v for k, v in other.items()}
+            # As fields, any order: names that differ only in case are one field's values.
+            return dict(self.items()) == dict(Headers(other).items())
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking, as dict
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
+
+
+def adopt_fields(fields: list[tuple[str, str]]) -> Headers:
+    """:class:`Headers` over a list of decoded fields, taken over as it is (not copied).
+
+    For the pool's responses (thousands a second): the caller hands the
+    list over and never changes it again.
+    """
+    headers = Headers.__new__(Headers)
+    headers._fields = fields
+    headers._index = None
+    return headers
+
+
+def fields_of(headers: Headers) -> list[tuple[str, str]]:
+    """The list of fields behind ``headers``, not copied: to read, never to change.
+
+    For the gRPC client, which reads every response's fields as a list;
+    ``multi_items()`` is the public way (a copy).
+    """
+    return headers._fields
 
 
 def _lowered(fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

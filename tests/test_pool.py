@@ -36,9 +36,11 @@ async def test_request_and_response_api(nghttpd_h2c: Nghttpd) -> None:
         assert response.content == INDEX_HTML
         assert response.http_version == "HTTP/2"
         assert response.endpoint == f"127.0.0.1:{nghttpd_h2c.port}"
-        assert ("server", response.header("server")) in response.headers
-        assert all(not name.startswith(":") for name, _ in response.headers)
+        assert ("server", response.header("server")) in response.headers.multi_items()
+        assert response.headers["Server"] == response.header("server")
+        assert all(not name.startswith(":") for name, _ in response.headers.multi_items())
         assert response.trailers == []
+        assert isinstance(response.trailers, h2pool.Headers)
         async with pool.stream("GET", "/index.html") as streamed:
             with pytest.raises(h2pool.ResponseNotRead):
                 _ = streamed.content
@@ -65,7 +67,7 @@ async def test_streaming_both_ways_with_trailers() -> None:
         for content in (b"bytes", bytearray(b"bytes"), "bytes"):
             response = await pool.request("PUT", "/", content=content)
             assert response.content == b"bytes"
-            assert ("content-length", "5") in response.trailers
+            assert ("content-length", "5") in response.trailers.multi_items()
 
 
 async def test_timeout_covers_everything_and_is_a_timeout_error() -> None:

@@ -102,7 +102,9 @@ class AsyncConnectionPool(OriginAdapter, AsyncRequestInterface):
         )
         return httpcore.Response(
             response.status_code,
-            headers=[(name.encode(), value.encode()) for name, value in response.headers],
+            headers=[
+                (name.encode(), value.encode()) for name, value in response.headers.multi_items()
+            ],
             content=_Body(held),
             extensions={"http_version": response.http_version.encode()},
         )

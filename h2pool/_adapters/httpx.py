@@ -121,7 +121,7 @@ class AsyncHTTPTransport(OriginAdapter, httpx.AsyncBaseTransport):
         )
         return httpx.Response(
             response.status_code,
-            headers=response.headers,
+            headers=response.headers.multi_items(),  # repeated fields apart
             stream=_Body(held, request),
             extensions={"http_version": response.http_version.encode()},
         )

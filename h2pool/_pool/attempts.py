@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from .._exceptions import H2PoolError, ReadTimeout
+from .._messages import adopt_fields
 from .channel import Channel, Fetched, Reply
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
@@ -96,7 +97,7 @@ class Attempts:
                     body = Body(reply.body, deadline=deadline, on_close=self._release)
                     response = Response(
                         reply.status,
-                        reply.headers,
+                        adopt_fields(reply.headers),  # decoded for this response alone
                         address,
                         body,
                         reply.http_version,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as ssl_module
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -191,6 +192,8 @@ class Pool:
             else:
                 context = client_ssl_context(verify=ssl is not False, alpn=alpn)
         self._timeouts = Timeouts.coerce(timeout)
+        # What responses' URLs start with (never the userinfo: URLs show in messages).
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self._extra_headers = checked_headers(headers) if headers is not None else []
         if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
@@ -220,7 +223,6 @@ class Pool:
             ejection=ejection or EjectionPolicy(),
             resolve_interval=resolve,
         )
-        self._origin = f"{parts.scheme}://{settings.channel.authority}"
         self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
             settings,
@@ -243,6 +245,7 @@ class Pool:
                 self._extra_headers,
                 settings.ejection,
                 self._rotation_changed,
+                self._origin,
             )
 
     # ------------------------------------------------------------------
@@ -393,6 +396,7 @@ class Pool:
             timeouts = Timeouts.coerce(timeout, timeouts)
         request = build_request(method, path, self._extra_headers, headers, content, timeouts)
         request.wait_for_ready = wait_for_ready
+        started = time.perf_counter()  # Response.elapsed counts from here
         if self._checker is not None and not self._closing:
             self._checker.start()  # once: a pool used without start()
         total = timeouts.total
@@ -407,7 +411,8 @@ class Pool:
                     if self._maintenance.unresolved:
                         ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
                         await self._maintenance.ensure_endpoints(ready)
-                    return await self._attempts.send(request, deadline, read_body=read_body)
+                    response = await self._attempts.send(request, deadline, read_body=read_body)
+                    return response._sent(request, self._origin, started)
                 finally:
                     if watched is not None:
                         watched.discard(scope)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -104,11 +105,13 @@ class Probe:
         endpoint: Endpoint[Channel],
         extra_headers: list[tuple[bytes, bytes]],
         timeout: float,
+        origin: str,
     ) -> None:
         self.address = endpoint.address
         self._endpoint = endpoint
         self._extra_headers = extra_headers
         self._timeouts = Timeouts(total=timeout)
+        self._origin = origin
 
     async def request(
         self,
@@ -125,13 +128,15 @@ class Probe:
             H2PoolError: The request failed.
         """
         request = build_request(method, path, self._extra_headers, headers, content, self._timeouts)
+        started = time.perf_counter()
         for channel in self._endpoint.ready():
             if channel.open_streams + channel.reserved < channel.max_streams:
                 channel.reserved += 1  # exchange() takes it back as it opens the stream
                 fetched = await channel.fetch(request)
-                return Response.read_whole(
+                response = Response.read_whole(
                     fetched, self.address, draining=not channel.accepting_streams
                 )
+                return response._sent(request, self._origin, started)
         raise PoolOverloaded(f"{request.target} to {self.address}: no free stream for the check")
 
 
@@ -144,6 +149,7 @@ class HealthChecker:
         extra_headers: The pool's own header fields.
         ejection: The pool's ejection limits.
         changed: Called when an endpoint went out of or back into rotation.
+        origin: The pool's ``scheme://authority``, for the probes' responses.
     """
 
     def __init__(
@@ -153,12 +159,14 @@ class HealthChecker:
         extra_headers: list[tuple[bytes, bytes]],
         ejection: EjectionPolicy,
         changed: Callable[[], None],
+        origin: str,
     ) -> None:
         self._check = health_check
         self._endpoints = endpoints
         self._extra_headers = extra_headers
         self._ejection = ejection
         self._changed = changed
+        self._origin = origin
         self._held: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -208,7 +216,7 @@ class HealthChecker:
         self._changed()
 
     async def _ask(self, endpoint: Endpoint[Channel]) -> bool | None:
-        probe = Probe(endpoint, self._extra_headers, self._check.timeout)
+        probe = Probe(endpoint, self._extra_headers, self._check.timeout, self._origin)
         try:
             async with asyncio.timeout(self._check.timeout):
                 return bool(await self._check.check(probe))

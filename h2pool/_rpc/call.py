@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import H2PoolError, RequestTimeout
+from .._messages import fields_of
 from .._pool.pool import Pool
 from .._pool.response import Response
 from .._pool.timeouts import Timeouts
@@ -311,9 +312,10 @@ class Call:
         """An attempt got response headers: None when they open the response (it is
         committed, and they are the initial metadata), else how the attempt ended."""
         self.endpoint = response.endpoint
-        opened = opening_status(response.status_code, response.headers)
+        fields = fields_of(response.headers)
+        opened = opening_status(response.status_code, fields)
         if opened is None:
-            self._opened(response.headers)
+            self._opened(fields)
         return opened
 
     def _retry_delay(self, status: Status) -> float | None:
@@ -391,11 +393,12 @@ class Call:
                 unary response did not carry exactly one message (the call
                 has ended).
         """
-        status = final_status(response.trailers)
+        trailers = fields_of(response.trailers)
+        status = final_status(trailers)
         if status.code is not StatusCode.OK:
             raise self._fail(status)
         try:
-            decoder = self._invocation.decoder(response.headers)
+            decoder = self._invocation.decoder(fields_of(response.headers))
             messages = decoder.feed(content)
             decoder.finish()
         except RpcError as exc:
@@ -405,7 +408,7 @@ class Call:
                 Status(
                     StatusCode.INTERNAL,
                     f"a unary response must carry one message, not {len(messages)}",
-                    response.trailers,
+                    trailers,
                 )
             )
         return messages, status

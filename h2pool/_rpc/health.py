@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from .._messages import fields_of
 from .._pool.probes import Probe
 from .errors import RpcError
 from .framing import MessageDecoder, encode_message
@@ -64,9 +65,9 @@ def endpoint_check(service: str) -> Callable[[Probe], Awaitable[bool]]:
 
     async def check(probe: Probe) -> bool:
         response = await probe.request("POST", CHECK_METHOD, content=request)
-        status = opening_status(response.status_code, response.headers)
+        status = opening_status(response.status_code, fields_of(response.headers))
         if status is None:
-            status = final_status(response.trailers)
+            status = final_status(fields_of(response.trailers))
         if status.code is StatusCode.OK:
             decoder = MessageDecoder(None, None)
             messages = decoder.feed(response.content)

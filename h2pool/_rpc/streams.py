@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .._exceptions import H2PoolError
+from .._messages import fields_of
 from .._pool.response import Response
 from .call import DEADLINE_DETAILS, UNBOUNDED, Call, Invocation, error_status
 from .errors import EOF, RpcError
@@ -176,7 +177,7 @@ class _StreamingCall(Call):
         if self._outbox is not None:
             self._outbox.commit()
         try:
-            self._decoder = self._invocation.decoder(response.headers)
+            self._decoder = self._invocation.decoder(fields_of(response.headers))
         except RpcError as exc:
             self._finish(error_status(exc))
             self._abort()
@@ -218,7 +219,7 @@ class _StreamingCall(Call):
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 decoder.finish()
-                self._end(final_status(response.trailers))
+                self._end(final_status(fields_of(response.trailers)))
                 await self._release()
                 return
             messages = decoder.feed(chunk)
