@@ -22,6 +22,9 @@ __all__ = ["LoopState", "LoopThread"]
 
 T = TypeVar("T")
 
+# Seconds the calls left after closing get to end on their own before they are cancelled.
+_GRACE = 1.0
+
 
 class LoopState(enum.Enum):
     """Where a :class:`LoopThread` is in its life."""
@@ -160,14 +163,18 @@ async def _run(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _finish(finish: Callable[[], Awaitable[None]]) -> None:
-    """``finish()``, then cancel every other task still on the loop and wait for them."""
+    """``finish()``, then let the other tasks on the loop end, cancelling them after a bound."""
     try:
         await finish()
     finally:
         tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Calls whose connections finish() closed end on their own, with
+            # the pool's own error (saying whether the request was processed).
+            _, pending = await asyncio.wait(tasks, timeout=_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
