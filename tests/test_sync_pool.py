@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,3 +339,31 @@ def test_forwarded_keeps_what_was_given() -> None:
         "params": {"q": "1"},
         "json": [1],
     }
+
+
+def test_a_forked_child_is_told_to_make_its_own_pool(hello_server: ThreadedServer) -> None:
+    with h2pool.SyncPool(hello_server.url(), timeout=10) as pool:
+        assert pool.get("/parent").status_code == 200
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process with threads may deadlock: the point here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit status
+            status = 1
+            try:
+                pool.get("/child")
+            except RuntimeError as exc:
+                status = 0 if "fork" in str(exc) else 2
+            pool.close()  # returns: nothing of the parent's runs here
+            os._exit(status)
+        statuses: list[int] = []
+
+        def reaped() -> bool:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid:
+                statuses.append(os.waitstatus_to_exitcode(status))
+            return bool(pid)
+
+        wait_until(reaped, timeout=20)
+        assert statuses == [0]
+        assert pool.get("/parent-again").status_code == 200  # the parent's pool is intact

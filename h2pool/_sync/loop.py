@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -59,6 +60,7 @@ class LoopThread:
         self._state = LoopState.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pid = 0  # the process that started the thread
 
     @property
     def state(self) -> LoopState:
@@ -115,6 +117,8 @@ class LoopThread:
                 refuse_running_loop(self._owner)
             state, self._state = self._state, LoopState.CLOSED
         thread = self._thread
+        if state is LoopState.RUNNING and self._pid != os.getpid():
+            return  # a forked child: the loop's thread is the parent's, nothing runs it here
         if state is not LoopState.RUNNING:
             if thread is not None and thread is not threading.current_thread():
                 thread.join()  # another close() is stopping it
@@ -134,6 +138,13 @@ class LoopThread:
                 raise PoolClosed(f"the {self._owner} is closed")
             if self._state is LoopState.NEW:
                 self._start()
+            elif self._pid != os.getpid():
+                coroutine.close()
+                raise RuntimeError(
+                    f"this {self._owner} was started before the process forked: its loop "
+                    "thread and connections belong to the parent; create (or first use) "
+                    "pools in each worker process, after the fork"
+                )
             return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
 
     def _queue(self, cleanup: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -152,6 +163,7 @@ class LoopThread:
         )
         thread.start()
         self._loop, self._thread, self._state = loop, thread, LoopState.RUNNING
+        self._pid = os.getpid()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
