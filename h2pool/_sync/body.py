@@ -68,16 +68,23 @@ class BlockingBody:
         self._held = held
         self._chunks = chunks
         self._upload = upload
+        self._released = False
 
     def __iter__(self) -> Iterator[bytes]:
         """Each chunk as it arrives; each wait bounded by the request's timeouts."""
         while chunk := self._loop.call(self._next, upload=self._upload):
             yield chunk
+        self._released = True
 
     async def _next(self) -> bytes:
-        return await anext(self._chunks, b"")
+        chunk = await anext(self._chunks, b"")
+        if not chunk:  # the end: release now, saving close() a trip to the loop
+            await self._held.release()
+        return chunk
 
     def close(self) -> None:
         """Release the stream (an unread rest is abandoned: RST_STREAM CANCEL)."""
-        with contextlib.suppress(PoolClosed):  # closing the pool released it
-            self._loop.call(self._held.release)
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(PoolClosed):  # closing the pool released it
+                self._loop.call(self._held.release)
