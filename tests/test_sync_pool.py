@@ -15,6 +15,7 @@ import pytest
 
 import h2pool
 from h2pool._pool.verbs import DEFAULT
+from h2pool._sync.body import Held
 from h2pool._sync.pool import forwarded
 from tests.servers import echo, hello
 from tests.threaded_server import ThreadedServer, wait_until
@@ -57,7 +58,7 @@ class Rendezvous:
         await hello(proto, stream_id, headers)
 
 
-class Held:
+class Parked:
     """A handler that says a request arrived, then answers only when released."""
 
     def __init__(self) -> None:
@@ -137,7 +138,7 @@ def test_bad_arguments_raise_in_the_calling_thread() -> None:
 
 
 def test_close_from_another_thread_ends_requests_in_flight() -> None:
-    held = Held()
+    held = Parked()
     before = pool_threads()
     with ThreadedServer(held) as server:
         pool = h2pool.SyncPool(server.url(), timeout=20)
@@ -156,7 +157,7 @@ def test_close_from_another_thread_ends_requests_in_flight() -> None:
 
 
 def test_close_lets_requests_in_flight_finish() -> None:
-    held = Held()
+    held = Parked()
     with ThreadedServer(held) as server:
         pool = h2pool.SyncPool(server.url(), timeout=20)
         with concurrent.futures.ThreadPoolExecutor(2) as threads:
@@ -268,7 +269,7 @@ def test_errors_are_the_async_pools_own() -> None:
     async def reset(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
         await proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)
 
-    held = Held()
+    held = Parked()
     with ThreadedServer(reset) as resets, ThreadedServer(held) as holds:
         cases: list[tuple[str, dict[str, Any]]] = [
             (resets.url(), {"timeout": 10}),
@@ -308,7 +309,7 @@ async def _close(pool: h2pool.SyncPool) -> None:
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
 def test_keyboard_interrupt_cancels_the_request() -> None:
-    held = Held()
+    held = Parked()
     with ThreadedServer(held) as server, h2pool.SyncPool(server.url(), timeout=20) as pool:
         main = threading.main_thread().ident
         assert main is not None
@@ -367,3 +368,46 @@ def test_a_forked_child_is_told_to_make_its_own_pool(hello_server: ThreadedServe
         wait_until(reaped, timeout=20)
         assert statuses == [0]
         assert pool.get("/parent-again").status_code == 200  # the parent's pool is intact
+
+
+class Manager:
+    """An async context manager that says when it was entered and exited."""
+
+    def __init__(self) -> None:
+        self.entering = asyncio.Event()
+        self.may_enter = asyncio.Event()
+        self.log: list[str] = []
+
+    async def __aenter__(self) -> str:
+        self.entering.set()
+        await self.may_enter.wait()
+        self.log.append("entered")
+        return "value"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.log.append("exited")
+
+
+async def test_held_exits_once_what_was_entered() -> None:
+    manager = Manager()
+    manager.may_enter.set()
+    held = Held(manager)
+    assert await held.enter() == "value"
+    await held.release()
+    await held.release()
+    assert manager.log == ["entered", "exited"]
+
+
+async def test_held_exits_what_was_entered_after_the_caller_left() -> None:
+    # The caller stopped waiting (its release() ran) while the manager was
+    # being entered, and the entering ended anyway: enter() exits it itself.
+    manager = Manager()
+    held = Held(manager)
+    entering = asyncio.ensure_future(held.enter())
+    await manager.entering.wait()
+    await held.release()
+    assert manager.log == []
+    manager.may_enter.set()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    assert manager.log == ["entered", "exited"]

@@ -62,11 +62,6 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._pid = 0  # the process that started the thread
 
-    @property
-    def state(self) -> LoopState:
-        """Where the loop is in its life."""
-        return self._state
-
     def call(
         self,
         factory: Callable[[], Awaitable[T]],
