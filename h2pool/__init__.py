@@ -53,9 +53,11 @@ from ._pool.pool import Pool, PoolStats
 from ._pool.probes import HealthCheck, Probe
 from ._pool.response import HTTPStatusError, Response
 from ._pool.timeouts import Timeouts
+from ._sync.pool import SyncPool, SyncResponse
 
 if TYPE_CHECKING:
     from ._adapters.httpx import AsyncHTTPTransport
+    from ._adapters.httpx_sync import SyncHTTPTransport
 
 __version__ = "0.1.0"
 
@@ -105,6 +107,9 @@ __all__ = [
     "StreamError",
     "StreamRefused",
     "StreamReset",
+    "SyncHTTPTransport",
+    "SyncPool",
+    "SyncResponse",
     "Timeouts",
     "WriteTimeout",
     "client_ssl_context",
@@ -117,7 +122,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # httpx is optional: its transport is imported on first use only.
+    # httpx is optional: its transports are imported on first use only.
     if name == "AsyncHTTPTransport":
         try:
             from ._adapters.httpx import AsyncHTTPTransport
@@ -126,4 +131,12 @@ def __getattr__(name: str) -> Any:
                 "h2pool.AsyncHTTPTransport needs httpx: pip install 'h2pool[httpx]'"
             ) from exc
         return AsyncHTTPTransport
+    if name == "SyncHTTPTransport":
+        try:
+            from ._adapters.httpx_sync import SyncHTTPTransport
+        except ImportError as exc:  # pragma: no cover - depends on what is installed
+            raise ImportError(
+                "h2pool.SyncHTTPTransport needs httpx: pip install 'h2pool[httpx]'"
+            ) from exc
+        return SyncHTTPTransport
     raise AttributeError(f"module 'h2pool' has no attribute {name!r}")
