@@ -131,9 +131,6 @@ def test_refused_from_a_running_event_loop(echo_server: ThreadedServer) -> None:
         assert client.get(echo_server.url("/")).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the async transport emits trace events with another part of issue 9"
-)
 def test_a_sync_trace_callback_gets_the_events(echo_server: ThreadedServer) -> None:
     events: list[str] = []
 
@@ -143,4 +140,12 @@ def test_a_sync_trace_callback_gets_the_events(echo_server: ThreadedServer) -> N
     with httpx.Client(transport=h2pool.SyncHTTPTransport()) as client:
         response = client.get(echo_server.url("/"), extensions={"trace": trace})
         assert response.status_code == 200
-    assert events
+    # The async transport's events, each called in the loop thread through the sync callback.
+    assert events == [
+        "http2.receive_response_headers.started",
+        "http2.receive_response_headers.complete",
+        "http2.receive_response_body.started",
+        "http2.receive_response_body.complete",
+        "http2.response_closed.started",
+        "http2.response_closed.complete",
+    ]
