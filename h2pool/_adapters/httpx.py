@@ -1,6 +1,6 @@
 """h2pool as an httpx transport: ``httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport())``.
 
-httpx is optional (``pip install h2pool[httpx]``): this module is imported
+httpx is optional (the ``httpx`` extra): this module is imported
 only when ``h2pool.AsyncHTTPTransport`` is first used.
 """
 

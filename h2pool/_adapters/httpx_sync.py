@@ -1,6 +1,6 @@
 """h2pool for ``httpx.Client``: the async transport run on a loop in a background thread.
 
-httpx is optional (``pip install h2pool[httpx]``): this module is imported
+httpx is optional (the ``httpx`` extra): this module is imported
 only when ``h2pool.SyncHTTPTransport`` is first used.
 """
 
