@@ -83,6 +83,28 @@ async def test_stream_reset_names_the_request() -> None:
     assert str(error).endswith(" (may have been processed)")
 
 
+async def test_a_streamed_body_that_fails_names_the_request() -> None:
+    """An error while the body of ``stream()`` is read names the request too."""
+
+    async def half(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
+        await proto.start_response(stream_id, {":status": "200"})
+        await proto.send_data(stream_id, b"part")
+        proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)
+
+    async with Server(half) as server, h2pool.Pool(url(server.port)) as pool:
+        async with pool.stream("GET", "/export") as response:
+            with pytest.raises(h2pool.StreamReset) as caught:
+                await response.aread()
+    error = caught.value
+    assert error.error_code == h2pool.ErrorCode.INTERNAL_ERROR
+    assert error.request is not None
+    assert str(error.request) == f"GET {url(server.port)}/export"
+    assert error.endpoint == f"127.0.0.1:{server.port}"
+    assert str(error).startswith(f"GET {url(server.port)}/export to 127.0.0.1:{server.port}: ")
+    assert str(error).count("(may have been processed)") == 1
+    assert isinstance(error.__cause__, h2pool.StreamReset)
+
+
 async def test_pool_refusals_name_the_request() -> None:
     async with Server(hello) as server:
         pool = h2pool.Pool(url(server.port), max_pending=0)

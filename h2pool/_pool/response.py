@@ -81,6 +81,8 @@ class Body:
         self._trailers = _NO_FIELDS
         self.done = False
         self.ended: float | None = None
+        # What errors of a read name: the response's request and endpoint (once sent).
+        self.response: Response | None = None
 
     @property
     def trailers(self) -> Headers:
@@ -100,6 +102,12 @@ class Body:
             else:
                 async with deadline_scope(self._deadline, "reading the response body"):
                     chunk = await self._source.read(size)
+        except H2PoolError as exc:
+            await self.aclose()
+            response = self.response
+            if response is None:
+                raise
+            raise exc.for_request(response.request, response.endpoint) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -207,6 +215,8 @@ class Response:
         self._started = started
         if self._body is None:
             self._ended = time.perf_counter()
+        else:
+            self._body.response = self
         return self
 
     # ------------------------------------------------------------------
