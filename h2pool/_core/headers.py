@@ -96,29 +96,57 @@ def encode_headers(
     Raises:
         LocalProtocolError: A field is invalid (``never_processed``: nothing was sent).
     """
-    items = headers.items() if isinstance(headers, Mapping) else headers
     pseudo: list[tuple[bytes, bytes]] = []
     regular: list[tuple[bytes, bytes]] = []
     name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
-    for name, value in items:
-        key = (name if isinstance(name, bytes) else name.encode()).lower()
-        data = value if isinstance(value, bytes) else value.encode()
-        is_pseudo = key[:1] == b":"
-        if validate:
-            if name_ok(key, 1 if is_pseudo else 0) is None:
-                raise LocalProtocolError(f"invalid header field name {key!r}")
-            if bad_value(data):
-                data = _checked_value(key, data, normalize)
-            if key in special:
-                field = _special(key, data, normalize)
-                if field is not None:
-                    regular.append(field)
-                continue
-        (pseudo if is_pseudo else regular).append((key, data))
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            key = (name if isinstance(name, bytes) else name.encode()).lower()
+            data = value if isinstance(value, bytes) else value.encode()
+            is_pseudo = key[:1] == b":"
+            if validate:
+                if name_ok(key, 1 if is_pseudo else 0) is None:
+                    raise LocalProtocolError(f"invalid header field name {key!r}")
+                if bad_value(data):
+                    data = _checked_value(key, data, normalize)
+                if key in special:
+                    field = _special(key, data, normalize)
+                    if field is not None:
+                        regular.append(field)
+                    continue
+            (pseudo if is_pseudo else regular).append((key, data))
+    except (AttributeError, TypeError, ValueError) as exc:
+        # Looked into only on failure: the loop above stays as lean as it was.
+        problem = None if isinstance(exc, LocalProtocolError) else _type_problem(headers)
+        if problem is None:
+            raise
+        raise TypeError(problem) from None
     if defaults:
         given = {name for name, _ in pseudo}
         pseudo[:0] = [pair for pair in defaults if pair[0] not in given]
     return pseudo + regular if regular else pseudo
+
+
+def _type_problem(headers: object) -> str | None:
+    """What is of a wrong type in ``headers``, or None when every type is right."""
+    if isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
+        return (
+            "headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for item in items:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            return f"headers: each item must be a (name, value) pair, not {item!r}"
+        name, value = item
+        if not isinstance(name, str | bytes):
+            return f"header field name must be str or bytes, not {type(name).__name__}"
+        if not isinstance(value, str | bytes):
+            return (
+                f"value of header field {name!r} must be str or bytes, not {type(value).__name__}"
+            )
+    return None
 
 
 def _decode_value(value: bytes) -> str:
