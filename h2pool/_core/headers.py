@@ -259,34 +259,84 @@ class CheckedResponses:
         return seen[0], list(seen[1])
 
 
+# RFC 9110 section 9.1: a method is a token (case-sensitive). RFC 3986
+# section 3.3: a path and query are visible ASCII (no space or control).
+_METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+_PATH = re.compile(rb"[\x21-\x7e]+")
 # Request pseudo-header fields, each with a bit to see repeats without allocating.
 _REQUEST_PSEUDO = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8, b":protocol": 16}
 
 
-def request_problem(block: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """Why request headers from :func:`encode_headers` are malformed, or None.
+def request_problem(block: Sequence[tuple[bytes, bytes]], *, received: bool = False) -> str | None:
+    """Why a request header block is malformed, or None.
 
     RFC 9113 section 8.3.1: only request pseudo-header fields, each at most
-    once, with ``:method`` and a non-empty ``:path`` (except for CONNECT).
-    ``encode_headers`` put the pseudo-header fields first.
+    once and before any regular field, with ``:method`` a token (RFC 9110
+    section 9.1) and, except for CONNECT, a non-empty ``:path`` of visible
+    ASCII (no space or control: RFC 3986 section 3.3).
+
+    Args:
+        block: The header block, as bytes pairs.
+        received: A server checking what a client sent (h2's own checks are
+            off: it makes any malformed request a connection error, RFC 9113
+            section 8.1.1 a stream error): the regular fields too (section
+            8.2), ``:scheme``, and ``host`` against ``:authority``. Blocks
+            sent come from :func:`encode_headers`, their regular fields
+            checked already.
     """
-    method = path = None
+    method = path = scheme = authority = host = None
     seen = 0
+    regular = False
+    name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in block:
-        if name[:1] != b":":
+        if name[:1] == b":":
+            bit = _REQUEST_PSEUDO.get(name)
+            if bit is None:
+                return f"pseudo-header field {name.decode('latin-1')} not allowed in a request"
+            if regular:
+                return f"pseudo-header field {name.decode('latin-1')} after regular fields"
+            if seen & bit:
+                return f"more than one {name.decode('latin-1')}"
+            seen |= bit
+            if bit == 1:
+                method = value
+            elif bit == 2:
+                scheme = value
+            elif bit == 4:
+                authority = value
+            elif bit == 8:
+                path = value
+        elif not received:
             break
-        bit = _REQUEST_PSEUDO.get(name)
-        if bit is None:
-            return f"pseudo-header field {name.decode('latin-1')} not allowed in a request"
-        if seen & bit:
-            return f"more than one {name.decode('latin-1')}"
-        seen |= bit
-        if bit == 1:
-            method = value
-        elif bit == 8:
-            path = value
+        else:
+            regular = True
+            if name_ok(name) is None or bad_value(value) or name in special:
+                problem = _field_problem(name, value)
+                if problem is not None:
+                    return problem
+            if name == b"host":
+                if host is not None:
+                    return "more than one host"
+                host = value
     if method is None:
         return "no :method"
-    if not path and method != b"CONNECT":
+    if _METHOD.fullmatch(method) is None:
+        return f"invalid :method {method.decode('latin-1')!r}: not a token"
+    connect = method == b"CONNECT" and not seen & 16  # RFC 8441's has :scheme and :path
+    if seen & 16 and method != b"CONNECT":
+        return ":protocol in a request that is not CONNECT"
+    if connect:
+        if received and (scheme is not None or path is not None):
+            return ":scheme or :path in a CONNECT request"
+    elif not path:
         return "no :path"
+    elif _PATH.fullmatch(path) is None:
+        return f"invalid :path {path.decode('latin-1')!r}: space, control or non-ASCII"
+    elif received and scheme is None:
+        return "no :scheme"
+    if received:
+        if authority is None and host is None:
+            return "no :authority or host"
+        if authority is not None and host is not None and authority != host:
+            return "host and :authority differ"
     return None
