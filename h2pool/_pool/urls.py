@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import unquote, urlencode, urlsplit
 
+from .._exceptions import LocalProtocolError
+
 __all__ = ["QueryParams", "Target", "encode_params", "parse_target", "quote", "request_path"]
 
 #: Query parameters: a mapping of name to value (or values), (name, value) pairs, or a str.
@@ -37,6 +39,7 @@ def _unsafe_set(unsafe: str) -> re.Pattern[str]:
 
 
 _PATH_ENCODE = _unsafe_set(_PATH_UNSAFE)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _QUERY_ENCODE = _unsafe_set(_QUERY_UNSAFE)
 
 
@@ -123,8 +126,15 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
 
     Raises:
         ValueError: ``path`` is an absolute URL.
+        LocalProtocolError: ``path`` holds an ASCII control character (CR,
+            LF, NUL...): refused rather than encoded, as httpx does.
         TypeError: ``params`` is of a wrong type (see :func:`encode_params`).
     """
+    control = _CONTROL.search(path)
+    if control is not None:  # refused as httpx refuses it: a CR or LF is no typo
+        raise LocalProtocolError(
+            f"invalid character {control.group()!r} in path {path!r}: an ASCII control"
+        )
     path, _, _fragment = path.partition("#")
     path, mark, query = path.partition("?")
     if "://" in path and urlsplit(path).scheme:
