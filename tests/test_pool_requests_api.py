@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import h2pool
@@ -87,11 +87,13 @@ async def test_raw_space_and_non_ascii_in_a_path_are_percent_encoded(
         await pool.get("/café/é?q=a b")
         await pool.get("/already%20encoded/100%")
         await pool.get("/x#fragment")
+        await pool.get("/a/./b/../c")
     assert recorder.paths == [
         "/a%20b",
         "/caf%C3%A9/%C3%A9?q=a%20b",
         "/already%20encoded/100%",
         "/x",
+        "/a/c",
     ]
 
 
@@ -217,15 +219,14 @@ _SEGMENT = st.text(string.ascii_letters + string.digits + "-._~", min_size=1, ma
 
 
 def _httpx_path(base: str, path: str, params: Any = None) -> str:
-    client = httpx.Client(base_url="http://h" + base)
-    return client.build_request("GET", path, params=params).url.raw_path.decode()
+    with httpx.Client(base_url="http://h" + base) as client:
+        return client.build_request("GET", path, params=params).url.raw_path.decode()
 
 
+@settings(deadline=None)  # httpx is slow to build a client on a loaded machine
 @given(st.lists(_SEGMENT, max_size=3), _TEXT)
 def test_paths_are_joined_and_encoded_as_httpx_does(segments: list[str], path: str) -> None:
-    if path.startswith("//") or "://" in path:  # httpx reads these as URLs
-        return
-    if any(part in (".", "..") for part in path.split("/")):  # httpx removes dot segments
+    if path.startswith("//") or ":" in path.partition("/")[0]:  # httpx reads these as URLs
         return
     base = parse_target("http://h/" + "/".join(segments)).base_path
     assert request_path(base, path) == _httpx_path(base, path)
@@ -239,6 +240,7 @@ def test_quoting_is_idempotent_and_leaves_only_visible_ascii(text: str, query: b
     assert not set(once) & set(' "<>' + ("" if query else "`{}"))
 
 
+@settings(deadline=None)
 @given(
     st.dictionaries(
         st.text(min_size=1, max_size=5),

@@ -122,7 +122,8 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
 
     As httpx's ``base_url``: ``path`` goes after ``base_path`` (which ends in
     ``/``) without its leading slashes, so ``"/users"`` and ``"users"`` both
-    give ``/api/v1/users`` under ``/api/v1/``. A fragment is not sent.
+    give ``/api/v1/users`` under ``/api/v1/``; ``.`` and ``..`` segments are
+    resolved. A fragment is not sent.
 
     Raises:
         ValueError: ``path`` is an absolute URL.
@@ -139,13 +140,28 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
     path, mark, query = path.partition("?")
     if "://" in path and urlsplit(path).scheme:
         raise ValueError(f"path must be a path, not a URL (the pool has a target): {path!r}")
-    joined = base_path + quote(path.lstrip("/"))
+    joined = _without_dot_segments(base_path + quote(path.lstrip("/")))
     if mark:
         query = quote(query, query=True)
     extra = encode_params(params) if params is not None else ""
     if extra:
         query = f"{query}&{extra}" if query else extra
     return f"{joined}?{query}" if mark or extra else joined
+
+
+def _without_dot_segments(path: str) -> str:
+    """``path`` with ``.`` and ``..`` segments resolved (RFC 3986 section 5.2.4), as httpx does."""
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return path
+    kept: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if kept and kept != [""]:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    return "/".join(kept)
 
 
 _SCALARS = (str, int, float, bool)
