@@ -63,7 +63,10 @@ class Pool(Verbs[Awaitable[Response]]):
 
     Args:
         target: Base URL, ``http://authority`` or ``https://authority``: it
-            gives ``:scheme``, ``:authority`` and the TLS server name.
+            gives ``:scheme``, ``:authority`` and the TLS server name. A path
+            in it (``http://svc/api/v1``) is the base of every request's
+            path; ``user:password@`` in it becomes ``authorization: Basic``
+            on every request, never part of ``:authority``.
         endpoints: ``"host:port"`` of each endpoint (replica) to connect to. Without
             it, every address the target's host resolves to is an endpoint,
             resolved again when endpoints fail.

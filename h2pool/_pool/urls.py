@@ -40,6 +40,10 @@ def _unsafe_set(unsafe: str) -> re.Pattern[str]:
 
 _PATH_ENCODE = _unsafe_set(_PATH_UNSAFE)
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+# A path that quoting leaves as it is, with no query or fragment.
+_PLAIN = re.compile(
+    "[" + "".join(re.escape(chr(c)) for c in range(0x21, 0x7F) if chr(c) not in _PATH_UNSAFE) + "]*"
+)
 _QUERY_ENCODE = _unsafe_set(_QUERY_UNSAFE)
 
 
@@ -106,7 +110,7 @@ def parse_target(target: object) -> Target:
         user, _, password = userinfo.partition(":")
         credentials = f"{unquote(user)}:{unquote(password)}".encode()
         authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-    base = quote(parts.path)
+    base = _without_dot_segments(quote(parts.path))
     return Target(
         scheme=parts.scheme,
         authority=authority,
@@ -131,6 +135,14 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
             LF, NUL...): refused rather than encoded, as httpx does.
         TypeError: ``params`` is of a wrong type (see :func:`encode_params`).
     """
+    if (
+        params is None
+        and _PLAIN.fullmatch(path)
+        and not path.startswith(".")
+        and "/." not in path
+        and "://" not in path
+    ):
+        return base_path + path.lstrip("/")  # nothing to encode, resolve or refuse: most requests
     control = _CONTROL.search(path)
     if control is not None:  # refused as httpx refuses it: a CR or LF is no typo
         raise LocalProtocolError(
