@@ -206,6 +206,8 @@ def test_userinfo_without_password_and_ipv6() -> None:
     assert target.base_path == "/x/y/"
     assert target.authorization == "Basic " + base64.b64encode(b"user:").decode()
     assert parse_target("http://svc").authorization is None
+    assert parse_target("http://@svc").authorization is None  # as httpx: nothing to send
+    assert parse_target("http://@svc").authority == "svc"
     assert parse_target("http://svc").port == 80
 
 

@@ -39,12 +39,12 @@ def _unsafe_set(unsafe: str) -> re.Pattern[str]:
 
 
 _PATH_ENCODE = _unsafe_set(_PATH_UNSAFE)
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_QUERY_ENCODE = _unsafe_set(_QUERY_UNSAFE)
 # A path that quoting leaves as it is, with no query or fragment.
 _PLAIN = re.compile(
     "[" + "".join(re.escape(chr(c)) for c in range(0x21, 0x7F) if chr(c) not in _PATH_UNSAFE) + "]*"
 )
-_QUERY_ENCODE = _unsafe_set(_QUERY_UNSAFE)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def _percent(match: re.Match[str]) -> str:
@@ -103,11 +103,11 @@ def parse_target(target: object) -> Target:
     if parts.query or parts.fragment or "?" in target or "#" in target:
         raise ValueError(f"target must have no query or fragment: {target!r}")
     userinfo, _, authority = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
     authorization = None
-    if userinfo or "@" in parts.netloc:
+    if user or password:
         # As httpx does: the userinfo becomes Basic credentials (RFC 7617) on
         # every request, never part of :authority (RFC 9113 section 8.3.1).
-        user, _, password = userinfo.partition(":")
         credentials = f"{unquote(user)}:{unquote(password)}".encode()
         authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
     base = _without_dot_segments(quote(parts.path))
