@@ -16,6 +16,7 @@ from hpack import NeverIndexedHeaderTuple
 from .._exceptions import LocalProtocolError
 
 __all__ = [
+    "METHOD",
     "TOKEN",
     "CheckedResponses",
     "HeaderList",
@@ -34,6 +35,8 @@ HeaderList: TypeAlias = list[tuple[str, str]]
 # pseudo-header's after its colon); a value has no NUL, CR or LF and no
 # leading or trailing SP or HTAB. One regular expression each, run in C.
 TOKEN = re.compile(rb"[a-z0-9!#$%&'*+\-.^_`|~]+")
+# RFC 9110 section 9.1: a method is a token, case-sensitive.
+METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 # Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
@@ -259,9 +262,7 @@ class CheckedResponses:
         return seen[0], list(seen[1])
 
 
-# RFC 9110 section 9.1: a method is a token (case-sensitive). RFC 3986
-# section 3.3: a path and query are visible ASCII (no space or control).
-_METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+# RFC 3986 section 3.3: a path and query are visible ASCII (no space or control).
 _PATH = re.compile(rb"[\x21-\x7e]+")
 # Request pseudo-header fields, each with a bit to see repeats without allocating.
 _REQUEST_PSEUDO = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8, b":protocol": 16}
@@ -320,7 +321,7 @@ def request_problem(block: Sequence[tuple[bytes, bytes]], *, received: bool = Fa
                 host = value
     if method is None:
         return "no :method"
-    if _METHOD.fullmatch(method) is None:
+    if METHOD.fullmatch(method) is None:
         return f"invalid :method {method.decode('latin-1')!r}: not a token"
     connect = method == b"CONNECT" and not seen & 16  # RFC 8441's has :scheme and :path
     if seen & 16 and method != b"CONNECT":

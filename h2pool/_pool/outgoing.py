@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
 
-from .._core.headers import TOKEN, HeadersIn, encode_headers
+from .._core.headers import METHOD, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
 from .._messages import Headers, Request
 from .timeouts import Timeouts
@@ -264,7 +264,7 @@ def _json_body(value: object) -> bytes:
 
 
 def _checked_method(method: str) -> bytes:
-    wire = method.encode("ascii", "replace")
-    if not TOKEN.fullmatch(wire.lower()):
+    wire = method.encode("ascii", "replace")  # non-ASCII becomes "?", not a token
+    if not METHOD.fullmatch(wire):
         raise LocalProtocolError(f"invalid method {method!r}: it must be a token (RFC 9110 9.1)")
     return wire
