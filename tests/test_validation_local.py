@@ -21,6 +21,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 import h2pool
+from h2pool._core.headers import request_problem
 from tests.servers import Server
 
 Call = Callable[[Any], Any]  # Any: the cases pass wrong types on purpose
@@ -246,6 +247,7 @@ MALFORMED: list[tuple[str, list[tuple[bytes, bytes]]]] = [
     ("host differs from :authority", _request(host=b"other")),
     ("pseudo-header after a regular field", [*_request()[:3], (b"x-a", b"1"), (b":path", b"/")]),
     ("response pseudo-header", [*_request(), (b":status", b"200")]),
+    ("no :authority or host", [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")]),
 ]
 
 
@@ -293,3 +295,36 @@ async def test_server_resets_each_malformed_request_and_serves_the_others(
     assert answered == dict.fromkeys(good, b"204")
     # Only the well-formed requests were handed to recv_request().
     assert sorted(handler.paths) == sorted(f"/ok{i}" for i in range(len(MALFORMED)))
+
+
+WELL_FORMED: list[tuple[str, list[tuple[bytes, bytes]]]] = [
+    ("plain GET", _request()),
+    ("host equal to :authority", _request(host=b"h")),
+    (
+        "host without :authority",
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"host", b"h")],
+    ),
+    ("OPTIONS *", _request(b"OPTIONS", b"*")),
+    ("te trailers", _request(te=b"trailers")),
+    ("an extension method", _request(b"PROPFIND")),
+    ("percent-encoded path", _request(path=b"/a%20b?q=%C3%A9")),
+    ("CONNECT", [(b":method", b"CONNECT"), (b":authority", b"h:443")]),
+    (
+        "extended CONNECT (RFC 8441)",
+        [*_request(b"CONNECT"), (b":protocol", b"websocket")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "block", [case[1] for case in WELL_FORMED], ids=[case[0] for case in WELL_FORMED]
+)
+def test_well_formed_requests_pass_the_servers_check(block: list[tuple[bytes, bytes]]) -> None:
+    assert request_problem(block, received=True) is None
+
+
+@pytest.mark.parametrize(
+    "block", [case[1] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
+)
+def test_malformed_requests_fail_the_servers_check(block: list[tuple[bytes, bytes]]) -> None:
+    assert request_problem(block, received=True) is not None
