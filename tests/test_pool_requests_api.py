@@ -97,6 +97,18 @@ async def test_raw_space_and_non_ascii_in_a_path_are_percent_encoded(
     ]
 
 
+async def test_absolute_paths_through_the_httpx_transport_are_sent_as_they_are(
+    served: tuple[Recorder, int],
+) -> None:
+    recorder, port = served
+    transport = h2pool.AsyncHTTPTransport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get(f"http://127.0.0.1:{port}//double/a b/%7E?q=x y")
+    async with h2pool.Pool(f"http://127.0.0.1:{port}") as pool:
+        await pool.get("//double")
+    assert recorder.paths == ["//double/a%20b/%7E?q=x%20y", "//double"]
+
+
 async def test_params_are_form_encoded_after_the_paths_query(served: tuple[Recorder, int]) -> None:
     recorder, port = served
     async with h2pool.Pool(f"http://127.0.0.1:{port}") as pool:

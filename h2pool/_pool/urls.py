@@ -125,7 +125,7 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
     """The ``:path`` of a request: ``path`` joined to ``base_path``, encoded, params added.
 
     As httpx's ``base_url``: ``path`` goes after ``base_path`` (which ends in
-    ``/``) without its leading slashes, so ``"/users"`` and ``"users"`` both
+    ``/``) without its leading slashes (see :func:`_joined`), so ``"/users"`` and ``"users"`` both
     give ``/api/v1/users`` under ``/api/v1/``; ``.`` and ``..`` segments are
     resolved. A fragment is not sent.
 
@@ -142,7 +142,7 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
         and "/." not in path
         and "://" not in path
     ):
-        return base_path + path.lstrip("/")  # nothing to encode, resolve or refuse: most requests
+        return _joined(base_path, path)  # nothing to encode, resolve or refuse: most requests
     control = _CONTROL.search(path)
     if control is not None:  # refused as httpx refuses it: a CR or LF is no typo
         raise LocalProtocolError(
@@ -152,13 +152,25 @@ def request_path(base_path: str, path: str, params: object = None) -> str:
     path, mark, query = path.partition("?")
     if "://" in path and urlsplit(path).scheme:
         raise ValueError(f"path must be a path, not a URL (the pool has a target): {path!r}")
-    joined = _without_dot_segments(base_path + quote(path.lstrip("/")))
+    joined = _without_dot_segments(_joined(base_path, quote(path)))
     if mark:
         query = quote(query, query=True)
     extra = encode_params(params) if params is not None else ""
     if extra:
         query = f"{query}&{extra}" if query else extra
     return f"{joined}?{query}" if mark or extra else joined
+
+
+def _joined(base_path: str, path: str) -> str:
+    """``path`` after ``base_path``; without a base path, an absolute path is kept whole.
+
+    ``"//x"`` stays ``//x`` (an empty first segment is a legal path, as an
+    httpx request to ``http://h//x`` sends it through the transport), where
+    a base path takes it as relative, as httpx's ``base_url`` does.
+    """
+    if base_path == "/" and path[:1] == "/":
+        return path
+    return base_path + path.lstrip("/")
 
 
 def _without_dot_segments(path: str) -> str:
