@@ -26,7 +26,7 @@ from .._core.health import DEFAULT_PING_BUDGET, PingBudget
 from .._core.tls import client_ssl_context
 from .._exceptions import PoolClosed, RequestTimeout
 from .attempts import Attempts
-from .checks import check_count, check_seconds
+from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
@@ -406,10 +406,7 @@ class Pool(Verbs[Awaitable[Response]]):
         timeouts = self._timeouts
         if timeout is not DEFAULT:
             timeouts = Timeouts.coerce(timeout, timeouts)
-        if wait_for_ready is not None and not isinstance(wait_for_ready, bool):
-            raise TypeError(
-                f"wait_for_ready must be a bool or None, not {type(wait_for_ready).__name__}"
-            )
+        check_flag("wait_for_ready", wait_for_ready, optional=True)
         request = build_request(
             method,
             path,
