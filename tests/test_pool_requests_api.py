@@ -246,6 +246,19 @@ def test_paths_are_joined_and_encoded_as_httpx_does(segments: list[str], path: s
     assert request_path(base, path) == _httpx_path(base, path)
 
 
+@settings(deadline=None)
+@given(
+    st.lists(_SEGMENT, max_size=3),
+    st.lists(st.sampled_from([".", "..", "", "a", "b c", "é", "%2E"]), max_size=6),
+)
+def test_dot_segments_are_resolved_as_httpx_does(segments: list[str], parts: list[str]) -> None:
+    path = "/".join(parts)
+    if path.startswith("//"):
+        return
+    base = parse_target("http://h/" + "/".join(segments)).base_path
+    assert request_path(base, path) == _httpx_path(base, path)
+
+
 @given(st.text(st.characters(blacklist_categories=["Cs"]), max_size=30), st.booleans())
 def test_quoting_is_idempotent_and_leaves_only_visible_ascii(text: str, query: bool) -> None:
     once = quote(text, query=query)
@@ -291,6 +304,11 @@ def test_params_of_a_wrong_type_are_named(params: object, named: str) -> None:
 def test_ascii_controls_in_a_path_are_refused_not_encoded(path: str) -> None:
     with pytest.raises(h2pool.LocalProtocolError, match="path"):
         request_path("/", path)
+
+
+@pytest.mark.parametrize("path", [".", "..", "/.", "/..", "../..", "./"])
+def test_dot_segments_never_leave_an_empty_path(path: str) -> None:
+    assert request_path("/", path) == "/"
 
 
 def test_a_url_as_a_path_is_refused() -> None:

@@ -185,7 +185,7 @@ def _without_dot_segments(path: str) -> str:
                 kept.pop()
         elif segment != ".":
             kept.append(segment)
-    return "/".join(kept)
+    return "/".join(kept) or "/"  # "/." and "/.." leave the root
 
 
 _SCALARS = (str, int, float, bool)
