@@ -127,16 +127,12 @@ def __getattr__(name: str) -> Any:
         try:
             from ._adapters.httpx import AsyncHTTPTransport
         except ImportError as exc:  # pragma: no cover - depends on what is installed
-            raise ImportError(
-                "h2pool.AsyncHTTPTransport needs httpx: pip install httpx"
-            ) from exc
+            raise ImportError("h2pool.AsyncHTTPTransport needs httpx: pip install httpx") from exc
         return AsyncHTTPTransport
     if name == "SyncHTTPTransport":
         try:
             from ._adapters.httpx_sync import SyncHTTPTransport
         except ImportError as exc:  # pragma: no cover - depends on what is installed
-            raise ImportError(
-                "h2pool.SyncHTTPTransport needs httpx: pip install httpx"
-            ) from exc
+            raise ImportError("h2pool.SyncHTTPTransport needs httpx: pip install httpx") from exc
         return SyncHTTPTransport
     raise AttributeError(f"module 'h2pool' has no attribute {name!r}")

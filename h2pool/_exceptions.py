@@ -126,8 +126,11 @@ class H2ProtocolError(H2PoolError):
     """The peer broke the HTTP/2 protocol, or the caller asked for something it forbids."""
 
 
-class LocalProtocolError(H2ProtocolError):
-    """The caller asked for something HTTP forbids (an invalid header, say); nothing was sent."""
+class LocalProtocolError(H2ProtocolError, ValueError):
+    """The caller asked for something HTTP forbids (an invalid header, say); nothing was sent.
+
+    Also a ``ValueError``: it is the caller's argument that is wrong.
+    """
 
     never_processed = True
 

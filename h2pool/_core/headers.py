@@ -16,6 +16,7 @@ from hpack import NeverIndexedHeaderTuple
 from .._exceptions import LocalProtocolError
 
 __all__ = [
+    "METHOD",
     "TOKEN",
     "CheckedResponses",
     "HeaderList",
@@ -34,6 +35,8 @@ HeaderList: TypeAlias = list[tuple[str, str]]
 # pseudo-header's after its colon); a value has no NUL, CR or LF and no
 # leading or trailing SP or HTAB. One regular expression each, run in C.
 TOKEN = re.compile(rb"[a-z0-9!#$%&'*+\-.^_`|~]+")
+# RFC 9110 section 9.1: a method is a token, case-sensitive.
+METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 # Connection-specific fields are forbidden in HTTP/2 (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
@@ -96,29 +99,57 @@ def encode_headers(
     Raises:
         LocalProtocolError: A field is invalid (``never_processed``: nothing was sent).
     """
-    items = headers.items() if isinstance(headers, Mapping) else headers
     pseudo: list[tuple[bytes, bytes]] = []
     regular: list[tuple[bytes, bytes]] = []
     name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
-    for name, value in items:
-        key = (name if isinstance(name, bytes) else name.encode()).lower()
-        data = value if isinstance(value, bytes) else value.encode()
-        is_pseudo = key[:1] == b":"
-        if validate:
-            if name_ok(key, 1 if is_pseudo else 0) is None:
-                raise LocalProtocolError(f"invalid header field name {key!r}")
-            if bad_value(data):
-                data = _checked_value(key, data, normalize)
-            if key in special:
-                field = _special(key, data, normalize)
-                if field is not None:
-                    regular.append(field)
-                continue
-        (pseudo if is_pseudo else regular).append((key, data))
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            key = (name if isinstance(name, bytes) else name.encode()).lower()
+            data = value if isinstance(value, bytes) else value.encode()
+            is_pseudo = key[:1] == b":"
+            if validate:
+                if name_ok(key, 1 if is_pseudo else 0) is None:
+                    raise LocalProtocolError(f"invalid header field name {key!r}")
+                if bad_value(data):
+                    data = _checked_value(key, data, normalize)
+                if key in special:
+                    field = _special(key, data, normalize)
+                    if field is not None:
+                        regular.append(field)
+                    continue
+            (pseudo if is_pseudo else regular).append((key, data))
+    except (AttributeError, TypeError, ValueError) as exc:
+        # Looked into only on failure: the loop above stays as lean as it was.
+        problem = None if isinstance(exc, LocalProtocolError) else _type_problem(headers)
+        if problem is None:
+            raise
+        raise TypeError(problem) from None
     if defaults:
         given = {name for name, _ in pseudo}
         pseudo[:0] = [pair for pair in defaults if pair[0] not in given]
     return pseudo + regular if regular else pseudo
+
+
+def _type_problem(headers: object) -> str | None:
+    """What is of a wrong type in ``headers``, or None when every type is right."""
+    if isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
+        return (
+            "headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for item in items:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            return f"headers: each item must be a (name, value) pair, not {item!r}"
+        name, value = item
+        if not isinstance(name, str | bytes):
+            return f"header field name must be str or bytes, not {type(name).__name__}"
+        if not isinstance(value, str | bytes):
+            return (
+                f"value of header field {name!r} must be str or bytes, not {type(value).__name__}"
+            )
+    return None
 
 
 def _decode_value(value: bytes) -> str:
@@ -231,34 +262,82 @@ class CheckedResponses:
         return seen[0], list(seen[1])
 
 
+# RFC 3986 section 3.3: a path and query are visible ASCII (no space or control).
+_PATH = re.compile(rb"[\x21-\x7e]+")
 # Request pseudo-header fields, each with a bit to see repeats without allocating.
 _REQUEST_PSEUDO = {b":method": 1, b":scheme": 2, b":authority": 4, b":path": 8, b":protocol": 16}
 
 
-def request_problem(block: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """Why request headers from :func:`encode_headers` are malformed, or None.
+def request_problem(block: Sequence[tuple[bytes, bytes]], *, received: bool = False) -> str | None:
+    """Why a request header block is malformed, or None.
 
     RFC 9113 section 8.3.1: only request pseudo-header fields, each at most
-    once, with ``:method`` and a non-empty ``:path`` (except for CONNECT).
-    ``encode_headers`` put the pseudo-header fields first.
+    once and before any regular field, with ``:method`` a token (RFC 9110
+    section 9.1) and, except for CONNECT, a non-empty ``:path`` of visible
+    ASCII (no space or control: RFC 3986 section 3.3).
+
+    Args:
+        block: The header block, as bytes pairs.
+        received: A server checking what a client sent (h2's own checks are
+            off: it makes any malformed request a connection error, RFC 9113
+            section 8.1.1 a stream error): the regular fields too (section
+            8.2), ``:scheme``, and ``host`` against ``:authority``. Blocks
+            sent come from :func:`encode_headers`, their regular fields
+            checked already.
     """
-    method = path = None
+    method = path = scheme = authority = host = None
     seen = 0
+    regular = False
+    name_ok, bad_value, special = TOKEN.fullmatch, _BAD_VALUE.search, _SPECIAL
     for name, value in block:
-        if name[:1] != b":":
+        if name[:1] == b":":
+            bit = _REQUEST_PSEUDO.get(name)
+            if bit is None:
+                return f"pseudo-header field {name.decode('latin-1')} not allowed in a request"
+            if regular:
+                return f"pseudo-header field {name.decode('latin-1')} after regular fields"
+            if seen & bit:
+                return f"more than one {name.decode('latin-1')}"
+            seen |= bit
+            if bit == 1:
+                method = value
+            elif bit == 2:
+                scheme = value
+            elif bit == 4:
+                authority = value
+            elif bit == 8:
+                path = value
+        elif not received:
             break
-        bit = _REQUEST_PSEUDO.get(name)
-        if bit is None:
-            return f"pseudo-header field {name.decode('latin-1')} not allowed in a request"
-        if seen & bit:
-            return f"more than one {name.decode('latin-1')}"
-        seen |= bit
-        if bit == 1:
-            method = value
-        elif bit == 8:
-            path = value
+        else:
+            regular = True
+            if name_ok(name) is None or bad_value(value) or name in special:
+                problem = _field_problem(name, value)
+                if problem is not None:
+                    return problem
+            if name == b"host":
+                if host is not None:
+                    return "more than one host"
+                host = value
     if method is None:
         return "no :method"
-    if not path and method != b"CONNECT":
+    if METHOD.fullmatch(method) is None:
+        return f"invalid :method {method.decode('latin-1')!r}: not a token"
+    connect = method == b"CONNECT" and not seen & 16  # RFC 8441's has :scheme and :path
+    if seen & 16 and method != b"CONNECT":
+        return ":protocol in a request that is not CONNECT"
+    if connect:
+        if received and (scheme is not None or path is not None):
+            return ":scheme or :path in a CONNECT request"
+    elif not path:
         return "no :path"
+    elif _PATH.fullmatch(path) is None:
+        return f"invalid :path {path.decode('latin-1')!r}: space, control or non-ASCII"
+    elif received and scheme is None:
+        return "no :scheme"
+    if received:
+        if authority is None and host is None:
+            return "no :authority or host"
+        if authority is not None and host is not None and authority != host:
+            return "host and :authority differ"
     return None

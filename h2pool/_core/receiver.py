@@ -2,8 +2,9 @@
 
 h2 parses the bytes and runs its per-stream state machine; this module turns
 the events it reports into the Session's explicit transitions (a half ended,
-a stream reset or abandoned, a drain begun) and checks what h2 no longer
-checks on the client (response header blocks, RFC 9113 section 8.1.1).
+a stream reset or abandoned, a drain begun) and checks what h2 does not
+check (request and response header blocks, and trailers, RFC 9113 section
+8.1.1: a malformed one is a stream error, not a connection error).
 Synchronous and without I/O, like the Session.
 """
 
@@ -21,7 +22,7 @@ from hyperframe.frame import ExtensionFrame
 
 from .._exceptions import H2ProtocolError
 from . import errors
-from .headers import CheckedResponses, decode_headers, response_problem
+from .headers import CheckedResponses, decode_headers, request_problem, response_problem
 from .priority import PRIORITY_UPDATE_FRAME, parse_priority_update
 from .states import CloseAction, ConnectionEvent, Drain
 from .streams import RecvState
@@ -105,6 +106,14 @@ class Receiver:
             session.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             session.conn.forget_stream(stream_id)
             return
+        problem = request_problem(event.headers, received=True) if self._strict else None
+        if problem is not None:
+            # RFC 9113 section 8.1.1: a malformed request is a stream error
+            # (PROTOCOL_ERROR); the connection and its other streams go on.
+            logger.debug("stream %d: malformed request refused: %s", stream_id, problem)
+            session.conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            session.conn.forget_stream(stream_id)
+            return
         session.admit_request(stream_id, event.headers)
 
     def _on_response(self, event: ev.ResponseReceived) -> None:
@@ -138,13 +147,11 @@ class Receiver:
         stream = session.streams.get(event.stream_id)
         if stream is None:
             return
-        if session.client_side:
-            problem = response_problem(event.headers, trailers=True, strict=self._strict)
-            if problem is not None:
-                session.abort(
-                    stream, ErrorCodes.PROTOCOL_ERROR, errors.malformed(stream.id, problem)
-                )
-                return
+        # Either side's trailers: h2 checks none of them (see request_problem).
+        problem = response_problem(event.headers, trailers=True, strict=self._strict)
+        if problem is not None:
+            session.abort(stream, ErrorCodes.PROTOCOL_ERROR, errors.malformed(stream.id, problem))
+            return
         stream.trailers = decode_headers(event.headers)
 
     def _on_data(self, event: ev.DataReceived) -> None:

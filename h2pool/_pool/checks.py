@@ -14,7 +14,7 @@ from numbers import Real
 
 from .._core.config import check_count, check_seconds
 
-__all__ = ["check_count", "check_fraction", "check_seconds"]
+__all__ = ["check_count", "check_flag", "check_fraction", "check_seconds"]
 
 
 def check_fraction(name: str, value: object, low: float, high: float, *, closed: bool) -> float:
@@ -27,3 +27,13 @@ def check_fraction(name: str, value: object, low: float, high: float, *, closed:
         end = "]" if closed else ")"
         raise ValueError(f"{name} must be in [{low:g}, {high:g}{end}, not {value!r}")
     return number
+
+
+def check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    """``value`` is a bool (or, if ``optional``, None), or raise ``TypeError`` naming it.
+
+    Checked rather than taken for its truth: ``"no"`` would be true.
+    """
+    if not (isinstance(value, bool) or (optional and value is None)):
+        allowed = "a bool or None" if optional else "a bool"
+        raise TypeError(f"{name} must be {allowed}, not {type(value).__name__}")

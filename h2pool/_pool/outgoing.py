@@ -1,22 +1,25 @@
 """Requests on their way out: built from the caller's arguments and validated once, here.
 
-Header fields are checked against RFC 9113 section 8.2 when the request is
-built, so the connections below need not check them again: a bad field is
-the caller's mistake (:class:`~h2pool.LocalProtocolError`), raised before
-anything is sent.
+The method, the header fields (RFC 9113 section 8.2) and the types of every
+argument are checked when the request is built, and the path is joined and
+percent-encoded (:mod:`.urls`), so the connections below need not check them
+again: a bad request is the caller's mistake (``TypeError``, or
+:class:`~h2pool.LocalProtocolError`, a ``ValueError``), raised before
+anything is sent and before any connection is touched.
 """
 
 from __future__ import annotations
 
-import re
+import json as json_module
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
 
-from .._core.headers import TOKEN, HeadersIn, encode_headers
+from .._core.headers import METHOD, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
 from .._messages import Headers, Request
 from .timeouts import Timeouts
+from .urls import QueryParams, request_path
 
 __all__ = [
     "Content",
@@ -30,8 +33,6 @@ __all__ = [
 #: A request body: bytes, or an async iterable of bytes for a streamed upload.
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
 
-# RFC 3986 section 3.3 / RFC 9112 section 3.2: no whitespace or controls in a target.
-_BAD_PATH = re.compile(rb"[\x00-\x20\x7f]")
 _METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
@@ -83,7 +84,8 @@ class OutgoingRequest:
 
     Attributes:
         method: The method, upper case.
-        path: The request target.
+        path: The path as sent: the pool's base path joined, percent-encoded,
+            with the query.
         headers: Regular header fields (no pseudo-headers), as validated bytes.
         body: The whole body, or None.
         upload: A streamed body, or None.
@@ -141,9 +143,14 @@ def checked_headers(headers: HeadersIn) -> list[tuple[bytes, bytes]]:
 
     Raises:
         LocalProtocolError: A field HTTP/2 forbids, or a malformed one.
+        TypeError: ``headers`` is not a mapping or pairs, or a name or value
+            is not str or bytes.
     """
     if isinstance(headers, list):  # bytes pairs checked before, most often
-        known = [_CHECKED.get(field) if type(field) is tuple else None for field in headers]
+        try:
+            known = [_CHECKED.get(field) if type(field) is tuple else None for field in headers]
+        except TypeError:  # unhashable: a wrong type, which encode_headers names
+            known = [None]
         if None not in known:
             return cast("list[tuple[bytes, bytes]]", known)
     # Refused, not repaired as the core does for its own callers: a request
@@ -179,41 +186,85 @@ def build_request(
     headers: HeadersIn | None,
     content: Content | None,
     timeouts: Timeouts,
+    *,
+    params: QueryParams | None = None,
+    json: object = None,
+    base_path: str = "/",
 ) -> OutgoingRequest:
-    """Build and check a request (``extra_headers``: the pool's own, already checked).
+    """Build and check a request, before anything is sent.
+
+    Args:
+        method: The method (any case: sent upper case).
+        path: The path, joined to ``base_path`` (see :func:`.urls.request_path`).
+        extra_headers: The pool's own fields, already checked; a field of
+            ``headers`` with the same name replaces them.
+        headers: The caller's fields.
+        content: The body.
+        timeouts: The request's timeouts.
+        params: Query parameters (see :func:`.urls.encode_params`).
+        json: A body to send as JSON (None: none).
+        base_path: The pool target's path, ending in ``/``.
 
     Raises:
-        ValueError: The path does not start with ``/``.
-        LocalProtocolError: A header field HTTP/2 forbids.
+        TypeError: An argument of a wrong type; the message names it.
+        ValueError: ``path`` is a URL, or ``json`` cannot be sent as JSON.
+        LocalProtocolError: An invalid method or header field (also a ValueError).
     """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, not {type(method).__name__}")
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str, not {type(path).__name__}")
     method = method.upper()
-    if not path.startswith("/") and not (path == "*" and method == "OPTIONS"):
-        raise ValueError(f"path must start with '/': {path!r}")
     wire_method = _METHODS.get(method) or _checked_method(method)
-    try:
-        wire_path = path.encode("ascii")
-    except UnicodeEncodeError:
-        raise LocalProtocolError(
-            f"path must be ASCII (percent-encode the rest): {path!r}"
-        ) from None
-    if _BAD_PATH.search(wire_path):
-        raise LocalProtocolError(f"invalid character in path {path!r}")
-    fields = extra_headers + checked_headers(headers) if headers is not None else extra_headers
+    if path == "*" and method == "OPTIONS" and params is None:
+        target = path  # RFC 9113 section 8.3.1: the server as a whole
+    else:
+        target = request_path(base_path, path, params)
+    fields = extra_headers
+    if headers is not None:
+        given = checked_headers(headers)
+        if fields:  # as httpx: the request's fields replace the pool's of the same name
+            names = {name for name, _ in given}
+            fields = [field for field in fields if field[0] not in names]
+        fields = fields + given
     body: bytes | None = None
     upload: Upload | None = None
-    if isinstance(content, str):
-        content = content.encode()
-    if isinstance(content, bytes | bytearray | memoryview):
+    if json is not None:
+        if content is not None:
+            raise TypeError("give content or json, not both")
+        body = _json_body(json)
+        if not any(name == b"content-type" for name, _ in fields):
+            fields = [*fields, (b"content-type", b"application/json")]
+    elif isinstance(content, str):
+        body = content.encode()
+    elif isinstance(content, bytes | bytearray | memoryview):
         body = bytes(content)
-        if not any(name == b"content-length" for name, _ in fields):
-            fields = [*fields, (b"content-length", str(len(body)).encode())]
-    elif content is not None:
+    elif isinstance(content, AsyncIterable):
         upload = Upload(content)
-    return OutgoingRequest(method, path, fields, body, upload, timeouts, wire_method, wire_path)
+    elif content is not None:
+        raise TypeError(
+            "content must be bytes, str or an async iterable of bytes, "
+            f"not {type(content).__name__} (json= sends an object as JSON)"
+        )
+    if body is not None and not any(name == b"content-length" for name, _ in fields):
+        fields = [*fields, (b"content-length", str(len(body)).encode())]
+    wire_path = target.encode("ascii")  # encoded: ASCII only
+    return OutgoingRequest(method, target, fields, body, upload, timeouts, wire_method, wire_path)
+
+
+def _json_body(value: object) -> bytes:
+    """``value`` as compact UTF-8 JSON, as httpx sends it (no NaN: JSON has none)."""
+    try:
+        text = json_module.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"json: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"json: {exc}") from exc
+    return text.encode()
 
 
 def _checked_method(method: str) -> bytes:
-    wire = method.encode("ascii", "replace")
-    if not TOKEN.fullmatch(wire.lower()):
-        raise LocalProtocolError(f"invalid method {method!r}")
+    wire = method.encode("ascii", "replace")  # non-ASCII becomes "?", not a token
+    if not METHOD.fullmatch(wire):
+        raise LocalProtocolError(f"invalid method {method!r}: it must be a token (RFC 9110 9.1)")
     return wire

@@ -17,10 +17,9 @@ import asyncio
 import contextlib
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 from .._core.config import H2Config
 from .._core.headers import HeadersIn
@@ -29,7 +28,7 @@ from .._core.tls import client_ssl_context
 from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
-from .checks import check_count, check_seconds
+from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
@@ -38,10 +37,10 @@ from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .probes import HealthCheck, HealthChecker
 from .response import Response
 from .timeouts import DeadlineTimers, Timeouts
+from .urls import QueryParams, parse_target
+from .verbs import DEFAULT, Verbs
 
 __all__ = ["Content", "Pool", "PoolStats"]
-
-_DEFAULT = object()  # "use the pool's timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +60,15 @@ class PoolStats:
     closed: bool
 
 
-class Pool:
+class Pool(Verbs[Awaitable[Response]]):
     """A pool of multiplexed HTTP/2 connections to the endpoints of one service.
 
     Args:
         target: Base URL, ``http://authority`` or ``https://authority``: it
-            gives ``:scheme``, ``:authority`` and the TLS server name.
+            gives ``:scheme``, ``:authority`` and the TLS server name. A path
+            in it (``http://svc/api/v1``) is the base of every request's
+            path; ``user:password@`` in it becomes ``authorization: Basic``
+            on every request, never part of ``:authority``.
         endpoints: ``"host:port"`` of each endpoint (replica) to connect to. Without
             it, every address the target's host resolves to is an endpoint,
             resolved again when endpoints fail.
@@ -148,13 +150,7 @@ class Pool:
         tcp_keepalive: float | None = 30.0,
         health_check: HealthCheck | None = None,
     ) -> None:
-        parts = urlsplit(target)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"target must be http://host[:port] or https://host[:port]: {target!r}"
-            )
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"target must have no path, query or fragment: {target!r}")
+        parts = parse_target(target)
         functional = check_seconds("functional_timeout", functional_timeout)
         connect = check_seconds("connect_timeout", connect_timeout)
         resolve = check_seconds("resolve_interval", resolve_interval, zero=True, unbounded=True)
@@ -181,8 +177,7 @@ class Pool:
         alpn = ("h2",) if http1 == "never" else ("h2", "http/1.1")
         if not tls and ssl not in (None, False):
             raise ValueError("ssl is only for https targets")
-        host = parts.hostname
-        port = parts.port or (443 if tls else 80)
+        host, port = parts.host, parts.port
         context: ssl_module.SSLContext | None = None
         if tls:
             if isinstance(ssl, ssl_module.SSLContext):
@@ -193,14 +188,19 @@ class Pool:
                 context = client_ssl_context(verify=ssl is not False, alpn=alpn)
         self._timeouts = Timeouts.coerce(timeout)
         # What responses' URLs start with (never the userinfo: URLs show in messages).
-        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self._origin = f"{parts.scheme}://{parts.authority}"
         self._extra_headers = checked_headers(headers) if headers is not None else []
+        if parts.authorization is not None and not any(
+            name == b"authorization" for name, _ in self._extra_headers
+        ):
+            self._extra_headers += checked_headers([("authorization", parts.authorization)])
+        self._base_path = parts.base_path
         if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
         settings = MaintenanceSettings(
             channel=ChannelSettings(
                 scheme=parts.scheme,
-                authority=parts.netloc,
+                authority=parts.authority,
                 server_hostname=host,
                 ssl=context,
                 functional_timeout=functional,
@@ -300,19 +300,34 @@ class Pool:
         method: str,
         path: str,
         *,
+        params: QueryParams | None = None,
         headers: HeadersIn | None = None,
         content: Content | None = None,
-        timeout: Timeouts | float | object | None = _DEFAULT,
+        json: Any = None,
+        timeout: Timeouts | float | object | None = DEFAULT,
         wait_for_ready: bool | None = None,
     ) -> Response:
         """Send a request and read its whole response.
 
+        Everything is checked before anything is sent, and before any
+        connection is touched: a wrong argument raises at once.
+
         Args:
-            method: The HTTP method.
-            path: The request target, starting with ``/``.
-            headers: Extra header fields.
+            method: The HTTP method (a token; sent upper case).
+            path: The path, joined to the target's path as httpx's
+                ``base_url`` does (``"/users"`` and ``"users"`` both go under
+                ``/api/v1/`` for a target ``http://svc/api/v1``); characters
+                a path may not hold (a space, non-ASCII) are percent-encoded.
+            params: Query parameters added after any query in ``path``: a
+                mapping (a list or tuple value repeats the name), pairs, or a
+                str; values str, int, float, bool (``true``/``false``) or None.
+            headers: Extra header fields; one with the name of a field of the
+                pool's ``headers`` replaces it. Names are sent lower case.
             content: The body: bytes (or str, sent as UTF-8), or an async
                 iterable of bytes.
+            json: A body sent as compact UTF-8 JSON with ``content-type:
+                application/json`` (unless ``headers`` give one); not with
+                ``content``.
             timeout: Bound on the whole request, retries and backoff
                 included, in seconds (None: no bound), or ``Timeouts`` for
                 each phase too; defaults to the pool's ``timeout``.
@@ -324,15 +339,25 @@ class Pool:
             RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
                 as are ``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``
                 and ``PoolTimeout`` for the phases).
-            LocalProtocolError: A header field HTTP/2 forbids (nothing sent).
             H2PoolError: The request failed and could not be retried; the
                 message names the request, the endpoint, and whether the
                 server may have processed it.
-            ValueError: A timeout or the path is invalid (``TypeError`` for
-                a timeout that is not a number).
+            TypeError: An argument of a wrong type; the message names it.
+            ValueError: A timeout out of range, a path that is a URL, or
+                ``json`` that JSON cannot hold.
+            LocalProtocolError: A method or header field HTTP forbids (also
+                a ``ValueError``; nothing sent).
         """
         return await self._send(
-            method, path, headers, content, timeout, wait_for_ready, read_body=True
+            method,
+            path,
+            params,
+            headers,
+            content,
+            json,
+            timeout,
+            wait_for_ready,
+            read_body=True,
         )
 
     @contextlib.asynccontextmanager
@@ -341,9 +366,11 @@ class Pool:
         method: str,
         path: str,
         *,
+        params: QueryParams | None = None,
         headers: HeadersIn | None = None,
         content: Content | None = None,
-        timeout: Timeouts | float | object | None = _DEFAULT,
+        json: Any = None,
+        timeout: Timeouts | float | object | None = DEFAULT,
         wait_for_ready: bool | None = None,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
@@ -354,7 +381,15 @@ class Pool:
         :meth:`request`; ``timeout`` also bounds reading the body.
         """
         response = await self._send(
-            method, path, headers, content, timeout, wait_for_ready, read_body=False
+            method,
+            path,
+            params,
+            headers,
+            content,
+            json,
+            timeout,
+            wait_for_ready,
+            read_body=False,
         )
         try:
             yield response
@@ -378,8 +413,10 @@ class Pool:
         self,
         method: str,
         path: str,
+        params: QueryParams | None,
         headers: HeadersIn | None,
         content: Content | None,
+        json: object,
         timeout: object,
         wait_for_ready: bool | None,
         *,
@@ -392,9 +429,20 @@ class Pool:
         body's reads carry it themselves.
         """
         timeouts = self._timeouts
-        if timeout is not _DEFAULT:
+        if timeout is not DEFAULT:
             timeouts = Timeouts.coerce(timeout, timeouts)
-        request = build_request(method, path, self._extra_headers, headers, content, timeouts)
+        check_flag("wait_for_ready", wait_for_ready, optional=True)
+        request = build_request(
+            method,
+            path,
+            self._extra_headers,
+            headers,
+            content,
+            timeouts,
+            params=params,
+            json=json,
+            base_path=self._base_path,
+        )
         request.wait_for_ready = wait_for_ready
         started = time.perf_counter()  # Response.elapsed counts from here
         if self._checker is not None and not self._closing:

@@ -7,22 +7,15 @@ for :class:`~h2pool.SyncPool`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .._core.headers import HeadersIn
 from .outgoing import Content
+from .urls import QueryParams
 
 __all__ = ["DEFAULT", "QueryParams", "Verbs"]
 
 R = TypeVar("R", covariant=True)
-
-#: Query parameters: a mapping of name to value (or values), or (name, value) pairs.
-QueryParams: TypeAlias = (
-    Mapping[str, str | int | float | bool | Sequence[str | int | float | bool] | None]
-    | Sequence[tuple[str, str | int | float | bool | None]]
-    | str
-)
 
 DEFAULT: Any = object()
 """The ``timeout`` default: "the pool's timeout" (None means no bound)."""
