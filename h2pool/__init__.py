@@ -4,6 +4,7 @@ The public API is flat: import everything from ``h2pool``. Modules whose
 names start with an underscore are private.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes as ErrorCode
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
     from ._adapters.httpx_sync import SyncHTTPTransport
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where to: without its own logging set-up,
+# h2pool's records go nowhere (not to stderr through logging's last resort).
+logging.getLogger("h2pool").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncConnectionPool",

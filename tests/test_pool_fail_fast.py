@@ -14,6 +14,8 @@ import contextlib
 import logging
 import random
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -484,3 +486,33 @@ def test_unreachable_only_when_every_endpoint_failed_its_latest_attempt(
     assert str(error).startswith("no endpoint could be reached: ")
     for endpoint, failure in zip(endpoints, failures, strict=True):
         assert f"{endpoint.address}: {failure}" in str(error)
+
+
+_UNCONFIGURED = """
+import asyncio, h2pool
+async def main():
+    async with h2pool.Pool("http://127.0.0.1:{port}") as pool:
+        try:
+            await pool.get("/")
+        except h2pool.ConnectError as error:
+            print(error)
+asyncio.run(main())
+"""
+
+
+def test_a_refused_port_prints_nothing_when_logging_is_not_configured() -> None:
+    # The error is the one line the caller prints; the pool's own log records
+    # (a failed connection attempt is a warning) go nowhere without a handler.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: connections are refused
+    done = subprocess.run(
+        [sys.executable, "-c", _UNCONFIGURED.format(port=port)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    )
+    assert done.stderr == ""
+    assert done.stdout.startswith(f"GET http://127.0.0.1:{port}/ to 127.0.0.1:{port}: ")
+    assert done.stdout.count("\n") == 1
