@@ -60,7 +60,7 @@ class PoolStats:
     closed: bool
 
 
-class Pool(Verbs[Awaitable[Response]]):
+class Pool(Verbs[Awaitable[Response], Content]):
     """A pool of multiplexed HTTP/2 connections to the endpoints of one service.
 
     Args:

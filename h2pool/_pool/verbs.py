@@ -1,8 +1,8 @@
 """The method shortcuts (``get``, ``post``, ...), written once for the async and the blocking pool.
 
 Each is ``request()`` with its method filled in; ``R`` is what ``request()``
-returns: an awaitable ``Response`` for :class:`~h2pool.Pool`, a ``Response``
-for :class:`~h2pool.SyncPool`.
+returns (an awaitable ``Response`` for :class:`~h2pool.Pool`, a ``Response``
+for :class:`~h2pool.SyncPool`) and ``C`` the bodies it takes.
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 from .._core.headers import HeadersIn
-from .outgoing import Content
 from .urls import QueryParams
 
 __all__ = ["DEFAULT", "QueryParams", "Verbs"]
 
 R = TypeVar("R", covariant=True)
+C = TypeVar("C", contravariant=True)  # the bodies it takes (sync iterables too for SyncPool)
 
 DEFAULT: Any = object()
 """The ``timeout`` default: "the pool's timeout" (None means no bound)."""
 
 
-class Verbs(Generic[R]):
+class Verbs(Generic[R, C]):
     """``get``, ``post``, ``put``, ``patch``, ``delete``, ``head`` and ``options``."""
 
     def request(
@@ -31,7 +31,7 @@ class Verbs(Generic[R]):
         *,
         params: QueryParams | None = None,
         headers: HeadersIn | None = None,
-        content: Content | None = None,
+        content: C | None = None,
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
@@ -121,7 +121,7 @@ class Verbs(Generic[R]):
         *,
         params: QueryParams | None = None,
         headers: HeadersIn | None = None,
-        content: Content | None = None,
+        content: C | None = None,
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
@@ -144,7 +144,7 @@ class Verbs(Generic[R]):
         *,
         params: QueryParams | None = None,
         headers: HeadersIn | None = None,
-        content: Content | None = None,
+        content: C | None = None,
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
@@ -167,7 +167,7 @@ class Verbs(Generic[R]):
         *,
         params: QueryParams | None = None,
         headers: HeadersIn | None = None,
-        content: Content | None = None,
+        content: C | None = None,
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,

@@ -83,7 +83,7 @@ class SyncResponse:
         return f"<SyncResponse [{self.response.status_code}] from {self.response.endpoint}>"
 
 
-class SyncPool(Verbs[Response]):
+class SyncPool(Verbs[Response, SyncContent]):
     """:class:`h2pool.Pool` for blocking code: the same pool, safe from many threads at once.
 
     The pool runs on one event loop in a background daemon thread, started
