@@ -143,7 +143,7 @@ class TestHttpx:
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
         )
-        assert "pip install 'h2pool[httpx]'" in result.stdout
+        assert "needs httpx: pip install httpx" in result.stdout
 
 
 class TestHttpcore:
