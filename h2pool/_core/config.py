@@ -29,8 +29,9 @@ class H2Config:
             (SETTINGS_MAX_FRAME_SIZE), 16 KiB to 16 MiB - 1.
         max_header_list_size: Largest decoded header block accepted
             (SETTINGS_MAX_HEADER_LIST_SIZE); larger ones are a protocol error.
-        validate_headers: Let h2 check every header block sent and received
-            against RFC 9113 section 8.2. Turning it off trades safety for speed.
+        validate_headers: Check every header block sent and received against
+            RFC 9113 section 8.2 (h2pool's own checks: a malformed block received
+            resets its stream, section 8.1.1). Turning it off trades safety for speed.
         write_buffer_high: Bytes queued in the transport above which sending
             pauses until the socket drains (transport back-pressure).
     """
