@@ -91,10 +91,13 @@ async def test_a_streamed_body_that_fails_names_the_request() -> None:
         await proto.send_data(stream_id, b"part")
         proto.reset_stream(stream_id, h2pool.ErrorCode.INTERNAL_ERROR)
 
-    async with Server(half) as server, h2pool.Pool(url(server.port)) as pool:
-        async with pool.stream("GET", "/export") as response:
-            with pytest.raises(h2pool.StreamReset) as caught:
-                await response.aread()
+    async with (
+        Server(half) as server,
+        h2pool.Pool(url(server.port)) as pool,
+        pool.stream("GET", "/export") as response,
+    ):
+        with pytest.raises(h2pool.StreamReset) as caught:
+            await response.aread()
     error = caught.value
     assert error.error_code == h2pool.ErrorCode.INTERNAL_ERROR
     assert error.request is not None
