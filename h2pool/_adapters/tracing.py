@@ -1,25 +1,25 @@
-"""The ``trace`` request extension of httpx and httpcore, at the points an adapter observes.
+"""The ``trace`` request extension of httpx and httpcore, with httpcore's events.
 
 httpcore calls ``extensions["trace"](event_name, info)`` around each step of
 a request (``http2.send_request_headers.started``, ``...complete``,
-``...failed``). h2pool's pool connects, multiplexes and retries on its own,
-so an adapter sees a request at three points: handed to the pool (sent,
-retried if need be, until the response headers are in), its body read, and
-its response closed. Those are traced, with httpcore's names and
-arguments:
+``...failed``). Here, in httpcore's order and with its arguments:
 
-- ``{p}.receive_response_headers.started`` ``{"request": request}``, then
-  ``.complete`` ``{"return_value": (status, headers)}`` or ``.failed``
-  ``{"exception": error}``;
+- ``{p}.send_request_headers`` and ``{p}.send_request_body``: told by the
+  pool's connection as it takes them (see :data:`h2pool._pool.outgoing.Observer`),
+  for every attempt, ``{"request": request, "stream_id": n}`` over HTTP/2;
+- ``{p}.receive_response_headers.started`` once the first attempt's body is
+  sent (or at the end if nothing was), then ``.complete``
+  ``{"return_value": (status, headers)}`` or ``.failed`` ``{"exception": error}``;
 - ``{p}.receive_response_body.started`` / ``.complete`` / ``.failed``
   (once for the whole body, not per chunk);
 - ``{p}.response_closed.started`` / ``.complete``;
 
-where ``{p}`` is ``http2`` or ``http11``: the protocol of the response, or
-for the first event the one its origin answered with last (``http2`` at
-first). Connection events (``connection.connect_tcp``,
+where ``{p}`` is ``http2`` or ``http11``: the protocol of the connection
+that carried the request, or, before one did, the one its origin answered
+with last (``http2`` at first). Connection events (``connection.connect_tcp``,
 ``connection.start_tls``, ``http2.send_connection_init``) are not traced:
-connections are opened by the pool ahead of requests and shared by many.
+connections are opened by the pool ahead of requests and shared by many, and
+one opened while requests wait goes to the oldest of them.
 """
 
 from __future__ import annotations
