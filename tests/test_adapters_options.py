@@ -6,6 +6,7 @@ import asyncio
 import socket
 import ssl
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import h2pool
 from h2pool._adapters.options import http1_option, limits_options, merge_options
 from tests.http1_server import http1_server
 from tests.peers import INDEX_HTML, Certificates, Nghttpd
-from tests.servers import hello
+from tests.servers import Server, hello
 from tests.waiting import eventually
 
 
@@ -207,6 +208,10 @@ class TestHttpxTransport:
             response = await client.get(url, extensions={"trace": trace})
         assert response.content == INDEX_HTML
         assert [name for name, _ in events] == [
+            "http2.send_request_headers.started",
+            "http2.send_request_headers.complete",
+            "http2.send_request_body.started",
+            "http2.send_request_body.complete",
             "http2.receive_response_headers.started",
             "http2.receive_response_headers.complete",
             "http2.receive_response_body.started",
@@ -214,8 +219,14 @@ class TestHttpxTransport:
             "http2.response_closed.started",
             "http2.response_closed.complete",
         ]
-        assert events[0][1]["request"].url == url
-        assert events[1][1]["return_value"][0] == 200
+        request = events[0][1]["request"]
+        assert request.url == url
+        # httpcore's arguments: the request and its stream, then the return value.
+        assert events[0][1] == {"request": request, "stream_id": 1}
+        assert events[1][1] == {"return_value": None}
+        assert events[2][1] == {"request": request, "stream_id": 1}
+        assert events[4][1] == {"request": request}
+        assert events[5][1]["return_value"][0] == 200
 
     async def test_trace_of_a_failure_and_of_http11(self) -> None:
         names: list[str] = []
@@ -226,7 +237,7 @@ class TestHttpxTransport:
         async with httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport()) as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get("http://127.0.0.1:1/", extensions={"trace": trace})
-            assert names == [
+            assert names == [  # nothing was sent
                 "http2.receive_response_headers.started",
                 "http2.receive_response_headers.failed",
             ]
@@ -234,17 +245,97 @@ class TestHttpxTransport:
                 names.clear()
                 await client.get(server.url, extensions={"trace": trace})
                 await client.get(server.url, extensions={"trace": trace})
-        assert names[:2] == [
-            "http2.receive_response_headers.started",  # not known yet
-            "http2.receive_response_headers.complete",
-        ]
-        assert names[2:6] == [
+        assert names[:10] == [  # the connection that carried it says which protocol
+            "http11.send_request_headers.started",
+            "http11.send_request_headers.complete",
+            "http11.send_request_body.started",
+            "http11.send_request_body.complete",
+            "http11.receive_response_headers.started",
+            "http11.receive_response_headers.complete",
             "http11.receive_response_body.started",
             "http11.receive_response_body.complete",
             "http11.response_closed.started",
             "http11.response_closed.complete",
         ]
-        assert names[6] == "http11.receive_response_headers.started"  # remembered
+        assert names[10:] == names[:10]
+
+    async def test_trace_of_bodies_sent(self) -> None:
+        events: list[tuple[str, dict[str, Any]]] = []
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            events.append((name, info))
+
+        async def upload() -> AsyncIterator[bytes]:
+            yield b"stre"
+            yield b"amed"
+
+        sending = [
+            "send_request_headers.started",
+            "send_request_headers.complete",
+            "send_request_body.started",
+            "send_request_body.complete",
+            "receive_response_headers.started",
+            "receive_response_headers.complete",
+        ]
+        async with (
+            Server(hello) as server,
+            httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport()) as client,
+        ):
+            url = f"http://127.0.0.1:{server.port}/"
+            for content, stream_id in ((b"in memory", 1), (upload(), 3)):
+                events.clear()
+                response = await client.post(url, content=content, extensions={"trace": trace})
+                assert response.content in (b"in memory", b"streamed")
+                assert [name for name, _ in events[:6]] == [f"http2.{n}" for n in sending]
+                assert events[2][1] == {"request": response.request, "stream_id": stream_id}
+        with http1_server() as http1:
+            transport = h2pool.AsyncHTTPTransport(http2=False)  # HTTP/1.1 from the start
+            async with httpx.AsyncClient(transport=transport) as client:
+                events.clear()
+                response = await client.post(http1.url, content=b"x", extensions={"trace": trace})
+        assert response.content == b"x"
+        assert [name for name, _ in events[:6]] == [f"http11.{n}" for n in sending]
+        assert events[0][1] == {"request": response.request}  # httpcore's HTTP/1.1 arguments
+
+    async def test_a_retried_attempt_is_traced_again(self) -> None:
+        refused = 0
+
+        async def refuse_once(
+            proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList
+        ) -> None:
+            nonlocal refused
+            if not refused:  # never processed: the pool sends it again
+                refused += 1
+                proto.reset_stream(stream_id, h2pool.ErrorCode.REFUSED_STREAM)
+                return
+            await hello(proto, stream_id, headers)
+
+        events: list[tuple[str, dict[str, Any]]] = []
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            events.append((name, info))
+
+        async with (
+            Server(refuse_once) as server,
+            httpx.AsyncClient(transport=h2pool.AsyncHTTPTransport()) as client,
+        ):
+            response = await client.get(
+                f"http://127.0.0.1:{server.port}/", extensions={"trace": trace}
+            )
+        assert (response.status_code, refused) == (200, 1)
+        assert [name for name, _ in events[:10]] == [
+            "http2.send_request_headers.started",
+            "http2.send_request_headers.complete",
+            "http2.send_request_body.started",
+            "http2.send_request_body.complete",
+            "http2.receive_response_headers.started",
+            "http2.send_request_headers.started",  # the second attempt
+            "http2.send_request_headers.complete",
+            "http2.send_request_body.started",
+            "http2.send_request_body.complete",
+            "http2.receive_response_headers.complete",
+        ]
+        assert events[0][1]["stream_id"] != events[5][1]["stream_id"]
 
 
 async def serve_hello(proto: h2pool.H2Protocol) -> None:
@@ -297,7 +388,18 @@ class TestHttpcorePool:
                 response = await pool.request("GET", server.url, extensions={"trace": trace})
             assert (response.status, response.content) == (200, b"hello")
             assert response.extensions["http_version"] == b"HTTP/1.1"
-        assert names[-2:] == ["http11.response_closed.started", "http11.response_closed.complete"]
+        assert names == [
+            "http11.send_request_headers.started",
+            "http11.send_request_headers.complete",
+            "http11.send_request_body.started",
+            "http11.send_request_body.complete",
+            "http11.receive_response_headers.started",
+            "http11.receive_response_headers.complete",
+            "http11.receive_response_body.started",
+            "http11.receive_response_body.complete",
+            "http11.response_closed.started",
+            "http11.response_closed.complete",
+        ]
 
     async def test_ssl_context(self, nghttpd_tls: Nghttpd, certificates: Certificates) -> None:
         context = ssl.create_default_context(cafile=str(certificates.ca_pem))

@@ -30,7 +30,7 @@ class AsyncConnectionPool(OriginAdapter, AsyncRequestInterface):
     cleartext once the first connection found that the server does not
     answer HTTP/2). httpcore's ``extensions["timeout"]`` keys ``connect``,
     ``read``, ``write`` and ``pool`` are honoured, and ``extensions["trace"]``
-    gets httpcore's event names where h2pool observes them (see
+    gets httpcore's events of the request, not those of its connection (see
     ``docs/httpcore.md``); errors are httpcore's exception classes. As with
     httpcore, a request fails at once when every endpoint of its origin is
     failing. httpcore's ``proxy``, ``uds``, ``local_address``,

@@ -35,8 +35,8 @@ class AsyncHTTPTransport(OriginAdapter, httpx.AsyncBaseTransport):
     ``httpx.ReadTimeout``, ``httpx.PoolTimeout``, ``httpx.ConnectError``,
     ``httpx.RemoteProtocolError``, ...). As with httpx, a request fails at
     once when every endpoint of its origin is failing. The ``trace``
-    request extension gets httpcore's event names where h2pool observes
-    them (see ``docs/httpx.md``).
+    request extension gets httpcore's events of the request, not those
+    of its connection (see ``docs/httpx.md``).
 
     The arguments of ``httpx.AsyncHTTPTransport`` that h2pool implements
     are taken alike; ``proxy``, ``uds``, ``local_address`` and

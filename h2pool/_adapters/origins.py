@@ -239,7 +239,7 @@ class OriginAdapter:
         pool = self._pools.get(*origin)
         trace: TraceCallback | None = extensions.get("trace")
         tracer = Tracer(trace, caller_request, self._pools.trace_prefix(*origin))
-        async with tracer.span("receive_response_headers") as outcome:
+        async with tracer.response_headers() as outcome:
             with translated(table, **context):
                 for attempt in range(self._retries + 1):
                     held = StreamedResponse(
@@ -251,6 +251,7 @@ class OriginAdapter:
                             timeout=timeouts_from(extensions.get("timeout")),
                             # A retry waits for the pool's next connection attempt.
                             wait_for_ready=True if attempt else None,
+                            _observer=tracer.observer,
                         ),
                         tracer,
                     )

@@ -1,33 +1,36 @@
-"""The ``trace`` request extension of httpx and httpcore, at the points an adapter observes.
+"""The ``trace`` request extension of httpx and httpcore, with httpcore's events.
 
 httpcore calls ``extensions["trace"](event_name, info)`` around each step of
 a request (``http2.send_request_headers.started``, ``...complete``,
-``...failed``). h2pool's pool connects, multiplexes and retries on its own,
-so an adapter sees a request at three points: handed to the pool (sent,
-retried if need be, until the response headers are in), its body read, and
-its response closed. Those are traced, with httpcore's names and
-arguments:
+``...failed``). Here, in httpcore's order and with its arguments:
 
-- ``{p}.receive_response_headers.started`` ``{"request": request}``, then
-  ``.complete`` ``{"return_value": (status, headers)}`` or ``.failed``
-  ``{"exception": error}``;
+- ``{p}.send_request_headers`` and ``{p}.send_request_body``: told by the
+  pool's connection as it takes them (see :data:`h2pool._pool.outgoing.Observer`),
+  for every attempt, ``{"request": request, "stream_id": n}`` over HTTP/2;
+- ``{p}.receive_response_headers.started`` once the first attempt's body is
+  sent (or at the end if nothing was), then ``.complete``
+  ``{"return_value": (status, headers)}`` or ``.failed`` ``{"exception": error}``;
 - ``{p}.receive_response_body.started`` / ``.complete`` / ``.failed``
   (once for the whole body, not per chunk);
 - ``{p}.response_closed.started`` / ``.complete``;
 
-where ``{p}`` is ``http2`` or ``http11``: the protocol of the response, or
-for the first event the one its origin answered with last (``http2`` at
-first). Connection events (``connection.connect_tcp``,
+where ``{p}`` is ``http2`` or ``http11``: the protocol of the connection
+that carried the request, or, before one did, the one its origin answered
+with last (``http2`` at first). Connection events (``connection.connect_tcp``,
 ``connection.start_tls``, ``http2.send_connection_init``) are not traced:
-connections are opened by the pool ahead of requests and shared by many.
+connections are opened by the pool ahead of requests and shared by many, and
+one opened while requests wait goes to the oldest of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from .._pool.outgoing import Observer
 
 __all__ = ["Tracer", "trace_prefix"]
 
@@ -39,33 +42,87 @@ def trace_prefix(http_version: str) -> str:
     return "http11" if http_version.startswith("HTTP/1") else "http2"
 
 
+class _Phase(enum.Enum):
+    """Where a traced request is, for ``receive_response_headers.started``."""
+
+    SENDING = "sending"  #: handed to the pool; its body not sent yet
+    WAITING = "waiting"  #: ``receive_response_headers.started`` told
+    ANSWERED = "answered"  #: ``receive_response_headers`` over
+
+
 class Tracer:
     """Calls a request's ``trace`` callback (sync or async), or does nothing without one.
 
     Args:
         callback: ``extensions["trace"]`` of the request, or None.
         request: The caller's request object, passed as ``info["request"]``.
-        prefix: ``http2`` or ``http11`` until a response says which.
+        prefix: ``http2`` or ``http11`` until a connection or a response says which.
     """
 
     def __init__(self, callback: TraceCallback | None, request: Any, prefix: str) -> None:
         self._callback = callback
         self._request = request
         self.prefix = prefix
+        self._phase = _Phase.SENDING
+        #: What the pool tells of the steps of sending the request, or None untraced.
+        self.observer: Observer | None = None if callback is None else self._observe
+
+    async def _call(self, event: str, info: dict[str, Any]) -> None:
+        assert self._callback is not None
+        result = self._callback(event, info)
+        if inspect.isawaitable(result):
+            await result
 
     async def _emit(self, name: str, info: dict[str, Any]) -> None:
         if self._callback is not None:
-            result = self._callback(f"{self.prefix}.{name}", info)
-            if inspect.isawaitable(result):
-                await result
+            await self._call(f"{self.prefix}.{name}", info)
+
+    async def _observe(self, http_version: str, step: str, info: dict[str, Any]) -> None:
+        """The pool's observer: a step of an attempt, under its connection's prefix."""
+        prefix = trace_prefix(http_version)
+        if step.endswith(".started"):
+            info = {"request": self._request, **info}
+        await self._call(f"{prefix}.{step}", info)
+        if step.startswith("send_request_body.") and not step.endswith(".started"):
+            self.prefix = prefix
+            await self._waiting()
+
+    async def _waiting(self) -> None:
+        """``receive_response_headers.started``, once, as httpcore: after the body is sent."""
+        if self._phase is _Phase.SENDING:
+            self._phase = _Phase.WAITING
+            await self._emit("receive_response_headers.started", {"request": self._request})
+
+    @contextlib.asynccontextmanager
+    async def response_headers(self) -> AsyncIterator[dict[str, Any]]:
+        """``receive_response_headers``, around handing the request to the pool.
+
+        ``.started`` comes once the first attempt sent its body (or at the
+        end, if no attempt sent anything); a retry's sending steps may follow
+        it. Yields the dict whose ``"return_value"`` goes with ``.complete``.
+        """
+        if self._callback is None:
+            yield {}
+            return
+        outcome: dict[str, Any] = {"return_value": None}
+        try:
+            yield outcome
+        except Exception as exc:
+            await self._answered("failed", {"exception": exc})
+            raise
+        await self._answered("complete", outcome)
+
+    async def _answered(self, how: str, info: dict[str, Any]) -> None:
+        await self._waiting()
+        self._phase = _Phase.ANSWERED
+        await self._emit(f"receive_response_headers.{how}", info)
 
     @contextlib.asynccontextmanager
     async def span(self, name: str) -> AsyncIterator[dict[str, Any]]:
         """``name.started`` now, then ``name.complete`` or ``name.failed``.
 
         Yields a dict whose ``"return_value"`` key, if the body sets it, goes
-        with ``.complete``; ``prefix`` may change inside (once the protocol
-        of the response is known).
+        with ``.complete``.
         """
         if self._callback is None:
             yield {}

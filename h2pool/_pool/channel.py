@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from .._core.headers import HeaderList
 from .._core.protocol import ConnectionEvent, H2Protocol
 from .._exceptions import H2PoolError, ReadTimeout, WriteTimeout
-from .outgoing import OutgoingRequest, Upload
+from .outgoing import Observer, OutgoingRequest, Upload
 from .timeouts import bounded
 
 __all__ = [
@@ -237,15 +238,43 @@ class H2Channel(Channel):
             stream_id = await protocol.start_request(
                 headers, end_stream=request.body is None and request.upload is None, checked=True
             )
+            if request.observer is not None:
+                return stream_id, await self._observed(stream_id, request, request.observer)
         except H2PoolError as exc:
             raise exc.in_context(self.context(request)) from exc
+        return stream_id, self._send_body(stream_id, request, None)
+
+    def _send_body(
+        self, stream_id: int, request: OutgoingRequest, observer: Observer | None
+    ) -> asyncio.Task[None] | None:
+        """Queue the body in memory, or start sending the streamed one; its sender."""
         if request.body is not None:
-            protocol.queue_data(stream_id, request.body, end_stream=True)
+            self.protocol.queue_data(stream_id, request.body, end_stream=True)
         elif request.upload is not None:
             write_timeout = request.timeouts.write
-            upload = _send_upload(protocol, stream_id, request.upload, write_timeout)
-            return stream_id, asyncio.ensure_future(upload)
-        return stream_id, None
+            upload = _send_upload(self.protocol, stream_id, request.upload, write_timeout, observer)
+            return asyncio.ensure_future(upload)
+        return None
+
+    async def _observed(
+        self, stream_id: int, request: OutgoingRequest, observer: Observer
+    ) -> asyncio.Task[None] | None:
+        """:meth:`_send_body`, telling ``observer`` of the headers and the body.
+
+        The HEADERS frame is queued when the stream opens, and leaves with the
+        connection's next write, as the body queued in memory does; a streamed
+        body is over when its sender has handed its end to the connection.
+        """
+        try:
+            async with _step(observer, "send_request_headers", stream_id):
+                pass  # queued by start_request
+            if request.upload is not None:
+                return self._send_body(stream_id, request, observer)
+            async with _step(observer, "send_request_body", stream_id):
+                return self._send_body(stream_id, request, observer)
+        except BaseException:
+            self.protocol.reset_stream(stream_id)
+            raise
 
     async def _failed(
         self,
@@ -389,20 +418,46 @@ class _H2Body:
             await _stop(self._sender)
 
 
+@contextlib.asynccontextmanager
+async def _step(observer: Observer, step: str, stream_id: int) -> AsyncIterator[None]:
+    """Tell ``observer`` of a step of an HTTP/2 request: started, then complete or failed."""
+    await observer("HTTP/2", f"{step}.started", {"stream_id": stream_id})
+    try:
+        yield
+    except BaseException as exc:
+        await observer("HTTP/2", f"{step}.failed", {"exception": exc})
+        raise
+    await observer("HTTP/2", f"{step}.complete", {"return_value": None})
+
+
 async def _send_upload(
-    protocol: H2Protocol, stream_id: int, upload: Upload, write_timeout: float | None
+    protocol: H2Protocol,
+    stream_id: int,
+    upload: Upload,
+    write_timeout: float | None,
+    observer: Observer | None,
 ) -> None:
     try:
-        async for chunk in upload:
-            if write_timeout is None:
-                await protocol.send_data(stream_id, chunk)
-            else:
-                async with bounded(write_timeout, WriteTimeout, "sending the request body"):
-                    await protocol.send_data(stream_id, chunk)
-        await protocol.end_stream(stream_id)
+        if observer is None:
+            await _upload(protocol, stream_id, upload, write_timeout)
+        else:
+            async with _step(observer, "send_request_body", stream_id):
+                await _upload(protocol, stream_id, upload, write_timeout)
     except BaseException:
         protocol.reset_stream(stream_id)  # wakes the wait for the response
         raise
+
+
+async def _upload(
+    protocol: H2Protocol, stream_id: int, upload: Upload, write_timeout: float | None
+) -> None:
+    async for chunk in upload:
+        if write_timeout is None:
+            await protocol.send_data(stream_id, chunk)
+        else:
+            async with bounded(write_timeout, WriteTimeout, "sending the request body"):
+                await protocol.send_data(stream_id, chunk)
+    await protocol.end_stream(stream_id)
 
 
 async def _stop(task: asyncio.Task[None] | None) -> BaseException | None:

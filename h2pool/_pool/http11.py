@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import httpcore
@@ -31,7 +31,7 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .channel import Channel, ChannelListener, Reply
-from .outgoing import OutgoingRequest
+from .outgoing import Observer, OutgoingRequest
 
 __all__ = ["H11Channel", "StreamProtocol", "map_httpcore_errors"]
 
@@ -299,6 +299,8 @@ class H11Channel(Channel):
             content=content if content is not None else b"",
             extensions={"timeout": {"read": timeouts.read, "write": timeouts.write}},
         )
+        if request.observer is not None:
+            outgoing.extensions["trace"] = _sending_steps(request.observer)
         self.reserved -= 1
         self._set_busy(True)
         context = self.context(request)
@@ -333,6 +335,22 @@ class H11Channel(Channel):
         self._set_busy(False)
         if self._usable():
             self._notify(ConnectionEvent.SLOT_FREED)
+
+
+# httpcore's trace events of sending a request: those, and only those, an observer is told of.
+_SENDING_STEPS = ("send_request_headers.", "send_request_body.")
+
+
+def _sending_steps(observer: Observer) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """httpcore's ``trace`` extension, telling ``observer`` of the steps of sending."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        step = event.partition(".")[2]  # without httpcore's "http11." prefix
+        if step.startswith(_SENDING_STEPS):
+            # httpcore's own request object is no one else's business.
+            await observer("HTTP/1.1", step, {k: v for k, v in info.items() if k != "request"})
+
+    return trace
 
 
 class _H11Body:

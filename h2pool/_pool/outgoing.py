@@ -11,9 +11,9 @@ anything is sent and before any connection is touched.
 from __future__ import annotations
 
 import json as json_module
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .._core.headers import METHOD, HeadersIn, encode_headers
 from .._exceptions import H2PoolError, LocalProtocolError
@@ -23,6 +23,7 @@ from .urls import QueryParams, request_path
 
 __all__ = [
     "Content",
+    "Observer",
     "OutgoingRequest",
     "Rewindable",
     "Upload",
@@ -32,6 +33,14 @@ __all__ = [
 
 #: A request body: bytes, or an async iterable of bytes for a streamed upload.
 Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
+
+#: Told of each step of sending a request, as the connection takes it:
+#: ``(http_version, event, info)``, for example ``("HTTP/2",
+#: "send_request_headers.started", {"stream_id": 1})``, then ``".complete"``
+#: ``{"return_value": None}`` or ``".failed"`` ``{"exception": exc}``; the
+#: events and their info are httpcore's (its ``trace`` extension). Awaited
+#: where the step happens: the request waits for it.
+Observer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 _METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -99,6 +108,7 @@ class OutgoingRequest:
             failed after they arrived (for the error that ends the request).
         avoid: The endpoint of the latest failed attempt: a retry goes
             elsewhere when another endpoint can take it.
+        observer: Told of the steps of sending it, on every attempt, or None.
     """
 
     method: str
@@ -113,6 +123,7 @@ class OutgoingRequest:
     last_error: H2PoolError | None = None
     response_headers: list[tuple[str, str]] | None = None
     avoid: str | None = None
+    observer: Observer | None = None
 
     @property
     def target(self) -> str:

@@ -32,7 +32,7 @@ from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
-from .outgoing import Content, OutgoingRequest, build_request, checked_headers
+from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .probes import HealthCheck, HealthChecker
 from .response import Response
@@ -372,6 +372,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         json: Any = None,
         timeout: Timeouts | float | object | None = DEFAULT,
         wait_for_ready: bool | None = None,
+        _observer: Observer | None = None,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
 
@@ -379,6 +380,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         happen until the response headers arrive, never after. On exit an
         unread body is abandoned (RST_STREAM CANCEL). Arguments are those of
         :meth:`request`; ``timeout`` also bounds reading the body.
+        ``_observer`` is for h2pool's adapters (their ``trace`` extension).
         """
         response = await self._send(
             method,
@@ -390,6 +392,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             timeout,
             wait_for_ready,
             read_body=False,
+            observer=_observer,
         )
         try:
             yield response
@@ -421,6 +424,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         wait_for_ready: bool | None,
         *,
         read_body: bool,
+        observer: Observer | None = None,
     ) -> Response:
         """Check and build the request, then send it within its total deadline.
 
@@ -444,6 +448,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             base_path=self._base_path,
         )
         request.wait_for_ready = wait_for_ready
+        request.observer = observer
         started = time.perf_counter()  # Response.elapsed counts from here
         if self._checker is not None and not self._closing:
             self._checker.start()  # once: a pool used without start()
