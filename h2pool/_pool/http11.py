@@ -38,9 +38,6 @@ __all__ = ["H11Channel", "StreamProtocol", "map_httpcore_errors"]
 
 # httpcore's exceptions as h2pool's, most specific first (the one table of this edge):
 # (httpcore class, h2pool class, never_processed when it differs from the class's).
-# Seconds a closing TLS connection may take to exchange close_notify before it is aborted.
-_CLOSE_GRACE = 1.0
-
 _ERRORS: tuple[tuple[type[Exception], type[H2PoolError], bool | None], ...] = (
     (httpcore.ConnectTimeout, ConnectTimeout, None),
     (httpcore.ReadTimeout, ReadTimeout, None),
@@ -86,7 +83,6 @@ class StreamProtocol(asyncio.Protocol):
         self.error: Exception | None = None
         self._readable: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
-        self.lost = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not isinstance(): uvloop's transports have asyncio.Transport's
@@ -105,7 +101,6 @@ class StreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
-        self.lost.set()
         self._wake_reader()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
@@ -288,23 +283,6 @@ class H11Channel(Channel):
             if self._protocol.transport is not None:
                 self._protocol.transport.close()
         await self._connection.aclose()
-        await self._closed_within(_CLOSE_GRACE)
-
-    async def _closed_within(self, seconds: float) -> None:
-        """Wait for the socket to close; past ``seconds``, abort it.
-
-        Over TLS, ``close()`` first exchanges close_notify with the server:
-        a busy or silent server would leave the socket open after the pool
-        has closed (and the event loop with it).
-        """
-        transport = self._protocol.transport
-        if transport is None:
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._protocol.lost.wait()
-        except TimeoutError:
-            transport.abort()
 
     async def exchange(self, request: OutgoingRequest) -> Reply:
         timeouts = request.timeouts
