@@ -332,5 +332,7 @@ async def _speaks_tls(host: str, port: int, timeout: float) -> bool:
             )
     except (OSError, TimeoutError):  # ssl.SSLError is an OSError
         return False
-    transport.close()
+    # Aborted, not closed: close() would first wait for the server's
+    # close_notify, up to asyncio's 30 s, and a probe must not outlive its pool.
+    transport.abort()
     return True
