@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from .._exceptions import H2PoolError, ReadTimeout
 from .._messages import adopt_fields
 from .channel import Channel, Fetched, Reply
+from .endpoint import Endpoint
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
 from .response import Body, Response
 from .scheduler import Grant, Scheduler
 from .timeouts import Expiring
 
-__all__ = ["Attempts"]
+__all__ = ["Answered", "Attempts"]
 
 logger = logging.getLogger("h2pool.pool")
+
+#: Told of every attempt's outcome on an endpoint: a status code, or the error
+#: that ended it, and the seconds from sending to the answer (for balancing and
+#: outlier detection; called synchronously, must not raise).
+Answered = Callable[[Endpoint[Channel], "int | H2PoolError", float], None]
 
 # Nothing used yet (immutable: each decision returns the next value).
 _FRESH = Tries()
@@ -34,9 +41,10 @@ class Attempts:
         active: Requests in flight (sent, or holding an unread response).
     """
 
-    def __init__(self, scheduler: Scheduler, retry: RetryPolicy) -> None:
+    def __init__(self, scheduler: Scheduler, retry: RetryPolicy, answered: Answered) -> None:
         self._scheduler = scheduler
         self._retry = retry
+        self._answered = answered
         self.active = 0
         self._idle: asyncio.Event | None = None
 
@@ -62,8 +70,10 @@ class Attempts:
         tries = _FRESH
         policy = self._retry
         scheduler = self._scheduler
+        clock = asyncio.get_running_loop().time
         while True:
             address: str | None = None
+            grant = None
             try:
                 grant = scheduler.try_acquire(request.timeouts.connect, request.avoid)
                 if grant is None or grant.stale:
@@ -71,6 +81,7 @@ class Attempts:
                 self.active += 1
                 channel = grant.channel
                 address = grant.endpoint.address
+                sent_at = clock()
                 # Both take the reservation.
                 if read_body:  # request(): the whole body, inside the request's deadline
                     try:
@@ -104,7 +115,8 @@ class Attempts:
                         draining=not channel.accepting_streams,
                     )
             except H2PoolError as exc:
-                if address is not None:
+                if address is not None and grant is not None:
+                    self._answered(grant.endpoint, exc, clock() - sent_at)
                     request.avoid = address  # a retry goes elsewhere when it can
                     if exc.endpoint is None:
                         exc.endpoint = address  # the attempt's own copy (in_context)
@@ -112,6 +124,7 @@ class Attempts:
                 outcome: H2PoolError | int = exc
                 retry_after = None
             else:
+                self._answered(grant.endpoint, response.status_code, clock() - sent_at)
                 if response.status_code not in policy.statuses:
                     return response  # the common case: no decision to make
                 outcome = response.status_code

@@ -236,6 +236,13 @@ class Maintenance:
             )
         self._schedule_resolve()
 
+    def answered(
+        self, endpoint: Endpoint[Channel], outcome: int | H2PoolError, latency: float
+    ) -> None:
+        """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s."""
+        # FOUNDATION (issue #10): the balancer's latency score and outlier
+        # detection on answers are recorded here.
+
     # ------------------------------------------------------------------
     # Endpoints from DNS
 

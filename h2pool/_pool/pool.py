@@ -234,7 +234,9 @@ class Pool(Verbs[Awaitable[Response], Content]):
             wait_for_ready=wait_for_ready,
         )
         self._scheduler = self._maintenance.scheduler
-        self._attempts = Attempts(self._scheduler, retry or RetryPolicy())
+        self._attempts = Attempts(
+            self._scheduler, retry or RetryPolicy(), self._maintenance.answered
+        )
         self._deadlines = DeadlineTimers()
         self._closing = False
         self._checker: HealthChecker | None = None
