@@ -97,14 +97,14 @@ class TestRouting:
         busy = FakeConnection(open_streams=90, last_received=10.0)  # loaded and stale
         a, b = endpoint("a:1", light), endpoint("b:1", busy)
         assert decide([a, b]).connection is light
-        assert decide([a, b], avoid="a:1").connection is busy
+        assert decide([a, b], avoid=frozenset({"a:1"})).connection is busy
         # Only the avoided endpoint has room: used rather than waiting.
         b.connections = [FakeConnection(open_streams=100)]
-        assert decide([a, b], avoid="a:1").connection is light
+        assert decide([a, b], avoid=frozenset({"a:1"})).connection is light
         # No room anywhere: a new connection is opened elsewhere first.
         a.connections = [FakeConnection(open_streams=100)]
-        assert decide([a, b], avoid="a:1").endpoint is b
-        assert decide([a, b], avoid="b:1").endpoint is a
+        assert decide([a, b], avoid=frozenset({"a:1"})).endpoint is b
+        assert decide([a, b], avoid=frozenset({"b:1"})).endpoint is a
 
     def test_ties_rotate_between_endpoints(self) -> None:
         eps = [endpoint(f"e{i}:1", FakeConnection()) for i in range(3)]

@@ -117,7 +117,7 @@ class Attempts:
             except H2PoolError as exc:
                 if address is not None and grant is not None:
                     self._answered(grant.endpoint, exc, clock() - sent_at)
-                    request.avoid = address  # a retry goes elsewhere when it can
+                    request.avoid |= {address}  # a retry goes elsewhere when it can
                     if exc.endpoint is None:
                         exc.endpoint = address  # the attempt's own copy (in_context)
                 request.last_error = exc

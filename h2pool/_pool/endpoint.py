@@ -23,6 +23,7 @@ __all__ = [
     "ConnectivityState",
     "Endpoint",
     "EndpointStats",
+    "rotation",
     "split_address",
     "unreachable",
 ]
@@ -149,6 +150,8 @@ class Endpoint(Generic[ConnT]):
         ping_interval: Silence before a PING, once a peer asked for fewer pings.
         last_failure: The latest failure, if the endpoint failed since its
             last success.
+        tier: 0 for a primary endpoint, 1 for a backup (``backup_endpoints``):
+            a tier takes requests only while no lower tier has a usable endpoint.
     """
 
     address: str
@@ -166,6 +169,7 @@ class Endpoint(Generic[ConnT]):
     last_failure: BaseException | None = None
     ping_interval: float | None = None
     closed: bool = False
+    tier: int = 0
 
     def __post_init__(self) -> None:
         self.host, self.port = split_address(self.address)
@@ -190,6 +194,18 @@ class Endpoint(Generic[ConnT]):
     def ejected(self, now: float) -> bool:
         """Whether the endpoint is out of rotation at ``now``."""
         return now < self.ejected_until
+
+    def usable(self, now: float) -> bool:
+        """Whether the endpoint may take requests now, as far as tiers go (a pure read).
+
+        Not ejected, and either live or not failing: one that is failing
+        comes back only with a new connection (proof of life).
+        """
+        return (
+            not self.closed
+            and not self.ejected(now)
+            and (not self.consecutive_failures or bool(self.ready()))
+        )
 
     def may_connect(self, now: float) -> bool:
         """Whether a new connection attempt is allowed (not backing off, not ejected)."""
@@ -262,6 +278,24 @@ class Endpoint(Generic[ConnT]):
             last_error=self.last_error,
             ping_interval=self.ping_interval,
         )
+
+
+def rotation(endpoints: Sequence[Endpoint[ConnT]], now: float) -> Sequence[Endpoint[ConnT]]:
+    """The endpoints that take new requests at ``now``, of open ``endpoints`` (a pure read).
+
+    Those not ejected (all of them when every one is), of the lowest tier
+    that has a usable endpoint (Envoy's priority levels): backups take
+    requests only while no primary is usable. When no tier has one, every
+    tier is in play, so that whichever endpoint comes back first is used.
+    """
+    in_rotation = [ep for ep in endpoints if not ep.ejected(now)] or list(endpoints)
+    if all(ep.tier == 0 for ep in in_rotation):
+        return in_rotation  # no backups: the commonest case
+    for tier in sorted({ep.tier for ep in in_rotation}):
+        members = [ep for ep in in_rotation if ep.tier == tier]
+        if any(ep.usable(now) for ep in members):
+            return members
+    return in_rotation
 
 
 def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:

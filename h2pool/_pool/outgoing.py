@@ -106,8 +106,8 @@ class OutgoingRequest:
         last_error: The latest failure of an attempt, for messages.
         response_headers: The response headers of the latest attempt that
             failed after they arrived (for the error that ends the request).
-        avoid: The endpoint of the latest failed attempt: a retry goes
-            elsewhere when another endpoint can take it.
+        avoid: The endpoints of its failed attempts (Envoy's previous
+            hosts): a retry goes elsewhere when another endpoint can take it.
         observer: Told of the steps of sending it, on every attempt, or None.
     """
 
@@ -122,7 +122,7 @@ class OutgoingRequest:
     wait_for_ready: bool | None = None
     last_error: H2PoolError | None = None
     response_headers: list[tuple[str, str]] | None = None
-    avoid: str | None = None
+    avoid: frozenset[str] = frozenset()
     observer: Observer | None = None
 
     @property

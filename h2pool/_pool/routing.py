@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic, NamedTuple
 
-from .endpoint import ConnT, Endpoint
+from .endpoint import ConnT, Endpoint, rotation
 
 __all__ = ["Route", "route"]
 
@@ -49,7 +49,7 @@ def route(
     waiting: int,
     functional_timeout: float,
     turn: int = 0,
-    avoid: str | None = None,
+    avoid: frozenset[str] = frozenset(),
 ) -> Route[ConnT]:
     """Decide where a new stream goes.
 
@@ -60,10 +60,10 @@ def route(
         functional_timeout: Silence after which a connection counts as stale.
         turn: A counter that rotates ties between endpoints, so equally
             loaded endpoints share the load.
-        avoid: The address of an endpoint to use only if no other can take
-            the stream now: a retry goes elsewhere when it can (as Envoy's
-            previous-hosts retry predicate), so that one failing endpoint
-            cannot fail all of a request's attempts.
+        avoid: The addresses of endpoints to use only if no other can take
+            the stream now: a retry (or a hedge) goes elsewhere when it can
+            (as Envoy's previous-hosts retry predicate), so that one failing
+            endpoint cannot fail all of a request's attempts.
 
     Returns:
         Use the least-loaded live connection with a free slot, preferring
@@ -84,7 +84,7 @@ def route(
             stale = now - conn.last_received >= functional_timeout
             return Route(endpoint=endpoint, connection=conn, stale=stale)
     open_endpoints = [ep for ep in endpoints if not ep.closed]
-    in_rotation = [ep for ep in open_endpoints if not ep.ejected(now)] or open_endpoints
+    in_rotation = rotation(open_endpoints, now)
     count = len(in_rotation)
     best: tuple[Endpoint[ConnT], ConnT] | None = None
     best_key: tuple[bool, bool, float, int, float] | None = None
@@ -107,11 +107,11 @@ def route(
         if not candidates:
             continue
         load = taken / capacity
-        rotation = (index - turn) % count
-        avoided = endpoint.address == avoid
+        order = (index - turn) % count
+        avoided = endpoint.address in avoid
         for conn, fill in candidates:
             stale = now - conn.last_received >= functional_timeout
-            key = (avoided, stale, load, rotation, fill)
+            key = (avoided, stale, load, order, fill)
             if best_key is None or key < best_key:
                 best, best_key = (endpoint, conn), key
     if best is not None and best_key is not None:
@@ -121,7 +121,7 @@ def route(
     if waiting <= expected:
         return Route()  # the connections being opened will hold them
     openable = [
-        (ep.address == avoid, ready + ep.connecting, (index - turn) % count, ep)
+        (ep.address in avoid, ready + ep.connecting, (index - turn) % count, ep)
         for index, (ep, ready) in enumerate(zip(in_rotation, ready_counts, strict=True))
         if ep.may_connect(now) and ready + ep.connecting < ep.max_connections
     ]

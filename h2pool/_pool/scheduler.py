@@ -67,7 +67,7 @@ class _Waiter:
         future: asyncio.Future[Grant],
         connect_timeout: float | None,
         wait_for_ready: bool,
-        avoid: str | None,
+        avoid: frozenset[str],
     ) -> None:
         self.future = future
         self.connect_timeout = connect_timeout
@@ -109,10 +109,12 @@ class Scheduler:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
-    def try_acquire(self, connect_timeout: float | None, avoid: str | None = None) -> Grant | None:
+    def try_acquire(
+        self, connect_timeout: float | None, avoid: frozenset[str] = frozenset()
+    ) -> Grant | None:
         """A slot now, if one is free and nobody waits for one: the fast path, no waiting.
 
-        ``avoid``: an endpoint to use only if no other can take the stream (a retry's).
+        ``avoid``: endpoints to use only if no other can take the stream (a retry's).
 
         Raises:
             PoolClosed: The pool is closing (retries too are refused then).
@@ -143,12 +145,12 @@ class Scheduler:
         connect_timeout: float | None,
         pool_timeout: float | None,
         wait_for_ready: bool | None = None,
-        avoid: str | None = None,
+        avoid: frozenset[str] = frozenset(),
     ) -> Grant:
         """Wait for a slot, oldest first; the slot is reserved when this returns.
 
         ``wait_for_ready`` (None: the pool's) says whether to go on waiting
-        when every endpoint is failing; ``avoid`` is an endpoint to use only if
+        when every endpoint is failing; ``avoid`` are endpoints to use only if
         no other can take the stream (a retry's).
 
         Raises:
