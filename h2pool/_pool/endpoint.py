@@ -23,7 +23,9 @@ __all__ = [
     "ConnectivityState",
     "Endpoint",
     "EndpointStats",
+    "backup_addresses",
     "rotation",
+    "serving_tier",
     "split_address",
     "unreachable",
 ]
@@ -106,6 +108,7 @@ class EndpointStats:
         last_error: The latest failure, as text.
         ping_interval: Silence before a health PING, once the peer asked
             for fewer pings (GOAWAY ``too_many_pings``); None before.
+        tier: 0 for a primary endpoint, 1 for a backup (``backup_endpoints``).
     """
 
     address: str
@@ -119,6 +122,7 @@ class EndpointStats:
     ejected: bool
     last_error: str | None
     ping_interval: float | None
+    tier: int
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -198,13 +202,15 @@ class Endpoint(Generic[ConnT]):
     def usable(self, now: float) -> bool:
         """Whether the endpoint may take requests now, as far as tiers go (a pure read).
 
-        Not ejected, and either live or not failing: one that is failing
-        comes back only with a new connection (proof of life).
+        Not ejected, and either live or not failing: one that failed since
+        its last success comes back only with a new connection (proof of
+        life), also once an ejection ended (ejecting forgets the count of
+        failures, not the failure).
         """
         return (
             not self.closed
             and not self.ejected(now)
-            and (not self.consecutive_failures or bool(self.ready()))
+            and (self.last_failure is None or bool(self.ready()))
         )
 
     def may_connect(self, now: float) -> bool:
@@ -277,6 +283,7 @@ class Endpoint(Generic[ConnT]):
             ejected=self.ejected(now),
             last_error=self.last_error,
             ping_interval=self.ping_interval,
+            tier=self.tier,
         )
 
 
@@ -296,6 +303,16 @@ def rotation(endpoints: Sequence[Endpoint[ConnT]], now: float) -> Sequence[Endpo
         if any(ep.usable(now) for ep in members):
             return members
     return in_rotation
+
+
+def serving_tier(endpoints: Sequence[Endpoint[ConnT]], now: float) -> int:
+    """The highest tier :func:`rotation` puts in play at ``now`` (a pure read).
+
+    Maintenance keeps connections to the endpoints of this tier, retries
+    those of lower tiers (failing: they may come back), and leaves the
+    higher ones (backups while a primary serves) unconnected.
+    """
+    return max((ep.tier for ep in rotation(endpoints, now)), default=0)
 
 
 def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:
@@ -326,3 +343,22 @@ def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:
     error = kind(f"no endpoint could be reached: {causes}")
     error.__cause__ = failures[-1][1]
     return error
+
+
+def backup_addresses(backups: Sequence[str] | None, endpoints: Sequence[str] | None) -> list[str]:
+    """The backup endpoints as a list, each ``"host:port"`` once and not a primary too."""
+    if backups is None:
+        return []
+    if isinstance(backups, str | bytes):
+        raise TypeError("backup_endpoints must be a list of 'host:port', not a single str")
+    listed = list(backups)
+    for address in listed:
+        if not isinstance(address, str):
+            raise TypeError(f"backup_endpoints must hold str, not {type(address).__name__}")
+        split_address(address)  # ValueError naming it
+    if len(set(listed)) != len(listed):
+        raise ValueError(f"backup_endpoints lists an endpoint twice: {listed}")
+    both = set(listed) & set(endpoints or ())
+    if both:
+        raise ValueError(f"{sorted(both)} both in endpoints and in backup_endpoints")
+    return listed

@@ -5,6 +5,16 @@ connection event (draining, closed, limit changed, slot freed), the end of a
 backoff, a failed endpoint that calls for a new DNS resolution. After each,
 the scheduler runs once (:meth:`Scheduler.assign`). Nothing polls: one
 timer is armed only while an endpoint waits out a backoff or an ejection.
+
+Tiers (``backup_endpoints``): connections are kept to the tier that serves
+(:func:`.endpoint.serving_tier`); the failing endpoints of lower tiers are
+retried (each with its backoff) so that they can come back; higher tiers
+are not connected. When a lower tier serves again, the connections of the
+higher ones are shut down gracefully (GOAWAY: their requests in flight
+finish, no new one starts there).
+
+Subsetting (``subset_size``): of the endpoints given or resolved, only the
+pool's subset (:func:`.subset.subset`) becomes endpoints of the pool.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +30,7 @@ from .._core.protocol import ConnectionEvent
 from .._exceptions import ConnectError, H2PoolError
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
-from .endpoint import Endpoint
+from .endpoint import Endpoint, serving_tier
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -29,6 +39,7 @@ from .policies import (
     may_eject,
 )
 from .scheduler import Scheduler
+from .subset import subset
 
 __all__ = ["Maintenance", "MaintenanceSettings"]
 
@@ -48,6 +59,9 @@ class MaintenanceSettings:
     backoff: ConnectionBackoff
     ejection: EjectionPolicy
     resolve_interval: float
+    subset_size: int | None = None
+    subset_client: tuple[int, int] | None = None
+    subset_seed: bytes = b""
 
 
 class Maintenance:
@@ -58,6 +72,7 @@ class Maintenance:
         host: The target's host (resolved when ``endpoints`` is None).
         port: The target's port.
         endpoints: The fixed endpoints, or None to resolve ``host``.
+        backups: The backup endpoints (tier 1), always listed.
         functional_timeout: Health check of connections.
         max_pending: Requests allowed to wait for a slot.
         wait_for_ready: See :class:`~h2pool.Pool`.
@@ -70,6 +85,7 @@ class Maintenance:
         host: str,
         port: int,
         endpoints: list[str] | None,
+        backups: Sequence[str] = (),
         functional_timeout: float,
         max_pending: int,
         wait_for_ready: bool,
@@ -84,7 +100,11 @@ class Maintenance:
             wait_for_ready=wait_for_ready,
             open_connection=self.start_connect,
         )
-        self.scheduler.endpoints = [self._new_endpoint(address) for address in endpoints or ()]
+        self._backups = [self._new_endpoint(address, tier=1) for address in backups]
+        self.scheduler.endpoints = [
+            self._new_endpoint(address) for address in self._subset(endpoints or ())
+        ] + self._backups
+        self._tier = 0  # the tier that served at the latest maintain()
         self._resolve = endpoints is None
         self._resolved_at: float | None = None
         # While the host resolves to nothing: why, how often so far, and
@@ -106,19 +126,31 @@ class Maintenance:
     # Keeping min_connections
 
     def maintain(self) -> None:
-        """Keep ``min_connections`` open per endpoint, now or when backoffs end.
+        """Keep ``min_connections`` open per endpoint of the serving tier, now or when backoffs end.
 
         An endpoint that may not be connected to yet (backing off, ejected)
         is tried again by one timer, armed only while such an endpoint
-        exists: a healthy pool runs no timer.
+        exists: a healthy pool runs no timer. A failing endpoint of a lower
+        tier than the serving one is tried with at least one connection
+        (whatever ``min_connections``), so that it can come back.
         """
         if self.closing:
             return
         now = asyncio.get_running_loop().time()
-        retry_at: float | None = None
         for endpoint in self.endpoints:
             self.prune(endpoint)  # HTTP/1.1 connections may expire without an event
-            while len(endpoint.ready()) + endpoint.connecting < self._settings.min_connections:
+        tier = serving_tier([ep for ep in self.endpoints if not ep.closed], now)
+        if tier < self._tier:
+            self._retire_above(tier)
+        self._tier = tier
+        retry_at: float | None = None
+        for endpoint in self.endpoints:
+            if endpoint.tier > tier:
+                continue  # a backup while a lower tier serves: connected only when needed
+            wanted = self._settings.min_connections
+            if endpoint.tier < tier:
+                wanted = max(wanted, 1)  # failing: retried so that it can come back
+            while len(endpoint.ready()) + endpoint.connecting < wanted:
                 if not endpoint.may_connect(now):
                     if not endpoint.closed:
                         at = max(endpoint.next_attempt_at, endpoint.ejected_until)
@@ -137,6 +169,15 @@ class Maintenance:
         self.maintain()
         self.scheduler.assign()
 
+    def _retire_above(self, tier: int) -> None:
+        """A lower tier serves again: shut the connections of the higher tiers down gracefully."""
+        for endpoint in self.endpoints:
+            if endpoint.tier > tier and endpoint.connections:
+                logger.info("%s is a backup no longer needed: closing", endpoint.address)
+                for connection in endpoint.connections:
+                    # No bound but the requests' own: those in flight finish.
+                    self.spawn(connection.shutdown(timeout=None))
+
     def start_connect(self, endpoint: Endpoint[Channel], timeout: float | None) -> None:
         """Start a connection attempt to ``endpoint`` (counted in ``connecting`` at once)."""
         timeout = timeout or self._settings.connect_timeout
@@ -152,9 +193,21 @@ class Maintenance:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _new_endpoint(self, address: str) -> Endpoint[Channel]:
+    def _subset(self, addresses: Sequence[str]) -> list[str]:
+        """The primary endpoints this pool connects to, of all those given or resolved."""
         settings = self._settings
-        endpoint: Endpoint[Channel] = Endpoint(address, max_connections=settings.max_connections)
+        return subset(
+            addresses,
+            settings.subset_size,
+            seed=settings.subset_seed,
+            client=settings.subset_client,
+        )
+
+    def _new_endpoint(self, address: str, tier: int = 0) -> Endpoint[Channel]:
+        settings = self._settings
+        endpoint: Endpoint[Channel] = Endpoint(
+            address, max_connections=settings.max_connections, tier=tier
+        )
         http1 = settings.http1
         endpoint.http1 = http1 if isinstance(http1, bool) else address in http1
         return endpoint
@@ -249,7 +302,7 @@ class Maintenance:
     @property
     def unresolved(self) -> bool:
         """Whether endpoints come from resolving the target's host and none is known yet."""
-        return self._resolve and not self.scheduler.endpoints
+        return self._resolve and len(self.scheduler.endpoints) == len(self._backups)
 
     async def ensure_endpoints(self, wait_for_ready: bool | None) -> None:
         """Resolve the target's host until it gives an address (if endpoints come from it).
@@ -259,7 +312,8 @@ class Maintenance:
         connection backoff allows; until then ``wait_for_ready`` says what
         a request does: False fails it with the resolver's error, True waits
         and resolves again (the request's deadline bounds it), None (``start()``)
-        returns.
+        returns. With backup endpoints, a request never waits for a failed
+        resolver: the backups serve while it is asked again in the background.
 
         Raises:
             ConnectError: The host did not resolve (naming it and the
@@ -269,6 +323,10 @@ class Maintenance:
         while self.unresolved:
             error = self.resolve_error
             wait = self._next_resolve_at - loop.time()
+            if error is not None and self._backups:
+                if wait <= 0:
+                    self._resolve_in_background()
+                return
             if error is not None and wait > 0:
                 if wait_for_ready is None:
                     return
@@ -284,9 +342,12 @@ class Maintenance:
         if not self._resolve or self._resolved_at is None:
             return
         now = asyncio.get_running_loop().time()
-        if now - self._resolved_at >= self._settings.resolve_interval and (
-            self._resolving is None or self._resolving.done()
-        ):
+        if now - self._resolved_at >= self._settings.resolve_interval:
+            self._resolve_in_background()
+
+    def _resolve_in_background(self) -> None:
+        """Start a resolution, unless one runs; the pool cancels it when it closes."""
+        if self._resolving is None or self._resolving.done():
             self._resolving = asyncio.ensure_future(self._resolve_endpoints())
             self._tasks.add(self._resolving)
             self._resolving.add_done_callback(self._tasks.discard)
@@ -315,12 +376,13 @@ class Maintenance:
             return  # keep what we had
         self.resolve_error = None
         self._resolve_failures = 0
-        known = {ep.address: ep for ep in self.endpoints}
+        known = {ep.address: ep for ep in self.endpoints if ep.tier == 0}
+        chosen = self._subset(addresses)
         self.scheduler.endpoints = [
-            known.get(address) or self._new_endpoint(address) for address in addresses
-        ]
+            known.get(address) or self._new_endpoint(address) for address in chosen
+        ] + self._backups
         for address, endpoint in known.items():
-            if address not in addresses:
+            if address not in chosen:
                 endpoint.closed = True
                 for connection in endpoint.connections:
                     self.spawn(connection.shutdown(timeout=self._functional_timeout * 2))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
@@ -30,12 +31,13 @@ from .._messages import Request
 from .attempts import Attempts
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
-from .endpoint import EndpointStats
+from .endpoint import EndpointStats, backup_addresses
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .probes import HealthCheck, HealthChecker
 from .response import Response
+from .subset import check_subset
 from .timeouts import DeadlineTimers, Timeouts
 from .urls import QueryParams, parse_target
 from .verbs import DEFAULT, Verbs
@@ -122,6 +124,19 @@ class Pool(Verbs[Awaitable[Response], Content]):
             operating system's setting.
         health_check: An active health check of every endpoint: those that
             say they do not serve are out of rotation until they do.
+        backup_endpoints: ``"host:port"`` of endpoints that take requests
+            only while no endpoint of ``endpoints`` (or of the target's host)
+            is usable: every one refused, failing, ejected or lost. Not
+            connected to until then; once a primary endpoint connects again
+            (proof of life), requests go back to the primaries and the
+            backups' connections are shut down gracefully.
+        subset_size: Connect to this many of the endpoints only (for fleets
+            of hundreds), chosen so that many pools spread over all of them;
+            None: every endpoint. See ``subset_client``.
+        subset_client: ``(index, clients)``: this pool's place among
+            ``clients`` pools sharing the endpoints (a pod ordinal, say), for
+            an exact spread (deterministic aperture); None: a random subset
+            (gRFC A68), even only on average. Needs ``subset_size``.
     """
 
     def __init__(
@@ -149,6 +164,9 @@ class Pool(Verbs[Awaitable[Response], Content]):
         ping_budget: PingBudget | None = DEFAULT_PING_BUDGET,
         tcp_keepalive: float | None = 30.0,
         health_check: HealthCheck | None = None,
+        backup_endpoints: Sequence[str] | None = None,
+        subset_size: int | None = None,
+        subset_client: tuple[int, int] | None = None,
     ) -> None:
         parts = parse_target(target)
         functional = check_seconds("functional_timeout", functional_timeout)
@@ -197,6 +215,8 @@ class Pool(Verbs[Awaitable[Response], Content]):
         self._base_path = parts.base_path
         if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
+        backups = backup_addresses(backup_endpoints, endpoints)
+        check_subset(subset_size, subset_client)
         settings = MaintenanceSettings(
             channel=ChannelSettings(
                 scheme=parts.scheme,
@@ -222,6 +242,9 @@ class Pool(Verbs[Awaitable[Response], Content]):
             backoff=backoff or ConnectionBackoff(),
             ejection=ejection or EjectionPolicy(),
             resolve_interval=resolve,
+            subset_size=subset_size,
+            subset_client=subset_client,
+            subset_seed=os.urandom(16),  # this pool's own random subset
         )
         self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
@@ -229,6 +252,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             host=host,
             port=port,
             endpoints=list(endpoints) if endpoints is not None else None,
+            backups=backups,
             functional_timeout=functional,
             max_pending=max_pending,
             wait_for_ready=wait_for_ready,

@@ -32,7 +32,9 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-__all__ = ["aperture", "random_subset", "subset"]
+from .checks import check_count
+
+__all__ = ["aperture", "check_subset", "random_subset", "subset"]
 
 
 def random_subset(addresses: Sequence[str], size: int, seed: bytes) -> list[str]:
@@ -99,3 +101,22 @@ def _rank(seed: bytes, address: str) -> bytes:
     # Keyed BLAKE2: a uniform hash of (seed, address), stable across processes
     # and Python versions (unlike hash()), cheap for hundreds of endpoints.
     return hashlib.blake2b(address.encode(), key=seed, digest_size=16).digest()
+
+
+def check_subset(size: int | None, client: tuple[int, int] | None) -> None:
+    """``subset_size`` is None or a positive count; ``subset_client`` an index within its count."""
+    if size is not None:
+        check_count("subset_size", size, 1)
+    if client is None:
+        return
+    if size is None:
+        raise ValueError("subset_client needs subset_size")
+    if not (
+        isinstance(client, tuple)
+        and len(client) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in client)
+    ):
+        raise TypeError(f"subset_client must be a tuple (index, clients), not {client!r}")
+    index, clients = client
+    if not 0 <= index < clients:
+        raise ValueError(f"subset_client {client!r}: the index must be in [0, clients)")
