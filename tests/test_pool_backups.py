@@ -1,0 +1,115 @@
+"""Backup endpoints and subsetting end to end, against replicas in other processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import h2pool
+from h2pool import ConnectivityState
+from tests.peers.replica import Replica
+from tests.waiting import eventually
+
+
+def stats_of(pool: h2pool.Pool, address: str) -> h2pool.EndpointStats:
+    return next(ep for ep in pool.stats().endpoints if ep.address == address)
+
+
+async def test_backups_take_over_when_every_primary_dies_and_hand_back_when_one_returns() -> None:
+    with (
+        Replica(delay=0.02) as first,
+        Replica(delay=0.02) as second,
+        Replica(delay=0.02) as backup,
+    ):
+        primaries = [first.address, second.address]
+        async with h2pool.Pool(
+            "http://svc.test", endpoints=primaries, backup_endpoints=[backup.address]
+        ) as pool:
+            served: Counter[str] = Counter()
+            returned: Counter[str] = Counter()  # requests started once the primary was back
+            stop = asyncio.Event()
+            back = asyncio.Event()
+
+            async def client() -> None:
+                while not stop.is_set():
+                    started_back = back.is_set()
+                    response = await pool.get("/")  # every one must succeed
+                    assert response.status_code == 200
+                    served[response.endpoint] += 1
+                    if started_back:
+                        returned[response.endpoint] += 1
+
+            clients = [asyncio.ensure_future(client()) for _ in range(8)]
+            await eventually(lambda: served[first.address] + served[second.address] > 100)
+            assert served[backup.address] == 0
+            assert await backup.count() == 0  # never sent to
+            idle = stats_of(pool, backup.address)
+            assert (idle.state, idle.connections, idle.tier) == (ConnectivityState.IDLE, 0, 1)
+            assert {stats_of(pool, a).tier for a in primaries} == {0}
+
+            first.kill()  # mid-run: requests in flight on it
+            second.kill()
+            await eventually(lambda: served[backup.address] > 100)
+            assert stats_of(pool, backup.address).connections >= 1
+
+            await asyncio.to_thread(first.start)  # back on the same port
+            await eventually(lambda: stats_of(pool, first.address).connections >= 1, 10.0)
+            # Proof of life given: requests go back to the primary, the backup is let go.
+            # The backup's requests in flight finish on it (graceful shutdown), then it closes.
+            await eventually(lambda: stats_of(pool, backup.address).state is ConnectivityState.IDLE)
+            back.set()
+            await eventually(lambda: returned[first.address] > 100)
+            stop.set()
+            await asyncio.gather(*clients)  # re-raises any failed request
+            assert returned[backup.address] == 0
+            assert await first.count() >= 100
+
+
+async def test_a_pool_with_backups_never_connects_to_them_while_a_primary_serves() -> None:
+    with Replica() as primary, Replica() as backup:
+        async with h2pool.Pool(
+            "http://svc.test",
+            endpoints=[primary.address],
+            backup_endpoints=[backup.address],
+            min_connections=2,
+        ) as pool:
+            for _ in range(3):
+                await asyncio.gather(*(pool.get("/") for _ in range(50)))
+            assert stats_of(pool, primary.address).connections == 2
+            assert stats_of(pool, backup.address).state is ConnectivityState.IDLE
+            assert await backup.count() == 0
+
+
+async def test_a_refused_primary_sends_the_first_requests_to_the_backup() -> None:
+    """A fresh pool whose only primary refuses: no request fails (no fail-fast on the tier)."""
+    with Replica() as dead, Replica() as backup:
+        dead.kill()
+        async with h2pool.Pool(
+            "http://svc.test", endpoints=[dead.address], backup_endpoints=[backup.address]
+        ) as pool:
+            responses = await asyncio.gather(*(pool.get("/") for _ in range(20)))
+            assert {r.endpoint for r in responses} == {backup.address}
+            assert stats_of(pool, dead.address).state is ConnectivityState.TRANSIENT_FAILURE
+
+
+async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> None:
+    replicas = [Replica() for _ in range(12)]
+    try:
+        for replica in replicas:
+            replica.start()
+        fleet = [replica.address for replica in replicas]
+        async with h2pool.Pool("http://svc.test", endpoints=fleet, subset_size=3) as pool:
+            members = {ep.address for ep in pool.stats().endpoints}
+            assert len(members) == 3
+            assert members <= set(fleet)
+            # min_connections: one connection to each member, none to the others.
+            await eventually(lambda: all(ep.connections for ep in pool.stats().endpoints))
+            responses = await asyncio.gather(*(pool.get("/") for _ in range(60)))
+            used = {r.endpoint for r in responses}
+            assert used == members  # spread over the subset
+            counts = [await replica.count() for replica in replicas]
+            assert sum(1 for count in counts if count) == 3
+            assert sum(counts) == 60
+    finally:
+        for replica in replicas:
+            replica.close()
