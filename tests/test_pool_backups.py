@@ -93,10 +93,10 @@ async def test_a_refused_primary_sends_the_first_requests_to_the_backup() -> Non
 
 
 async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> None:
-    replicas = [Replica() for _ in range(12)]
+    replicas = [Replica(startup_timeout=30.0) for _ in range(12)]
     try:
-        for replica in replicas:
-            replica.start()
+        # In parallel: each process takes a second or so to import h2pool.
+        await asyncio.gather(*(asyncio.to_thread(replica.start) for replica in replicas))
         fleet = [replica.address for replica in replicas]
         async with h2pool.Pool("http://svc.test", endpoints=fleet, subset_size=3) as pool:
             members = {ep.address for ep in pool.stats().endpoints}
@@ -107,7 +107,7 @@ async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> Non
             responses = await asyncio.gather(*(pool.get("/") for _ in range(60)))
             used = {r.endpoint for r in responses}
             assert used == members  # spread over the subset
-            counts = [await replica.count() for replica in replicas]
+            counts = await asyncio.gather(*(replica.count() for replica in replicas))
             assert sum(1 for count in counts if count) == 3
             assert sum(counts) == 60
     finally:
