@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
+from typing import Any
+
+import pytest
 
 import h2pool
 from h2pool import ConnectivityState
@@ -113,3 +117,48 @@ async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> Non
     finally:
         for replica in replicas:
             replica.close()
+
+
+class Resolver:
+    """The event loop's ``getaddrinfo`` answering ``ips`` (or failing while ``down``)."""
+
+    def __init__(self, *ips: str) -> None:
+        self.ips = list(ips)
+        self.down = False
+
+    async def __call__(self, host: str, port: int, **_: Any) -> list[Any]:
+        if self.down:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in self.ips]
+
+
+async def test_primaries_from_dns_and_listed_backups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host resolves to the primaries; while it does not, the backups serve."""
+    with Replica() as primary, Replica() as backup:
+        resolver = Resolver("127.0.0.1")
+        resolver.down = True
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+        backoff = h2pool.ConnectionBackoff(initial=0.05, max=0.05)
+        async with h2pool.Pool(
+            f"http://svc.test:{primary.port}", backup_endpoints=[backup.address], backoff=backoff
+        ) as pool:
+            response = await pool.get("/")  # no address: the backup, no error
+            assert response.endpoint == backup.address
+            resolver.down = False
+            await asyncio.sleep(0.06)  # the resolver's backoff (no event to await)
+
+            # The next request asks the resolver again (in the background: it
+            # is served by the backup); those that follow go to the primary.
+            responses = [await pool.get("/") for _ in range(3)]
+            assert responses[-1].endpoint == primary.address
+            await eventually(lambda: stats_of(pool, backup.address).state is ConnectivityState.IDLE)
+            assert [ep.tier for ep in pool.stats().endpoints] == [0, 1]
+
+
+async def test_a_subset_of_the_addresses_dns_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = [f"127.0.0.{n}" for n in range(1, 41)]
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", Resolver(*fleet))
+    async with h2pool.Pool("http://svc.test:9", subset_size=5, min_connections=0) as pool:
+        members = [ep.address for ep in pool.stats().endpoints]
+    assert len(members) == 5
+    assert {address.removesuffix(":9") for address in members} <= set(fleet)
