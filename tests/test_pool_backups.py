@@ -162,3 +162,35 @@ async def test_a_subset_of_the_addresses_dns_gives(monkeypatch: pytest.MonkeyPat
         members = [ep.address for ep in pool.stats().endpoints]
     assert len(members) == 5
     assert {address.removesuffix(":9") for address in members} <= set(fleet)
+
+
+async def test_with_a_health_check_a_primary_returns_only_once_its_check_passes() -> None:
+    """Connecting again is not proof enough when the pool has a health check."""
+    serving = {"primary": True}
+
+    async def check(probe: h2pool.Probe) -> bool:
+        await probe.request("GET", "/healthz")
+        return serving["primary"] or probe.address == backup.address
+
+    with Replica() as primary, Replica() as backup:
+        async with h2pool.Pool(
+            "http://svc.test",
+            endpoints=[primary.address],
+            backup_endpoints=[backup.address],
+            health_check=h2pool.HealthCheck(check=check, interval=0.1),
+        ) as pool:
+            assert (await pool.get("/")).endpoint == primary.address
+            primary.kill()
+            await eventually(lambda: stats_of(pool, primary.address).connections == 0)
+            assert (await pool.get("/")).endpoint == backup.address
+            serving["primary"] = False  # it comes back not serving yet
+            await asyncio.to_thread(primary.start)
+            # Retried by maintenance with its backoff (1 s, then 1.6 s, ...).
+            await eventually(lambda: stats_of(pool, primary.address).connections >= 1, 10.0)
+            assert stats_of(pool, primary.address).ejected  # held until its check passes
+            responses = await asyncio.gather(*(pool.get("/") for _ in range(20)))
+            assert {r.endpoint for r in responses} == {backup.address}
+            serving["primary"] = True
+            await eventually(lambda: not stats_of(pool, primary.address).ejected)
+            responses = await asyncio.gather(*(pool.get("/") for _ in range(20)))
+            assert {r.endpoint for r in responses} == {primary.address}

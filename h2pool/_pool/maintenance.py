@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,9 @@ class Maintenance:
             self._new_endpoint(address) for address in self._subset(endpoints or ())
         ] + self._backups
         self._tier = 0  # the tier that served at the latest maintain()
+        #: Told of an endpoint that connected again after failing (the health
+        #: check's probation, when the pool has one).
+        self.recovered: Callable[[Endpoint[Channel]], None] | None = None
         self._resolve = endpoints is None
         self._resolved_at: float | None = None
         # While the host resolves to nothing: why, how often so far, and
@@ -234,7 +237,10 @@ class Maintenance:
             else:
                 channel.set_listener(self._on_connection_event)
                 http1 = channel.http_version == "HTTP/1.1"
+                failed = endpoint.last_failure is not None
                 endpoint.add(channel, http1, settings.http1_max_connections)
+                if failed and self.recovered is not None:
+                    self.recovered(endpoint)
                 logger.debug(
                     "connected to %s with %s (rtt %s)",
                     endpoint.address,

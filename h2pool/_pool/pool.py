@@ -273,6 +273,8 @@ class Pool(Verbs[Awaitable[Response], Content]):
                 self._rotation_changed,
                 self._origin,
             )
+            # Proof of life of an endpoint back from failing: its check passing.
+            self._maintenance.recovered = self._checker.probation
 
     # ------------------------------------------------------------------
     # Lifecycle

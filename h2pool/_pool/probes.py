@@ -9,13 +9,15 @@ queue: a full connection skips a round), and an endpoint that says it does
 not serve is out of rotation as an ejection is (never the last one, within
 ``EjectionPolicy.max_ejected_percent``) until it says it does. A check that
 fails or times out gives no verdict: dead connections are the PINGs' job.
+An endpoint that connects again after failing is out of rotation until its
+check, run at once, says it serves (its proof of life: gRFC A17 keeps a
+subchannel from READY until its check says SERVING).
 This is Envoy's active health checking; gRFC A17 is gRPC's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -169,6 +171,7 @@ class HealthChecker:
         self._origin = origin
         self._held: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._probations: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start the rounds (once)."""
@@ -177,10 +180,26 @@ class HealthChecker:
 
     async def stop(self) -> None:
         """Stop the rounds."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [self._task, *self._probations] if self._task is not None else []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def probation(self, endpoint: Endpoint[Channel]) -> None:
+        """``endpoint`` connected again after failing: out of rotation until its check passes.
+
+        The check runs at once, not at the next round.
+        """
+        if self._task is None:
+            return  # not started: no check would ever let it back
+        self._hold(endpoint, asyncio.get_running_loop().time())
+        task = asyncio.ensure_future(self._check_now(endpoint))
+        self._probations.add(task)
+        task.add_done_callback(self._probations.discard)
+
+    async def _check_now(self, endpoint: Endpoint[Channel]) -> None:
+        self._apply(endpoint, await self._ask(endpoint))
+        self._changed()
 
     async def _run(self) -> None:
         while True:
@@ -191,29 +210,35 @@ class HealthChecker:
         """Check every endpoint that has a ready connection, at once; apply the verdicts."""
         endpoints = [ep for ep in self._endpoints() if not ep.closed and ep.ready()]
         answers = await asyncio.gather(*(self._ask(ep) for ep in endpoints))
-        loop = asyncio.get_running_loop()
         for endpoint, serving in zip(endpoints, answers, strict=True):
-            now = loop.time()
-            in_play = [ep for ep in self._endpoints() if not ep.closed]
-            verdict = health_verdict(
-                serving,
-                held=endpoint.address in self._held,
-                endpoints=len(in_play),
-                ejected=sum(ep.ejected(now) for ep in in_play),
-                policy=self._ejection,
-            )
-            if verdict is Verdict.REMOVE:
-                if endpoint.address not in self._held:
-                    endpoint.ejections += 1
-                    logger.warning("%s does not serve: out of rotation", endpoint.address)
-                self._held.add(endpoint.address)
-                # Renewed at each round while it does not serve.
-                endpoint.ejected_until = now + self._check.interval + self._check.timeout
-            elif verdict is Verdict.RESTORE:
-                self._held.discard(endpoint.address)
-                endpoint.ejected_until = 0.0
-                logger.info("%s serves again: back in rotation", endpoint.address)
+            self._apply(endpoint, serving)
         self._changed()
+
+    def _apply(self, endpoint: Endpoint[Channel], serving: bool | None) -> None:
+        """Take ``endpoint`` out of rotation, or back, as its check's answer says."""
+        now = asyncio.get_running_loop().time()
+        in_play = [ep for ep in self._endpoints() if not ep.closed]
+        verdict = health_verdict(
+            serving,
+            held=endpoint.address in self._held,
+            endpoints=len(in_play),
+            ejected=sum(ep.ejected(now) for ep in in_play),
+            policy=self._ejection,
+        )
+        if verdict is Verdict.REMOVE:
+            if endpoint.address not in self._held:
+                endpoint.ejections += 1
+                logger.warning("%s does not serve: out of rotation", endpoint.address)
+            self._hold(endpoint, now)  # renewed at each round while it does not serve
+        elif verdict is Verdict.RESTORE:
+            self._held.discard(endpoint.address)
+            endpoint.ejected_until = 0.0
+            logger.info("%s serves again: back in rotation", endpoint.address)
+
+    def _hold(self, endpoint: Endpoint[Channel], now: float) -> None:
+        """Out of rotation until the next round's check at the latest."""
+        self._held.add(endpoint.address)
+        endpoint.ejected_until = now + self._check.interval + self._check.timeout
 
     async def _ask(self, endpoint: Endpoint[Channel]) -> bool | None:
         probe = Probe(endpoint, self._extra_headers, self._check.timeout, self._origin)
