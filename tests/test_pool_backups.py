@@ -84,16 +84,28 @@ async def test_a_pool_with_backups_never_connects_to_them_while_a_primary_serves
             assert await backup.count() == 0
 
 
-async def test_a_refused_primary_sends_the_first_requests_to_the_backup() -> None:
-    """A fresh pool whose only primary refuses: no request fails (no fail-fast on the tier)."""
-    with Replica() as dead, Replica() as backup:
-        dead.kill()
+async def test_a_refused_primary_sends_the_first_requests_to_the_backup_until_it_starts() -> None:
+    """A fresh pool whose only primary refuses: no request fails (no fail-fast on the tier).
+
+    With ``min_connections=0`` too, the primary is tried again by the pool itself
+    (no request is spent on it) and takes the requests once it answers.
+    """
+    with Replica() as primary, Replica() as backup:
+        primary.kill()
         async with h2pool.Pool(
-            "http://svc.test", endpoints=[dead.address], backup_endpoints=[backup.address]
+            "http://svc.test",
+            endpoints=[primary.address],
+            backup_endpoints=[backup.address],
+            min_connections=0,
         ) as pool:
             responses = await asyncio.gather(*(pool.get("/") for _ in range(20)))
             assert {r.endpoint for r in responses} == {backup.address}
-            assert stats_of(pool, dead.address).state is ConnectivityState.TRANSIENT_FAILURE
+            assert stats_of(pool, primary.address).state is ConnectivityState.TRANSIENT_FAILURE
+            await asyncio.to_thread(primary.start)
+            await eventually(lambda: stats_of(pool, primary.address).connections == 1, 10.0)
+            responses = await asyncio.gather(*(pool.get("/") for _ in range(20)))
+            assert {r.endpoint for r in responses} == {primary.address}
+            await eventually(lambda: stats_of(pool, backup.address).state is ConnectivityState.IDLE)
 
 
 async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> None:
