@@ -142,7 +142,7 @@ class Maintenance:
         now = asyncio.get_running_loop().time()
         for endpoint in self.endpoints:
             self.prune(endpoint)  # HTTP/1.1 connections may expire without an event
-        tier = serving_tier([ep for ep in self.endpoints if not ep.closed], now)
+        tier = self._serving_tier(now)
         if tier < self._tier:
             self._retire_above(tier)
         self._tier = tier
@@ -171,6 +171,9 @@ class Maintenance:
         self._timer = None
         self.maintain()
         self.scheduler.assign()
+
+    def _serving_tier(self, now: float) -> int:
+        return serving_tier([ep for ep in self.endpoints if not ep.closed], now)
 
     def _retire_above(self, tier: int) -> None:
         """A lower tier serves again: shut the connections of the higher tiers down gracefully."""
@@ -234,6 +237,8 @@ class Maintenance:
         else:
             if self.closing:
                 channel.close()
+            elif endpoint.tier > self._serving_tier(asyncio.get_running_loop().time()):
+                channel.close()  # a backup no longer needed by the time it connected
             else:
                 channel.set_listener(self._on_connection_event)
                 http1 = channel.http_version == "HTTP/1.1"
