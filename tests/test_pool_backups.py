@@ -108,6 +108,7 @@ async def test_a_refused_primary_sends_the_first_requests_to_the_backup_until_it
             await eventually(lambda: stats_of(pool, backup.address).state is ConnectivityState.IDLE)
 
 
+@pytest.mark.timeout(120)  # twelve processes to start on a loaded machine
 async def test_a_pool_with_a_subset_connects_to_that_many_replicas_only() -> None:
     replicas = [Replica(startup_timeout=30.0) for _ in range(12)]
     try:
