@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+import h2pool
 from h2pool._pool.subset import aperture, random_subset, subset
 
 addresses = st.lists(
@@ -100,3 +101,19 @@ def test_subset_picks_the_scheme() -> None:
     assert subset(fleet, 3, seed=seed) == random_subset(fleet, 3, seed)
     assert subset(fleet, 3, seed=seed, client=(4, 10)) == aperture(fleet, 3, 4, 10)
     assert random_subset(fleet, 3, seed) != random_subset(fleet, 3, bytes(range(16)))
+
+
+async def test_pools_draw_their_own_random_subsets_or_share_the_fleet_by_index() -> None:
+    fleet = [f"10.0.0.{n}:8080" for n in range(40)]
+
+    def members(**options: object) -> list[str]:
+        pool = h2pool.Pool("http://svc.test", endpoints=fleet, min_connections=0, **options)  # type: ignore[arg-type]
+        return [ep.address for ep in pool.stats().endpoints]
+
+    assert members(subset_size=5) != members(subset_size=5)  # each pool its own seed
+    covered = [
+        address
+        for index in range(8)
+        for address in members(subset_size=5, subset_client=(index, 8))
+    ]
+    assert sorted(covered) == sorted(fleet)  # eight clients x five: each endpoint once
