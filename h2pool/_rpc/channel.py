@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from .._core.health import PingBudget
+from .._pool.deadlines import caller_deadline, earliest, remaining
 from .._pool.pool import Pool
 from .._pool.probes import HealthCheck
 from .call import Call, Deserializer, Invocation, Serializer, UnaryUnaryCall
@@ -91,7 +92,11 @@ class _MultiCallable:
         loop = asyncio.get_running_loop()
         if timeout is not None and not timeout == timeout:  # NaN
             raise ValueError(f"timeout must be a number of seconds, not {timeout!r}")
-        deadline = None if timeout is None else loop.time() + timeout
+        now = loop.time()
+        deadline = None if timeout is None else now + timeout
+        caller = caller_deadline()
+        if caller is not None:  # h2pool.deadline(): the earlier one, sent as grpc-timeout
+            deadline = earliest(deadline, now + remaining(caller))
         if wait_for_ready is None:
             # The call's choice, else the service config's, else the channel's.
             wait_for_ready = (
