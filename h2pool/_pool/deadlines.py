@@ -146,6 +146,10 @@ def deadline(seconds: float) -> Deadline:
     Args:
         seconds: Seconds from entering the block (0 or more, finite).
 
+    Returns:
+        The block's :class:`Deadline`, which ``as`` gives: its
+        ``remaining()`` is the seconds left (nesting taken into account).
+
     Raises:
         TypeError: ``seconds`` is not a number.
         ValueError: ``seconds`` is negative, infinite or NaN.
