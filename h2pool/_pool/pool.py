@@ -479,7 +479,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
                 try:
                     if self._maintenance.unresolved:
                         ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
-                        await self._maintenance.ensure_endpoints(ready)
+                        await self._maintenance.ensure_endpoints(ready, observer)
                     response = await self._attempts.send(request, deadline, read_body=read_body)
                     return response._sent(request, self._origin, started)
                 finally:
