@@ -22,6 +22,7 @@ from h2pool import rpc
 from h2pool._pool.deadlines import Deadline, bound, caller_deadline, earliest
 from tests.peers import GrpcTestServer, Rpc
 from tests.peers.replica import Replica
+from tests.servers import Server
 
 # A deadline well under the replica's delay: the deadline, not the answer, ends the request.
 _DELAY = 1.0
@@ -175,6 +176,26 @@ async def test_stream_is_bounded(late: Replica) -> None:
 
         with pytest.raises(h2pool.RequestTimeout, match=_ENDED):
             await open_stream()
+
+
+async def test_stream_body_read_ends_at_the_deadline() -> None:
+    async def headers_then_nothing(
+        proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList
+    ) -> None:
+        await proto.start_response(stream_id, {":status": "200"})
+        await asyncio.Event().wait()  # the body never comes (cancelled when the server closes)
+
+    async with (
+        Server(headers_then_nothing) as server,
+        h2pool.Pool(f"http://127.0.0.1:{server.port}", timeout=30.0) as pool,
+    ):
+
+        async def read_late() -> None:
+            async with h2pool.deadline(_SHORT), pool.stream("GET", "/") as response:
+                await response.aread()
+
+        with pytest.raises(h2pool.RequestTimeout, match=rf"reading the response body: {_ENDED}"):
+            await read_late()
 
 
 async def test_passed_deadline_sends_nothing() -> None:

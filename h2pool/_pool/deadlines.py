@@ -26,7 +26,19 @@ from types import TracebackType
 
 from .checks import check_seconds
 
-__all__ = ["Deadline", "adopt", "bound", "caller_deadline", "deadline", "earliest", "remaining"]
+__all__ = [
+    "PASSED",
+    "Deadline",
+    "adopt",
+    "bound",
+    "caller_deadline",
+    "deadline",
+    "earliest",
+    "remaining",
+]
+
+#: What the error of a request that the caller's deadline ended says.
+PASSED = "the deadline (h2pool.deadline) passed"
 
 _CALLER: ContextVar[float | None] = ContextVar("h2pool_deadline", default=None)
 

@@ -30,7 +30,7 @@ from .._messages import Request
 from .attempts import Attempts
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
-from .deadlines import bound, caller_deadline, remaining
+from .deadlines import PASSED, bound, caller_deadline, remaining
 from .endpoint import EndpointStats
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
@@ -481,7 +481,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
                         ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
                         await self._maintenance.ensure_endpoints(ready, observer)
                     response = await self._attempts.send(request, deadline, read_body=read_body)
-                    return response._sent(request, self._origin, started)
+                    return response._sent(request, self._origin, started, by_caller)
                 finally:
                     if watched is not None:
                         watched.discard(scope)
@@ -521,7 +521,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         if not states:
             resolve_error = self._maintenance.resolve_error
             states = "none resolved" + (f" ({resolve_error})" if resolve_error else "")
-        ended = "the deadline (h2pool.deadline) passed" if by_caller else "timed out"
+        ended = PASSED if by_caller else "timed out"
         message = f"{ended}; endpoints: {states}"
         last_error = request.last_error
         if last_error is not None:
