@@ -454,15 +454,14 @@ class Pool(Verbs[Awaitable[Response], Content]):
         request.observer = observer
         started = time.perf_counter()  # Response.elapsed counts from here
         total = timeouts.total
-        now = asyncio.get_running_loop().time()
         caller = caller_deadline()  # h2pool.deadline(): the hot path's one context read
         by_caller = passed = False
         if caller is None:
-            deadline = None if total is None else now + total
+            deadline = None if total is None else asyncio.get_running_loop().time() + total
         else:
             seconds, by_caller = bound(total, remaining(caller))
             passed = seconds <= 0
-            deadline = now + seconds
+            deadline = asyncio.get_running_loop().time() + seconds
         # asyncio's scope used directly, its timer shared: this is the hot path.
         scope = asyncio.timeout(None)
         try:
