@@ -8,6 +8,7 @@ break the connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -194,3 +195,34 @@ async def test_a_fresh_http11_connection_as_httpcore_tells_it() -> None:
         "http11.send_request_headers.started",
     ]
     assert keys(ours) == keys(theirs)
+
+
+async def test_a_callback_that_hangs_is_bounded_by_the_connect_timeout(
+    nghttpd_tls: Nghttpd, certificates: Certificates
+) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        seen.append((name, info.get("exception")))
+        if name == "connection.start_tls.complete":
+            await asyncio.Event().wait()  # never returns: the connect timeout ends it
+
+    transport = h2pool.AsyncHTTPTransport(verify=str(certificates.ca_pem))
+    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, connect=0.5)) as c:
+        with pytest.raises(httpx.ConnectTimeout):
+            await c.get(
+                f"https://127.0.0.1:{nghttpd_tls.port}/index.html", extensions={"trace": trace}
+            )
+        # The attempt's own end may come just after the request's.
+        await eventually(lambda: "connection.start_tls.failed" in dict(seen))
+        # The handshaken connection was dropped, not kept half made.
+        assert all(not s.endpoints[0].connections for s in transport.stats().values())
+    opening = [(name, error) for name, error in seen if name.startswith("connection.")]
+    assert [name for name, _ in opening] == [
+        "connection.connect_tcp.started",
+        "connection.connect_tcp.complete",
+        "connection.start_tls.started",
+        "connection.start_tls.complete",
+        "connection.start_tls.failed",
+    ]
+    assert isinstance(opening[4][1], h2pool.ConnectTimeout)

@@ -289,10 +289,14 @@ async def _open_transport(
                 raise
             if tls is None:  # the connection was lost during the handshake
                 raise ConnectionResetError(f"{address} closed the connection during TLS")
-            switch.connection_made(tls)
-            assert switch.target is not None
-            handshake.hand_over(switch.target)
-            await _tell(observer, CONNECTION, "start_tls.complete", {"return_value": tls})
+            try:
+                switch.connection_made(tls)
+                assert switch.target is not None
+                handshake.hand_over(switch.target)
+                await _tell(observer, CONNECTION, "start_tls.complete", {"return_value": tls})
+            except BaseException:
+                tls.abort()  # not close(): that waits for the server's close_notify
+                raise
     except (ConnectError, ConnectTimeout) as exc:
         error = exc
         if isinstance(exc, ConnectError) and _cleartext_answer(exc):
