@@ -198,6 +198,28 @@ async def test_stream_body_read_ends_at_the_deadline() -> None:
             await read_late()
 
 
+async def test_health_checks_started_inside_do_not_inherit_it() -> None:
+    seen: list[float | None] = []
+    checked = asyncio.Event()
+
+    async def check(probe: h2pool.Probe) -> bool:
+        seen.append(caller_deadline())
+        checked.set()
+        return True
+
+    health = h2pool.HealthCheck(check=check, interval=0.05)
+    with Replica() as replica:
+        pool = h2pool.Pool(f"http://{replica.address}", health_check=health)
+        try:
+            with h2pool.deadline(5.0):  # the first request starts the checks
+                assert (await pool.get("/")).status_code == 200
+            await asyncio.wait_for(checked.wait(), 10.0)
+        finally:
+            await pool.aclose()
+    assert seen
+    assert all(at is None for at in seen)
+
+
 async def test_passed_deadline_sends_nothing() -> None:
     with Replica() as replica:
         pool = h2pool.Pool(f"http://{replica.address}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 import time
@@ -173,7 +174,10 @@ class HealthChecker:
     def start(self) -> None:
         """Start the rounds (once)."""
         if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+            # A fresh context: started by a pool's first request, the rounds
+            # must not inherit its context (its h2pool.deadline, say).
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def stop(self) -> None:
         """Stop the rounds."""
