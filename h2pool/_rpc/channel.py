@@ -92,11 +92,10 @@ class _MultiCallable:
         loop = asyncio.get_running_loop()
         if timeout is not None and not timeout == timeout:  # NaN
             raise ValueError(f"timeout must be a number of seconds, not {timeout!r}")
-        now = loop.time()
-        deadline = None if timeout is None else now + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         caller = caller_deadline()
         if caller is not None:  # h2pool.deadline(): the earlier one, sent as grpc-timeout
-            deadline = earliest(deadline, now + remaining(caller))
+            deadline = earliest(deadline, loop.time() + remaining(caller))
         if wait_for_ready is None:
             # The call's choice, else the service config's, else the channel's.
             wait_for_ready = (
