@@ -8,11 +8,12 @@ h2pool.deadline(seconds):`` block shares, as Go's ``context.WithTimeout``
 and gRPC's deadline propagation do. Each such request ends by the earlier
 of the two; an rpc call sends what is left as ``grpc-timeout``.
 
-The caller's deadline is held as a ``time.monotonic()`` instant (not an
-event loop's time): :class:`~h2pool.SyncPool` carries it from the calling
-thread to its loop's thread, and every loop of the standard library and
-uvloop counts on that clock. Tasks created inside the block inherit it
-(``asyncio`` copies the context into each new task).
+The caller's deadline is held as a ``time.monotonic()`` instant, not in
+an event loop's time: :class:`~h2pool.SyncPool` carries it from the calling
+thread to its loop's thread, and a request turns what remains of it into
+its own loop's time when it starts. Tasks created inside the block inherit
+it (``asyncio`` copies the context into each new task); the pool's health
+checks, though started by a request, do not.
 
 The decisions (:func:`earliest`, :func:`bound`) are pure; the pool reads
 the context variable once per request (:data:`caller_deadline`).
