@@ -48,6 +48,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._messages import Headers, Request
+from ._pool.deadlines import deadline
 from ._pool.endpoint import ConnectivityState, EndpointStats
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
@@ -118,6 +119,7 @@ __all__ = [
     "Timeouts",
     "WriteTimeout",
     "client_ssl_context",
+    "deadline",
     "open_connection",
     "open_unix_connection",
     "server_ssl_context",

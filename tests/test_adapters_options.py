@@ -22,6 +22,14 @@ from tests.peers import INDEX_HTML, Certificates, Nghttpd
 from tests.servers import Server, hello
 from tests.waiting import eventually
 
+# httpcore's events of opening a cleartext connection, for the request that asked for it.
+CONNECT_TCP = ["connection.connect_tcp.started", "connection.connect_tcp.complete"]
+OPEN_H2C = [
+    *CONNECT_TCP,
+    "http2.send_connection_init.started",
+    "http2.send_connection_init.complete",
+]
+
 
 class TestMappings:
     def test_http1_and_http2_flags(self) -> None:
@@ -206,8 +214,15 @@ class TestHttpxTransport:
         async with httpx.AsyncClient(transport=transport) as client:
             url = nghttpd_h2c.url("/index.html")
             response = await client.get(url, extensions={"trace": trace})
+            first = list(events)
+            events.clear()
+            # A request on the open connection sees no connection events, as with httpcore.
+            await client.get(url, extensions={"trace": trace})
+            again = [name for name, _ in events]
+            events = first
         assert response.content == INDEX_HTML
         assert [name for name, _ in events] == [
+            *OPEN_H2C,
             "http2.send_request_headers.started",
             "http2.send_request_headers.complete",
             "http2.send_request_body.started",
@@ -219,14 +234,29 @@ class TestHttpxTransport:
             "http2.response_closed.started",
             "http2.response_closed.complete",
         ]
+        opening, events = events[:4], events[4:]
         request = events[0][1]["request"]
         assert request.url == url
         # httpcore's arguments: the request and its stream, then the return value.
         assert events[0][1] == {"request": request, "stream_id": 1}
         assert events[1][1] == {"return_value": None}
         assert events[2][1] == {"request": request, "stream_id": 1}
-        assert events[4][1] == {"request": request}
+        assert events[4][1] == {"request": request, "stream_id": 1}
         assert events[5][1]["return_value"][0] == 200
+        assert events[6][1] == {"request": request, "stream_id": 1}
+        assert events[8][1] == {"stream_id": 1}
+        # Opening the connection: httpcore's arguments too (no request for TCP).
+        assert opening[0][1] == {
+            "host": "127.0.0.1",
+            "port": nghttpd_h2c.port,
+            "local_address": None,
+            "timeout": 5.0,
+            "socket_options": None,
+        }
+        assert opening[1][1]["return_value"].get_extra_info("peername")[1] == nghttpd_h2c.port
+        assert opening[2][1] == {"request": request}
+        assert opening[3][1] == {"return_value": None}
+        assert again == [name for name, _ in events]
 
     async def test_trace_of_a_failure_and_of_http11(self) -> None:
         names: list[str] = []
@@ -238,6 +268,8 @@ class TestHttpxTransport:
             with pytest.raises(httpx.ConnectError):
                 await client.get("http://127.0.0.1:1/", extensions={"trace": trace})
             assert names == [  # nothing was sent
+                "connection.connect_tcp.started",
+                "connection.connect_tcp.failed",
                 "http2.receive_response_headers.started",
                 "http2.receive_response_headers.failed",
             ]
@@ -245,6 +277,10 @@ class TestHttpxTransport:
                 names.clear()
                 await client.get(server.url, extensions={"trace": trace})
                 await client.get(server.url, extensions={"trace": trace})
+        # The first connection offered HTTP/2 (prior knowledge); the server
+        # answered as HTTP/1.1, so a second one speaks it.
+        assert names[:6] == [*OPEN_H2C, *CONNECT_TCP]
+        names = names[6:]
         assert names[:10] == [  # the connection that carried it says which protocol
             "http11.send_request_headers.started",
             "http11.send_request_headers.complete",
@@ -286,6 +322,9 @@ class TestHttpxTransport:
                 events.clear()
                 response = await client.post(url, content=content, extensions={"trace": trace})
                 assert response.content in (b"in memory", b"streamed")
+                if stream_id == 1:  # on a fresh connection
+                    assert [name for name, _ in events[:4]] == OPEN_H2C
+                    del events[:4]
                 assert [name for name, _ in events[:6]] == [f"http2.{n}" for n in sending]
                 assert events[2][1] == {"request": response.request, "stream_id": stream_id}
         with http1_server() as http1:
@@ -294,6 +333,8 @@ class TestHttpxTransport:
                 events.clear()
                 response = await client.post(http1.url, content=b"x", extensions={"trace": trace})
         assert response.content == b"x"
+        assert [name for name, _ in events[:2]] == CONNECT_TCP  # HTTP/1.1: no preface
+        del events[:2]
         assert [name for name, _ in events[:6]] == [f"http11.{n}" for n in sending]
         assert events[0][1] == {"request": response.request}  # httpcore's HTTP/1.1 arguments
 
@@ -323,6 +364,8 @@ class TestHttpxTransport:
                 f"http://127.0.0.1:{server.port}/", extensions={"trace": trace}
             )
         assert (response.status_code, refused) == (200, 1)
+        assert [name for name, _ in events[:4]] == OPEN_H2C
+        del events[:4]
         assert [name for name, _ in events[:10]] == [
             "http2.send_request_headers.started",
             "http2.send_request_headers.complete",
@@ -389,6 +432,8 @@ class TestHttpcorePool:
             assert (response.status, response.content) == (200, b"hello")
             assert response.extensions["http_version"] == b"HTTP/1.1"
         assert names == [
+            *OPEN_H2C,  # offered HTTP/2 first (prior knowledge), answered as HTTP/1.1
+            *CONNECT_TCP,
             "http11.send_request_headers.started",
             "http11.send_request_headers.complete",
             "http11.send_request_body.started",

@@ -142,6 +142,10 @@ def test_a_sync_trace_callback_gets_the_events(echo_server: ThreadedServer) -> N
         assert response.status_code == 200
     # The async transport's events, each called in the loop thread through the sync callback.
     assert events == [
+        "connection.connect_tcp.started",
+        "connection.connect_tcp.complete",
+        "http2.send_connection_init.started",
+        "http2.send_connection_init.complete",
         "http2.send_request_headers.started",
         "http2.send_request_headers.complete",
         "http2.send_request_body.started",

@@ -14,12 +14,31 @@ a request (``http2.send_request_headers.started``, ``...complete``,
   (once for the whole body, not per chunk);
 - ``{p}.response_closed.started`` / ``.complete``;
 
+each ``.started`` with httpcore's arguments: over HTTP/2 the request and the
+latest attempt's ``stream_id`` (only the ``stream_id`` for
+``response_closed``), over HTTP/1.1 the request (nothing for
+``response_closed``). httpcore's ``http2.receive_remote_settings`` has no
+counterpart: the pool has the server's SETTINGS before it sends a request.
+
 where ``{p}`` is ``http2`` or ``http11``: the protocol of the connection
 that carried the request, or, before one did, the one its origin answered
-with last (``http2`` at first). Connection events (``connection.connect_tcp``,
-``connection.start_tls``, ``http2.send_connection_init``) are not traced:
-connections are opened by the pool ahead of requests and shared by many, and
-one opened while requests wait goes to the oldest of them.
+with last (``http2`` at first).
+
+Before those, the steps of opening a connection, for the request whose
+routing started the connection attempt (told by the attempt, see
+:mod:`h2pool._pool.connect`), with httpcore's arguments:
+``connection.connect_tcp`` (``.started`` ``{"host", "port", "local_address",
+"timeout", "socket_options"}``, ``.complete`` ``{"return_value": transport}``),
+``connection.start_tls`` over https (``{"ssl_context", "server_hostname",
+"timeout"}``, then the TLS transport), and ``http2.send_connection_init``
+(``{"request": request}``) when the connection speaks HTTP/2; ``.failed``
+``{"exception": error}`` for the step that failed. A request that reuses a
+connection sees none of them, as with httpcore; nor does any request for
+connections the pool opens ahead of requests (``Pool.start()``,
+``min_connections``). The connection is shared: it may end up carrying
+another request than the one told, and when the callback raises on one of
+these steps the error is logged (logger ``h2pool.pool``) and the connection
+attempt goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +49,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .._pool.outgoing import Observer
+from .._pool.outgoing import CONNECTION, Observer
 
 __all__ = ["Tracer", "trace_prefix"]
 
@@ -38,7 +57,12 @@ TraceCallback = Callable[[str, dict[str, Any]], Any]
 
 
 def trace_prefix(http_version: str) -> str:
-    """httpcore's prefix of the events of a connection speaking ``http_version``."""
+    """httpcore's prefix of the events of a connection speaking ``http_version``.
+
+    ``connection`` for the steps of opening one (:data:`~h2pool._pool.outgoing.CONNECTION`).
+    """
+    if http_version == CONNECTION:
+        return CONNECTION
     return "http11" if http_version.startswith("HTTP/1") else "http2"
 
 
@@ -64,6 +88,7 @@ class Tracer:
         self._request = request
         self.prefix = prefix
         self._phase = _Phase.SENDING
+        self._stream_id: int | None = None  # the latest attempt's, over HTTP/2
         #: What the pool tells of the steps of sending the request, or None untraced.
         self.observer: Observer | None = None if callback is None else self._observe
 
@@ -77,11 +102,20 @@ class Tracer:
         if self._callback is not None:
             await self._call(f"{self.prefix}.{name}", info)
 
+    def _arguments(self, step: str) -> dict[str, Any]:
+        """httpcore's arguments of ``step.started`` under the current prefix."""
+        closed = step == "response_closed"
+        info: dict[str, Any] = {} if closed else {"request": self._request}
+        if self.prefix == "http2" and self._stream_id is not None:
+            info["stream_id"] = self._stream_id
+        return info
+
     async def _observe(self, http_version: str, step: str, info: dict[str, Any]) -> None:
         """The pool's observer: a step of an attempt, under its connection's prefix."""
         prefix = trace_prefix(http_version)
-        if step.endswith(".started"):
+        if step.endswith(".started") and prefix != CONNECTION:  # httpcore's arguments
             info = {"request": self._request, **info}
+            self._stream_id = info.get("stream_id", self._stream_id)
         await self._call(f"{prefix}.{step}", info)
         if step.startswith("send_request_body.") and not step.endswith(".started"):
             self.prefix = prefix
@@ -91,7 +125,9 @@ class Tracer:
         """``receive_response_headers.started``, once, as httpcore: after the body is sent."""
         if self._phase is _Phase.SENDING:
             self._phase = _Phase.WAITING
-            await self._emit("receive_response_headers.started", {"request": self._request})
+            await self._emit(
+                "receive_response_headers.started", self._arguments("receive_response_headers")
+            )
 
     @contextlib.asynccontextmanager
     async def response_headers(self) -> AsyncIterator[dict[str, Any]]:
@@ -127,7 +163,7 @@ class Tracer:
         if self._callback is None:
             yield {}
             return
-        await self._emit(f"{name}.started", {"request": self._request})
+        await self._emit(f"{name}.started", self._arguments(name))
         outcome: dict[str, Any] = {"return_value": None}
         try:
             yield outcome

@@ -75,7 +75,9 @@ class Attempts:
             address: str | None = None
             grant = None
             try:
-                grant = scheduler.try_acquire(request.timeouts.connect, request.avoid)
+                grant = scheduler.try_acquire(
+                    request.timeouts.connect, request.avoid, request.observer
+                )
                 if grant is None or grant.stale:
                     grant = await self._acquire(request, grant)
                 self.active += 1
@@ -185,12 +187,13 @@ class Attempts:
         while True:
             if grant is None:
                 grant = scheduler.try_acquire(
-                    timeouts.connect, request.avoid
+                    timeouts.connect, request.avoid, request.observer
                 ) or await scheduler.acquire(
                     timeouts.connect,
                     timeouts.pool,
                     request.wait_for_ready,
                     request.avoid,
+                    request.observer,
                 )
             if not grant.stale or retry_safe:
                 return grant

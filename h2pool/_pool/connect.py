@@ -15,25 +15,37 @@ on the first connection, so none needs retrying). A server answering with a
 TLS record, and one that closes at once but completes a TLS handshake,
 expects ``https://``; a TLS handshake answered with cleartext bytes means
 ``http://``: both fail at once with a :class:`ConnectError` saying so.
+
+TCP and TLS are two steps (``loop.start_tls`` after ``create_connection``),
+each told, with the start of HTTP/2, to the observer of the request that
+asked for the connection, as httpcore's ``trace`` events
+(``connection.connect_tcp``, ``connection.start_tls``,
+``http2.send_connection_init``). An observer that raises is logged and
+ignored: the connection is the pool's, shared by every request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 from .._core.config import H2Config
 from .._core.endpoints import connect_errors, set_tcp_keepalive
 from .._core.health import PingBudget
 from .._core.protocol import H2Protocol
 from .._core.tls import client_ssl_context
-from .._exceptions import ConnectError, H2PoolError
+from .._exceptions import ConnectError, ConnectTimeout, H2PoolError
 from .channel import Channel, H2Channel
 from .http11 import H11Channel, StreamProtocol
+from .outgoing import CONNECTION, Observer
 
 __all__ = ["ChannelSettings", "FirstBytes", "classify_first_bytes", "open_channel"]
+
+logger = logging.getLogger("h2pool.pool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +193,124 @@ class _Switch(asyncio.Protocol):
         self.target = target
 
 
+class _Handshake(asyncio.Protocol):
+    """A TLS connection's protocol until ALPN, once the handshake is over, picks the real one.
+
+    asyncio hands it the server's first bytes as soon as the handshake
+    completes, before ``start_tls()`` returns: it keeps them (and a loss of
+    the connection) for the protocol that takes over.
+    """
+
+    def __init__(self) -> None:
+        self._received = bytearray()
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def hand_over(self, target: asyncio.Protocol) -> None:
+        """Give ``target`` (now the transport's protocol) what arrived before it."""
+        if self._received:
+            target.data_received(bytes(self._received))
+        if self._lost is not None:
+            target.connection_lost(self._lost[0])
+
+
+async def _tell(observer: Observer | None, layer: str, event: str, info: dict[str, Any]) -> None:
+    """Tell ``observer`` of a step of opening a connection; what it raises is only logged.
+
+    The connection is the pool's, for every request: a failing observer of
+    the request that asked for it must not fail it.
+    """
+    if observer is None:
+        return
+    try:
+        await observer(layer, event, info)
+    except Exception:
+        logger.warning("the trace observer raised on %s; ignored", event, exc_info=True)
+
+
+async def _open_transport(
+    address: str,
+    host: str,
+    port: int,
+    settings: ChannelSettings,
+    switch: _Switch,
+    timeout: float | None,
+    observer: Observer | None,
+) -> None:
+    """TCP, then TLS when the pool speaks it; ``switch`` then holds the protocol chosen.
+
+    Each step is told to ``observer`` with httpcore's arguments; a failed
+    one with the error raised here.
+    """
+    loop = asyncio.get_running_loop()
+    context = settings.ssl
+    step = "connect_tcp"
+    try:
+        async with connect_errors(address, timeout):
+            await _tell(
+                observer,
+                CONNECTION,
+                "connect_tcp.started",
+                {
+                    "host": host,
+                    "port": port,
+                    "local_address": None,
+                    "timeout": timeout,
+                    "socket_options": None,
+                },
+            )
+            handshake = _Handshake()
+            transport, _ = await loop.create_connection(
+                (lambda: switch) if context is None else (lambda: handshake), host, port
+            )
+            try:
+                set_tcp_keepalive(transport, settings.tcp_keepalive)
+                connected = {"return_value": transport}
+                await _tell(observer, CONNECTION, "connect_tcp.complete", connected)
+                if context is None:
+                    return
+                step = "start_tls"
+                name = settings.server_hostname
+                await _tell(
+                    observer,
+                    CONNECTION,
+                    "start_tls.started",
+                    {"ssl_context": context, "server_hostname": name, "timeout": timeout},
+                )
+                # On failure start_tls() closes the TCP transport itself.
+                tls = await loop.start_tls(transport, handshake, context, server_hostname=name)
+            except BaseException:
+                transport.close()
+                raise
+            if tls is None:  # the connection was lost during the handshake
+                raise ConnectionResetError(f"{address} closed the connection during TLS")
+            try:
+                switch.connection_made(tls)
+                assert switch.target is not None
+                handshake.hand_over(switch.target)
+                await _tell(observer, CONNECTION, "start_tls.complete", {"return_value": tls})
+            except BaseException:
+                tls.abort()  # not close(): that waits for the server's close_notify
+                raise
+    except (ConnectError, ConnectTimeout) as exc:
+        error = exc
+        if isinstance(exc, ConnectError) and _cleartext_answer(exc):
+            error = ConnectError(
+                f"TLS handshake with {address} failed: the server answered without TLS"
+                " (it speaks cleartext): use an http:// URL, not https://"
+            )
+            error.__cause__ = exc
+        await _tell(observer, CONNECTION, f"{step}.failed", {"exception": error})
+        if error is exc:
+            raise
+        raise error from exc
+
+
 async def open_channel(
     address: str,
     host: str,
@@ -190,6 +320,7 @@ async def open_channel(
     http1: bool,
     connect_timeout: float | None,
     ping_interval: float | None,
+    observer: Observer | None = None,
 ) -> Channel:
     """Connect to ``host:port`` and return a ready channel.
 
@@ -207,6 +338,7 @@ async def open_channel(
         http1: Speak HTTP/1.1 unless ALPN chooses HTTP/2.
         connect_timeout: Bound on TCP and TLS set-up.
         ping_interval: Silence before a health PING (per peer).
+        observer: Told of each step (TCP, TLS, the start of HTTP/2), or None.
 
     Raises:
         ConnectError: TCP, TLS or ALPN failed (``CertificateVerifyError``
@@ -215,31 +347,17 @@ async def open_channel(
         ConnectTimeout: ``connect_timeout`` ran out.
         H2ConnectionError: The HTTP/2 peer gave no proof of life.
     """
-    loop = asyncio.get_running_loop()
     switch = _Switch(settings, http1, ping_interval)
-    try:
-        async with connect_errors(address, connect_timeout):
-            transport, _ = await loop.create_connection(
-                lambda: switch,
-                host,
-                port,
-                ssl=settings.ssl,
-                server_hostname=settings.server_hostname if settings.ssl is not None else None,
-            )
-            set_tcp_keepalive(transport, settings.tcp_keepalive)
-    except ConnectError as exc:
-        if _cleartext_answer(exc):
-            raise ConnectError(
-                f"TLS handshake with {address} failed: the server answered without TLS"
-                " (it speaks cleartext): use an http:// URL, not https://"
-            ) from exc
-        raise
+    await _open_transport(address, host, port, settings, switch, connect_timeout, observer)
     target = switch.target
     if isinstance(target, StreamProtocol):
         return H11Channel(target, address, settings.scheme, host, port, settings.authority.encode())
     assert target is not None
     channel = H2Channel(target, address, settings.scheme.encode(), settings.authority.encode())
     try:
+        # The preface went out as the protocol took the transport (RFC 9113 section 3.4).
+        await _tell(observer, "HTTP/2", "send_connection_init.started", {})
+        await _tell(observer, "HTTP/2", "send_connection_init.complete", {"return_value": None})
         await target.wait_functional()
     except H2PoolError as exc:
         target.close_connection()
@@ -254,6 +372,7 @@ async def open_channel(
                 http1=True,
                 connect_timeout=connect_timeout,
                 ping_interval=ping_interval,
+                observer=observer,
             )
         if isinstance(exc, ConnectError):
             raise  # e.g. ALPN chose neither h2 nor http/1.1

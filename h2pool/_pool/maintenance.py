@@ -31,6 +31,7 @@ from .._exceptions import ConnectError, H2PoolError
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
 from .endpoint import Endpoint, serving_tier
+from .outgoing import Observer
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -128,8 +129,11 @@ class Maintenance:
     # ------------------------------------------------------------------
     # Keeping min_connections
 
-    def maintain(self) -> None:
+    def maintain(self, observer: Observer | None = None) -> None:
         """Keep ``min_connections`` open per endpoint of the serving tier, now or when backoffs end.
+
+        ``observer``: the request's whose resolution of the host asked for
+        these connections, told of their steps (None: opened ahead of requests).
 
         An endpoint that may not be connected to yet (backing off, ejected)
         is tried again by one timer, armed only while such an endpoint
@@ -159,7 +163,7 @@ class Maintenance:
                         at = max(endpoint.next_attempt_at, endpoint.ejected_until)
                         retry_at = at if retry_at is None else min(retry_at, at)
                     break
-                self.start_connect(endpoint, None)
+                self.start_connect(endpoint, None, observer)
         if retry_at is not None:
             timer = self._timer
             if timer is None or timer.when() > retry_at:
@@ -184,14 +188,20 @@ class Maintenance:
                     # No bound but the requests' own: those in flight finish.
                     self.spawn(connection.shutdown(timeout=None))
 
-    def start_connect(self, endpoint: Endpoint[Channel], timeout: float | None) -> None:
-        """Start a connection attempt to ``endpoint`` (counted in ``connecting`` at once)."""
+    def start_connect(
+        self, endpoint: Endpoint[Channel], timeout: float | None, observer: Observer | None = None
+    ) -> None:
+        """Start a connection attempt to ``endpoint`` (counted in ``connecting`` at once).
+
+        ``observer``: the request's whose routing started it, told of its
+        steps; None for connections opened ahead of requests.
+        """
         timeout = timeout or self._settings.connect_timeout
         end = asyncio.get_running_loop().time() + timeout
         if not endpoint.connecting or end > endpoint.attempts_end:
             endpoint.attempts_end = end
         endpoint.connecting += 1
-        self.spawn(self._connect(endpoint, timeout))
+        self.spawn(self._connect(endpoint, timeout, observer))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the pool cancels when it closes."""
@@ -218,7 +228,9 @@ class Maintenance:
         endpoint.http1 = http1 if isinstance(http1, bool) else address in http1
         return endpoint
 
-    async def _connect(self, endpoint: Endpoint[Channel], timeout: float) -> None:
+    async def _connect(
+        self, endpoint: Endpoint[Channel], timeout: float, observer: Observer | None
+    ) -> None:
         settings = self._settings
         try:
             channel = await open_channel(
@@ -229,6 +241,7 @@ class Maintenance:
                 http1=endpoint.http1,
                 connect_timeout=timeout,
                 ping_interval=endpoint.ping_interval,
+                observer=observer,
             )
         except H2PoolError as exc:
             logger.warning("connecting to %s failed: %s", endpoint.address, exc)
@@ -315,7 +328,9 @@ class Maintenance:
         """Whether endpoints come from resolving the target's host and none is known yet."""
         return self._resolve and len(self.scheduler.endpoints) == len(self._backups)
 
-    async def ensure_endpoints(self, wait_for_ready: bool | None) -> None:
+    async def ensure_endpoints(
+        self, wait_for_ready: bool | None, observer: Observer | None = None
+    ) -> None:
         """Resolve the target's host until it gives an address (if endpoints come from it).
 
         One resolution runs at a time, shared by the requests that wait for
@@ -325,6 +340,8 @@ class Maintenance:
         and resolves again (the request's deadline bounds it), None (``start()``)
         returns. With backup endpoints, a request never waits for a failed
         resolver: the backups serve while it is asked again in the background.
+        ``observer``, the request's, is told of the steps of the
+        connections opened when the resolution it started ends.
 
         Raises:
             ConnectError: The host did not resolve (naming it and the
@@ -346,7 +363,7 @@ class Maintenance:
                 await asyncio.sleep(wait)
                 continue
             if self._resolving is None or self._resolving.done():
-                self._resolving = asyncio.ensure_future(self._resolve_endpoints())
+                self._resolving = asyncio.ensure_future(self._resolve_endpoints(observer))
             await asyncio.shield(self._resolving)
 
     def _schedule_resolve(self) -> None:
@@ -363,7 +380,7 @@ class Maintenance:
             self._tasks.add(self._resolving)
             self._resolving.add_done_callback(self._tasks.discard)
 
-    async def _resolve_endpoints(self) -> None:
+    async def _resolve_endpoints(self, observer: Observer | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
@@ -397,7 +414,7 @@ class Maintenance:
                 endpoint.closed = True
                 for connection in endpoint.connections:
                     self.spawn(connection.shutdown(timeout=self._functional_timeout * 2))
-        self.maintain()
+        self.maintain(observer)
         self.scheduler.assign()
 
     def _resolve_failed(self, error: ConnectError) -> None:

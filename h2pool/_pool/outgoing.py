@@ -22,6 +22,7 @@ from .timeouts import Timeouts
 from .urls import QueryParams, request_path
 
 __all__ = [
+    "CONNECTION",
     "Content",
     "Observer",
     "OutgoingRequest",
@@ -39,8 +40,15 @@ Content = bytes | bytearray | memoryview | str | AsyncIterable[bytes]
 #: "send_request_headers.started", {"stream_id": 1})``, then ``".complete"``
 #: ``{"return_value": None}`` or ``".failed"`` ``{"exception": exc}``; the
 #: events and their info are httpcore's (its ``trace`` extension). Awaited
-#: where the step happens: the request waits for it.
+#: where the step happens: the request waits for it. The steps of opening a
+#: connection that the request's routing asked for come with
+#: :data:`CONNECTION` in place of the HTTP version (``connect_tcp``,
+#: ``start_tls``), awaited by the connection attempt, which goes on when the
+#: observer raises.
 Observer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+#: The first argument an :data:`Observer` gets for the steps of opening a connection.
+CONNECTION = "connection"
 
 _METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 

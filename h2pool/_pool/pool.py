@@ -31,6 +31,7 @@ from .._messages import Request
 from .attempts import Attempts
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
+from .deadlines import PASSED, bound, caller_deadline, remaining
 from .endpoint import EndpointStats, backup_addresses
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
@@ -478,28 +479,40 @@ class Pool(Verbs[Awaitable[Response], Content]):
         request.wait_for_ready = wait_for_ready
         request.observer = observer
         started = time.perf_counter()  # Response.elapsed counts from here
-        if self._checker is not None and not self._closing:
-            self._checker.start()  # once: a pool used without start()
         total = timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        caller = caller_deadline()  # h2pool.deadline(): the hot path's one context read
+        by_caller = passed = False
+        if caller is None:
+            deadline = None if total is None else asyncio.get_running_loop().time() + total
+        else:
+            seconds, by_caller = bound(total, remaining(caller))
+            passed = seconds <= 0
+            deadline = asyncio.get_running_loop().time() + seconds
         # asyncio's scope used directly, its timer shared: this is the hot path.
         scope = asyncio.timeout(None)
         try:
             self._check_open()
+            if passed:  # nothing sent, no connection touched
+                raise RequestTimeout(
+                    "the deadline (h2pool.deadline) had passed before it started",
+                    never_processed=True,
+                )
+            if self._checker is not None:
+                self._checker.start()  # once: a pool used without start()
             async with scope:
                 watched = None if deadline is None else self._deadlines.watch(deadline, scope)
                 try:
                     if self._maintenance.unresolved:
                         ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
-                        await self._maintenance.ensure_endpoints(ready)
+                        await self._maintenance.ensure_endpoints(ready, observer)
                     response = await self._attempts.send(request, deadline, read_body=read_body)
-                    return response._sent(request, self._origin, started)
+                    return response._sent(request, self._origin, started, by_caller)
                 finally:
                     if watched is not None:
                         watched.discard(scope)
         except (H2PoolError, TimeoutError) as exc:
             if scope.expired():
-                raise self._timed_out(request) from None
+                raise self._timed_out(request, by_caller) from None
             if isinstance(exc, H2PoolError):
                 raise self._failed(request, exc) from exc
             raise
@@ -512,14 +525,18 @@ class Pool(Verbs[Awaitable[Response], Content]):
         """The error that ends ``request``: naming it, its endpoint, and what the server did."""
         return error.for_request(self._describe(request), error.endpoint)
 
-    def _timed_out(self, request: OutgoingRequest) -> RequestTimeout:
-        """The error of a request whose total timeout ran out, saying what every endpoint did."""
-        error = RequestTimeout(self._timeout_message(request))
+    def _timed_out(self, request: OutgoingRequest, by_caller: bool) -> RequestTimeout:
+        """The error of a request whose deadline passed, saying what every endpoint did.
+
+        ``by_caller``: the caller's deadline (``h2pool.deadline``), not the
+        request's own total timeout, ended it.
+        """
+        error = RequestTimeout(self._timeout_message(request, by_caller))
         error.response_headers = request.response_headers
         endpoint = None if request.last_error is None else request.last_error.endpoint
         return error.for_request(self._describe(request), endpoint)
 
-    def _timeout_message(self, request: OutgoingRequest) -> str:
+    def _timeout_message(self, request: OutgoingRequest, by_caller: bool) -> str:
         now = asyncio.get_running_loop().time()
         states = ", ".join(
             f"{ep.address} {ep.state(now).value}"
@@ -529,7 +546,8 @@ class Pool(Verbs[Awaitable[Response], Content]):
         if not states:
             resolve_error = self._maintenance.resolve_error
             states = "none resolved" + (f" ({resolve_error})" if resolve_error else "")
-        message = f"timed out; endpoints: {states}"
+        ended = PASSED if by_caller else "timed out"
+        message = f"{ended}; endpoints: {states}"
         last_error = request.last_error
         if last_error is not None:
             message += f"; last error: {type(last_error).__name__}: {last_error.reason}"

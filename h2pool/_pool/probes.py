@@ -18,6 +18,7 @@ This is Envoy's active health checking; gRFC A17 is gRPC's.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -176,7 +177,10 @@ class HealthChecker:
     def start(self) -> None:
         """Start the rounds (once)."""
         if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+            # A fresh context: started by a pool's first request, the rounds
+            # must not inherit its context (its h2pool.deadline, say).
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def stop(self) -> None:
         """Stop the rounds."""

@@ -69,6 +69,8 @@ class Body:
         done: Whether the body was read to its end.
         ended: ``time.perf_counter()`` when it was read to its end or
             abandoned, or None before.
+        by_caller: ``deadline`` is the caller's (``h2pool.deadline``), not
+            the request's own timeout: its expiry says so.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Body:
         self._trailers = _NO_FIELDS
         self.done = False
         self.ended: float | None = None
+        self.by_caller = False
         # What errors of a read name: the response's request and endpoint (once sent).
         self.response: Response | None = None
 
@@ -100,7 +103,9 @@ class Body:
             if self._deadline is None:
                 chunk = await self._source.read(size)
             else:
-                async with deadline_scope(self._deadline, "reading the response body"):
+                async with deadline_scope(
+                    self._deadline, "reading the response body", by_caller=self.by_caller
+                ):
                     chunk = await self._source.read(size)
         except H2PoolError as exc:
             await self.aclose()
@@ -207,9 +212,12 @@ class Response:
             draining=draining,
         )
 
-    def _sent(self, request: OutgoingRequest, origin: str, started: float) -> Response:
-        """This response, told the request it answers (``origin``: ``scheme://authority``)
-        and when it started (``time.perf_counter()``); a whole response ends now."""
+    def _sent(
+        self, request: OutgoingRequest, origin: str, started: float, by_caller: bool = False
+    ) -> Response:
+        """This response, told the request it answers (``origin``: ``scheme://authority``),
+        when it started (``time.perf_counter()``) and whether its deadline is the caller's
+        (``h2pool.deadline``); a whole response ends now."""
         self._outgoing = request
         self._origin = origin
         self._started = started
@@ -217,6 +225,7 @@ class Response:
             self._ended = time.perf_counter()
         else:
             self._body.response = self
+            self._body.by_caller = by_caller
         return self
 
     # ------------------------------------------------------------------

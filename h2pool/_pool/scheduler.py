@@ -29,14 +29,16 @@ from .._exceptions import (
 )
 from .channel import Channel
 from .endpoint import Endpoint, unreachable
+from .outgoing import Observer
 from .routing import route
 from .timeouts import bounded
 
 __all__ = ["Grant", "Scheduler"]
 
 #: Asked to open a connection to an endpoint, bounded by a connect timeout
-#: (None: the pool's own); it counts the attempt in ``endpoint.connecting`` at once.
-OpenConnection = Callable[[Endpoint[Channel], float | None], None]
+#: (None: the pool's own), told to the observer of the request whose routing
+#: asked for it (or None); it counts the attempt in ``endpoint.connecting`` at once.
+OpenConnection = Callable[[Endpoint[Channel], float | None, Observer | None], None]
 
 #: How long past its connect timeout a request that fails fast waits for the
 #: connection attempts that are due to end: they report within a loop turn or two.
@@ -60,7 +62,7 @@ class Grant(NamedTuple):
 
 
 class _Waiter:
-    __slots__ = ("avoid", "connect_timeout", "future", "wait_for_ready")
+    __slots__ = ("avoid", "connect_timeout", "future", "observer", "wait_for_ready")
 
     def __init__(
         self,
@@ -68,11 +70,13 @@ class _Waiter:
         connect_timeout: float | None,
         wait_for_ready: bool,
         avoid: frozenset[str],
+        observer: Observer | None,
     ) -> None:
         self.future = future
         self.connect_timeout = connect_timeout
         self.wait_for_ready = wait_for_ready
         self.avoid = avoid
+        self.observer = observer
 
 
 class Scheduler:
@@ -110,11 +114,15 @@ class Scheduler:
         return len(self._waiters)
 
     def try_acquire(
-        self, connect_timeout: float | None, avoid: frozenset[str] = frozenset()
+        self,
+        connect_timeout: float | None,
+        avoid: frozenset[str] = frozenset(),
+        observer: Observer | None = None,
     ) -> Grant | None:
         """A slot now, if one is free and nobody waits for one: the fast path, no waiting.
 
         ``avoid``: endpoints to use only if no other can take the stream (a retry's).
+        ``observer``: told of the steps of a connection attempt this starts.
 
         Raises:
             PoolClosed: The pool is closing (retries too are refused then).
@@ -135,7 +143,7 @@ class Scheduler:
         channel, endpoint = decision.connection, decision.endpoint
         if channel is None or endpoint is None:
             if endpoint is not None:
-                self._open_connection(endpoint, connect_timeout)
+                self._open_connection(endpoint, connect_timeout, observer)
             return None
         channel.reserved += 1
         return Grant(endpoint, channel, decision.stale)
@@ -146,12 +154,14 @@ class Scheduler:
         pool_timeout: float | None,
         wait_for_ready: bool | None = None,
         avoid: frozenset[str] = frozenset(),
+        observer: Observer | None = None,
     ) -> Grant:
         """Wait for a slot, oldest first; the slot is reserved when this returns.
 
         ``wait_for_ready`` (None: the pool's) says whether to go on waiting
         when every endpoint is failing; ``avoid`` are endpoints to use only if
-        no other can take the stream (a retry's).
+        no other can take the stream (a retry's); ``observer`` is told of the
+        steps of a connection attempt started for this request.
 
         Raises:
             PoolOverloaded: ``max_pending`` requests are waiting already.
@@ -170,6 +180,7 @@ class Scheduler:
             connect_timeout,
             self._wait_for_ready if wait_for_ready is None else wait_for_ready,
             avoid,
+            observer,
         )
         self._waiters.append(waiter)
         self.assign()
@@ -258,7 +269,7 @@ class Scheduler:
                 channel.reserved += 1
                 waiter.future.set_result(Grant(endpoint, channel, decision.stale))
             elif endpoint is not None:
-                self._open_connection(endpoint, waiter.connect_timeout)
+                self._open_connection(endpoint, waiter.connect_timeout, waiter.observer)
             else:
                 wake_at = decision.wake_at
                 break

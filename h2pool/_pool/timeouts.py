@@ -14,6 +14,7 @@ from types import TracebackType
 
 from .._exceptions import H2PoolError, RequestTimeout
 from .checks import check_seconds
+from .deadlines import PASSED
 
 __all__ = ["DeadlineTimers", "Expiring", "Timeouts", "bounded", "deadline_scope"]
 
@@ -92,9 +93,12 @@ def bounded(seconds: float, error: type[H2PoolError], what: str) -> Expiring:
     return Expiring(deadline, error, f"{what}: no progress within {seconds}s")
 
 
-def deadline_scope(deadline: float, what: str) -> Expiring:
-    """Bound the block by a request's total deadline; expiry raises RequestTimeout."""
-    return Expiring(deadline, RequestTimeout, f"{what}: timed out")
+def deadline_scope(deadline: float, what: str, *, by_caller: bool = False) -> Expiring:
+    """Bound the block by a request's total deadline; expiry raises RequestTimeout.
+
+    ``by_caller``: the deadline is the caller's (``h2pool.deadline``), and the message says so.
+    """
+    return Expiring(deadline, RequestTimeout, f"{what}: {PASSED if by_caller else 'timed out'}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -380,6 +380,8 @@ class Call:
             return None
         remaining = deadline - self._loop.time()
         if remaining <= 0:
+            if not self._attempts:  # passed before the first attempt (h2pool.deadline)
+                self._never_processed = True
             raise self._fail(Status(StatusCode.DEADLINE_EXCEEDED, DEADLINE_DETAILS))
         return remaining
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from .._core.health import PingBudget
+from .._pool.deadlines import caller_deadline, earliest, remaining
 from .._pool.pool import Pool
 from .._pool.probes import HealthCheck
 from .call import Call, Deserializer, Invocation, Serializer, UnaryUnaryCall
@@ -92,6 +93,9 @@ class _MultiCallable:
         if timeout is not None and not timeout == timeout:  # NaN
             raise ValueError(f"timeout must be a number of seconds, not {timeout!r}")
         deadline = None if timeout is None else loop.time() + timeout
+        caller = caller_deadline()
+        if caller is not None:  # h2pool.deadline(): the earlier one, sent as grpc-timeout
+            deadline = earliest(deadline, loop.time() + remaining(caller))
         if wait_for_ready is None:
             # The call's choice, else the service config's, else the channel's.
             wait_for_ready = (

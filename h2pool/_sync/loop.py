@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from .._exceptions import PoolClosed
+from .._pool.deadlines import adopt, caller_deadline
 from .upload import CallerUpload
 
 __all__ = ["LoopState", "LoopThread"]
@@ -87,7 +88,8 @@ class LoopThread:
             RuntimeError: Called from a running event loop.
         """
         refuse_running_loop(self._owner)
-        future = self._submit(_run(factory))
+        # The calling thread's h2pool.deadline(), which the loop's thread cannot see.
+        future = self._submit(_run(factory, caller_deadline()))
         try:
             if upload is not None:
                 upload.feed(future)
@@ -165,7 +167,8 @@ class LoopThread:
         return self._loop
 
 
-async def _run(factory: Callable[[], Awaitable[T]]) -> T:
+async def _run(factory: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    adopt(deadline)  # this task's own context: no other call sees it
     return await factory()
 
 

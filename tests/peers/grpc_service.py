@@ -225,6 +225,7 @@ class CallLog:
         self._cancelled: collections.Counter[str] = collections.Counter()
         self._messages: collections.Counter[str] = collections.Counter()
         self._last_metadata: dict[str, Metadata] = {}
+        self._last_time_remaining: dict[str, float | None] = {}
         self._with_id: collections.Counter[str] = collections.Counter()
         self._released = False
 
@@ -244,11 +245,14 @@ class CallLog:
             self._released = True
             self._condition.notify_all()
 
-    def record_start(self, method: str, metadata: Metadata) -> None:
-        """Count a call that reached its handler."""
+    def record_start(
+        self, method: str, metadata: Metadata, time_remaining: float | None = None
+    ) -> None:
+        """Count a call that reached its handler, with grpcio's view of its deadline."""
         with self._condition:
             self._started[method] += 1
             self._last_metadata[method] = metadata
+            self._last_time_remaining[method] = time_remaining
             self._condition.notify_all()
 
     def record_id(self, call_id: str) -> int:
@@ -309,6 +313,20 @@ class CallLog:
             if method not in self._last_metadata:
                 raise LookupError(f"no call of {method} yet")
             return self._last_metadata[method]
+
+    def last_time_remaining(self, method: str) -> float | None:
+        """Seconds the latest call of ``method`` had left when it reached its handler.
+
+        grpcio's ``context.time_remaining()``: what the client's ``grpc-timeout`` said
+        (None: the call had no deadline).
+
+        Raises:
+            LookupError: No call of ``method`` yet.
+        """
+        with self._condition:
+            if method not in self._last_time_remaining:
+                raise LookupError(f"no call of {method} yet")
+            return self._last_time_remaining[method]
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Counts per method path, as plain data: ``started``, ``cancelled``, ``messages``."""
@@ -371,7 +389,7 @@ class _Call:
         # end cancelled. grpcio refuses (False) a callback for an RPC that has already ended.
         if not context.add_callback(self._on_rpc_end):
             self._on_rpc_end()
-        log.record_start(method, metadata)
+        log.record_start(method, metadata, context.time_remaining())
         try:
             self.plan = parse_plan(metadata)
         except PlanError as exc:
