@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from .._exceptions import ConnectError, H2PoolError
+from .balancer import PeakEwma, cost
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
@@ -106,6 +107,14 @@ class EndpointStats:
         last_error: The latest failure, as text.
         ping_interval: Silence before a health PING, once the peer asked
             for fewer pings (GOAWAY ``too_many_pings``); None before.
+        latency: The balancer's latency estimate (peak-EWMA of the answers'
+            latencies, decayed to now), in seconds; None before any answer.
+        outstanding: Requests sent or about to be (slots reserved) on its
+            connections.
+        score: The p2c balancer's cost: ``latency x (outstanding + 1)``
+            (lowest is chosen; see docs/resilience.md).
+        ejection_reason: Why it was last ejected (failures in a row, or
+            gateway errors in a row), None if never.
     """
 
     address: str
@@ -119,6 +128,10 @@ class EndpointStats:
     ejected: bool
     last_error: str | None
     ping_interval: float | None
+    latency: float | None
+    outstanding: int
+    score: float
+    ejection_reason: str | None
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -152,6 +165,13 @@ class Endpoint(Generic[ConnT]):
             last success.
         tier: 0 for a primary endpoint, 1 for a backup (``backup_endpoints``):
             a tier takes requests only while no lower tier has a usable endpoint.
+        latency: The latency of its answers, for the balancer (peak-EWMA).
+        gateway_failures: Answers in a row that were gateway errors (502,
+            503, 504 by default; see ``EjectionPolicy``).
+        gateway_failures_reset: What the latest other answer reset
+            ``gateway_failures`` from: an answer the pool took for a success
+            may be recounted as a gateway error (:meth:`recount_gateway_failure`).
+        ejection_reason: Why it was last ejected.
     """
 
     address: str
@@ -170,6 +190,10 @@ class Endpoint(Generic[ConnT]):
     ping_interval: float | None = None
     closed: bool = False
     tier: int = 0
+    latency: PeakEwma = field(default_factory=PeakEwma)
+    gateway_failures: int = 0
+    gateway_failures_reset: int = 0
+    ejection_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.host, self.port = split_address(self.address)
@@ -253,18 +277,46 @@ class Endpoint(Generic[ConnT]):
         if backoff is not None:
             self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
 
-    def eject(self, now: float, policy: EjectionPolicy) -> float:
-        """Take the endpoint out of rotation; returns for how long."""
+    def eject(self, now: float, policy: EjectionPolicy, reason: str) -> float:
+        """Take the endpoint out of rotation for ``reason``; returns for how long."""
         self.ejections += 1
         duration = ejection_duration(policy, self.ejections)
         self.ejected_until = now + duration
+        self.ejection_reason = reason
         self.consecutive_failures = 0
+        self.gateway_failures = self.gateway_failures_reset = 0
         return duration
+
+    def count_answer(self, gateway_failure: bool) -> int:
+        """Count an answer toward outlier detection; returns the gateway errors in a row."""
+        if gateway_failure:
+            self.gateway_failures += 1
+        else:
+            self.gateway_failures_reset, self.gateway_failures = self.gateway_failures, 0
+        return self.gateway_failures
+
+    def recount_gateway_failure(self) -> int:
+        """The latest answer, counted as a success, was a gateway error after all.
+
+        A gRPC call's UNAVAILABLE comes in an HTTP 200 answer (in its
+        trailers), told after the pool counted the 200: the streak that 200
+        reset is restored, plus one. Returns the gateway errors in a row.
+        """
+        if not self.gateway_failures:
+            self.gateway_failures = self.gateway_failures_reset
+        self.gateway_failures_reset = 0
+        return self.count_answer(True)
+
+    def outstanding(self) -> int:
+        """Requests sent, or with a slot reserved, on its connections (a pure read)."""
+        return sum(conn.open_streams + conn.reserved for conn in self.connections)
 
     def stats(self, now: float) -> EndpointStats:
         """A snapshot of the endpoint."""
         live = self.ready()
         rtts = [conn.rtt for conn in self.connections if conn.rtt is not None]
+        latency = self.latency.value(now)
+        outstanding = self.outstanding()
         return EndpointStats(
             address=self.address,
             state=self.state(now),
@@ -277,6 +329,10 @@ class Endpoint(Generic[ConnT]):
             ejected=self.ejected(now),
             last_error=self.last_error,
             ping_interval=self.ping_interval,
+            latency=latency,
+            outstanding=outstanding,
+            score=cost(latency, outstanding),
+            ejection_reason=self.ejection_reason,
         )
 
 

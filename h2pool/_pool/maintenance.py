@@ -18,6 +18,7 @@ from typing import Any
 
 from .._core.protocol import ConnectionEvent
 from .._exceptions import ConnectError, H2PoolError
+from .balancer import Balancer
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
 from .endpoint import Endpoint
@@ -48,6 +49,7 @@ class MaintenanceSettings:
     backoff: ConnectionBackoff
     ejection: EjectionPolicy
     resolve_interval: float
+    balancer: Balancer = Balancer.P2C
 
 
 class Maintenance:
@@ -83,6 +85,7 @@ class Maintenance:
             max_pending=max_pending,
             wait_for_ready=wait_for_ready,
             open_connection=self.start_connect,
+            balancer=settings.balancer,
         )
         self.scheduler.endpoints = [self._new_endpoint(address) for address in endpoints or ()]
         self._resolve = endpoints is None
@@ -190,6 +193,7 @@ class Maintenance:
                 )
         finally:
             endpoint.connecting -= 1
+            self.scheduler.changed()
             self.maintain()
             self.scheduler.assign()
 
@@ -204,6 +208,7 @@ class Maintenance:
                 logger.warning("connection to %s failed: %s", endpoint.address, error)
                 self._endpoint_failed(endpoint, error, None)
             self.prune(endpoint)
+        self.scheduler.changed()
         self.maintain()  # replace what drained or closed
         self.scheduler.assign()
 
@@ -211,6 +216,8 @@ class Maintenance:
         """Drop the endpoint's connections that ended, closing what is left of them."""
         before = endpoint.connections
         endpoint.prune()
+        if len(endpoint.connections) != len(before):
+            self.scheduler.changed()
         for connection in before:
             if connection not in endpoint.connections:
                 connection.close()
@@ -224,24 +231,57 @@ class Maintenance:
         """Count a failure against an endpoint: maybe back off, eject, re-resolve."""
         now = asyncio.get_running_loop().time()
         endpoint.record_failure(now, error, backoff)
-        ejection = self._settings.ejection
-        if endpoint.consecutive_failures < ejection.consecutive_failures or endpoint.ejected(now):
+        failures = endpoint.consecutive_failures
+        if failures < self._settings.ejection.consecutive_failures or endpoint.ejected(now):
             return
+        self._eject(endpoint, now, f"{failures} failures in a row, the last: {endpoint.last_error}")
+        self._schedule_resolve()
+
+    def _eject(self, endpoint: Endpoint[Channel], now: float, reason: str) -> None:
+        """Eject ``endpoint`` for ``reason``, unless too many are out already (never all)."""
+        ejection = self._settings.ejection
         in_play = [ep for ep in self.endpoints if not ep.closed]
         ejected = sum(ep.ejected(now) for ep in in_play)
         if may_eject(ejection, len(in_play), ejected):
-            duration = endpoint.eject(now, ejection)
-            logger.warning(
-                "ejected %s for %.1fs after repeated failures", endpoint.address, duration
-            )
-        self._schedule_resolve()
+            duration = endpoint.eject(now, ejection, reason)
+            self.scheduler.changed()
+            logger.warning("ejected %s for %.1fs: %s", endpoint.address, duration, reason)
 
     def answered(
         self, endpoint: Endpoint[Channel], outcome: int | H2PoolError, latency: float
     ) -> None:
-        """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s."""
-        # FOUNDATION (issue #10): the balancer's latency score and outlier
-        # detection on answers are recorded here.
+        """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s.
+
+        The latency feeds the balancer's estimate (a failure or a gateway
+        error may raise it, never lower it: an endpoint that fails fast must
+        not look fast); an answer counts toward outlier detection (errors are
+        counted on connections, by :meth:`_endpoint_failed`).
+        """
+        now = asyncio.get_running_loop().time()
+        if isinstance(outcome, int):
+            gateway = outcome in self._settings.ejection.gateway_statuses
+            endpoint.latency.observe(latency, now, lower=not gateway)
+            streak = endpoint.count_answer(gateway)
+            if gateway:
+                self._gateway_failed(endpoint, now, streak, f"status {outcome}")
+        else:
+            endpoint.latency.observe(latency, now, lower=False)
+
+    def rpc_unavailable(self, address: str) -> None:
+        """A gRPC call to ``address`` ended UNAVAILABLE in an answer the pool counted as 200."""
+        endpoint = next((ep for ep in self.endpoints if ep.address == address), None)
+        if endpoint is not None:
+            now = asyncio.get_running_loop().time()
+            streak = endpoint.recount_gateway_failure()
+            self._gateway_failed(endpoint, now, streak, "gRPC UNAVAILABLE")
+
+    def _gateway_failed(
+        self, endpoint: Endpoint[Channel], now: float, streak: int, what: str
+    ) -> None:
+        """Eject an endpoint whose gateway errors in a row reached the policy's count."""
+        limit = self._settings.ejection.consecutive_gateway_failures
+        if limit and streak >= limit and not endpoint.ejected(now):
+            self._eject(endpoint, now, f"{streak} gateway errors in a row, the last: {what}")
 
     # ------------------------------------------------------------------
     # Endpoints from DNS

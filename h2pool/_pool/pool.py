@@ -28,6 +28,7 @@ from .._core.tls import client_ssl_context
 from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
+from .balancer import check_balancer
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .endpoint import EndpointStats
@@ -122,6 +123,10 @@ class Pool(Verbs[Awaitable[Response], Content]):
             operating system's setting.
         health_check: An active health check of every endpoint: those that
             say they do not serve are out of rotation until they do.
+        balancer: Which endpoint takes each request: ``"p2c"`` (the
+            default: of two endpoints, the one with the lower latency x
+            outstanding requests, as Finagle and Linkerd), ``"round_robin"``
+            or ``"least_request"`` (see docs/resilience.md).
     """
 
     def __init__(
@@ -149,8 +154,10 @@ class Pool(Verbs[Awaitable[Response], Content]):
         ping_budget: PingBudget | None = DEFAULT_PING_BUDGET,
         tcp_keepalive: float | None = 30.0,
         health_check: HealthCheck | None = None,
+        balancer: Literal["p2c", "round_robin", "least_request"] = "p2c",
     ) -> None:
         parts = parse_target(target)
+        balancing = check_balancer(balancer)
         functional = check_seconds("functional_timeout", functional_timeout)
         connect = check_seconds("connect_timeout", connect_timeout)
         resolve = check_seconds("resolve_interval", resolve_interval, zero=True, unbounded=True)
@@ -222,6 +229,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             backoff=backoff or ConnectionBackoff(),
             ejection=ejection or EjectionPolicy(),
             resolve_interval=resolve,
+            balancer=balancing,
         )
         self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
@@ -272,6 +280,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             self._checker.start()
 
     def _rotation_changed(self) -> None:
+        self._scheduler.changed()
         self._maintenance.maintain()
         self._scheduler.assign()
 
@@ -400,6 +409,13 @@ class Pool(Verbs[Awaitable[Response], Content]):
             yield response
         finally:
             await response.aclose()
+
+    def _unavailable(self, address: str) -> None:
+        """For h2pool.rpc: a call to ``address`` ended UNAVAILABLE in an HTTP 200 answer.
+
+        It counts as a gateway error of that endpoint (outlier detection).
+        """
+        self._maintenance.rpc_unavailable(address)
 
     def stats(self) -> PoolStats:
         """A snapshot of every endpoint and of the requests in the pool."""

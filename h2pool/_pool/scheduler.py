@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
+import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from .._exceptions import (
@@ -27,8 +29,9 @@ from .._exceptions import (
     PoolOverloaded,
     PoolTimeout,
 )
+from .balancer import Balancer
 from .channel import Channel
-from .endpoint import Endpoint, unreachable
+from .endpoint import Endpoint, rotation, unreachable
 from .routing import route
 from .timeouts import bounded
 
@@ -84,6 +87,7 @@ class Scheduler:
         wait_for_ready: When every endpoint is failing, wait (True) or fail
             the waiting requests with the last connection error.
         open_connection: Starts a connection attempt (see ``OpenConnection``).
+        balancer: Which endpoint takes each request (see :mod:`.balancer`).
     """
 
     def __init__(
@@ -93,14 +97,22 @@ class Scheduler:
         max_pending: int,
         wait_for_ready: bool,
         open_connection: OpenConnection,
+        balancer: Balancer = Balancer.P2C,
     ) -> None:
-        self.endpoints: list[Endpoint[Channel]] = []
+        self._endpoints: list[Endpoint[Channel]] = []
         self._functional_timeout = functional_timeout
         self._max_pending = max_pending
         self._wait_for_ready = wait_for_ready
         self._open_connection = open_connection
+        self._balancer = balancer
+        # The rotation, kept between events (a request reads O(1) endpoints):
+        # until changed() or until the earliest ejection in it ends.
+        self._rotation: Sequence[Endpoint[Channel]] | None = None
+        self._rotation_until = math.inf
         self._waiters: deque[_Waiter] = deque()
-        self._turns = itertools.count()
+        # From a random turn, so that pools started together do not all
+        # send their first requests to the same endpoint.
+        self._turns = itertools.count(random.randrange(1 << 16))
         self._timer: asyncio.TimerHandle | None = None
         self._closed: H2PoolError | None = None
 
@@ -108,6 +120,36 @@ class Scheduler:
     def pending(self) -> int:
         """Requests waiting for a slot."""
         return len(self._waiters)
+
+    @property
+    def endpoints(self) -> list[Endpoint[Channel]]:
+        """The pool's endpoints (setting them is a change of the rotation)."""
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, endpoints: list[Endpoint[Channel]]) -> None:
+        self._endpoints = endpoints
+        self.changed()
+
+    def changed(self) -> None:
+        """Something the rotation depends on may have changed (not a slot freed).
+
+        An endpoint failed, connected, was ejected or came back; a connection
+        drained or closed; the endpoints changed.
+        """
+        self._rotation = None
+
+    def _in_rotation(self, now: float) -> Sequence[Endpoint[Channel]] | None:
+        """The endpoints in rotation at ``now``; None when one endpoint (route's fast path)."""
+        endpoints = self._endpoints
+        if len(endpoints) <= 1:
+            return None
+        if self._rotation is None or now >= self._rotation_until:
+            in_play = [ep for ep in endpoints if not ep.closed]
+            self._rotation = rotation(in_play, now)
+            ends = [ep.ejected_until for ep in in_play if ep.ejected_until > now]
+            self._rotation_until = min(ends, default=math.inf)
+        return self._rotation
 
     def try_acquire(
         self, connect_timeout: float | None, avoid: frozenset[str] = frozenset()
@@ -123,14 +165,16 @@ class Scheduler:
             raise self._closed.copy() from self._closed
         if self._waiters:
             return None
-        endpoints = self.endpoints
+        now = asyncio.get_running_loop().time()
         decision = route(
-            endpoints,
-            asyncio.get_running_loop().time(),
+            self._endpoints,
+            now,
             waiting=1,
             functional_timeout=self._functional_timeout,
             turn=next(self._turns),
             avoid=avoid,
+            balancer=self._balancer,
+            in_rotation=self._in_rotation(now),
         )
         channel, endpoint = decision.connection, decision.endpoint
         if channel is None or endpoint is None:
@@ -245,12 +289,14 @@ class Scheduler:
                 waiters.popleft()
                 continue
             decision = route(
-                self.endpoints,
+                self._endpoints,
                 now,
                 waiting=len(waiters),
                 functional_timeout=self._functional_timeout,
                 turn=next(self._turns),
                 avoid=waiter.avoid,
+                balancer=self._balancer,
+                in_rotation=self._in_rotation(now),
             )
             channel, endpoint = decision.connection, decision.endpoint
             if channel is not None and endpoint is not None:
