@@ -123,11 +123,13 @@ class PeakEwma:
         """Record a latency measured at ``now``.
 
         ``lower=False`` for a failure: it may raise the estimate (a timeout
-        is slow), never lower it, so that an endpoint that fails fast does
-        not look fast.
+        is slow), never lower it, nor make the first one, so that an
+        endpoint that fails fast does not look fast.
         """
         latency = max(latency, _FLOOR)
         current = self.value(now)
+        if current is None and not lower:
+            return  # a failure is no measure of speed: it stays unmeasured (probed)
         if current is None or latency >= current:
             self.estimate = latency  # the peak, at once
         elif lower:

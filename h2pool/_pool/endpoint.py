@@ -17,6 +17,7 @@ from .policies import (
     EjectionPolicy,
     backoff_delay,
     ejection_duration,
+    may_eject,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ConnectivityState",
     "Endpoint",
     "EndpointStats",
+    "eject_outlier",
     "rotation",
     "split_address",
     "unreachable",
@@ -287,25 +289,50 @@ class Endpoint(Generic[ConnT]):
         self.gateway_failures = self.gateway_failures_reset = 0
         return duration
 
-    def count_answer(self, gateway_failure: bool) -> int:
-        """Count an answer toward outlier detection; returns the gateway errors in a row."""
-        if gateway_failure:
-            self.gateway_failures += 1
-        else:
+    def answered(
+        self, status: int | None, latency: float, now: float, policy: EjectionPolicy
+    ) -> str | None:
+        """Record an attempt's outcome: its status, or None for an error, after ``latency`` s.
+
+        The latency feeds the balancer's estimate (an error or a gateway
+        error may raise it, never lower it: an endpoint that fails fast must
+        not look fast). An answer counts toward outlier detection: a gateway
+        error adds one to the streak, any other answer resets it; errors
+        leave it alone (they are counted on connections).
+
+        Returns:
+            Why the endpoint should be ejected now, or None.
+        """
+        if status is None:
+            self.latency.observe(latency, now, lower=False)
+            return None
+        gateway = status in policy.gateway_statuses
+        self.latency.observe(latency, now, lower=not gateway)
+        if not gateway:
             self.gateway_failures_reset, self.gateway_failures = self.gateway_failures, 0
-        return self.gateway_failures
+            return None
+        self.gateway_failures += 1
+        return self._outlier(now, policy, f"status {status}")
 
-    def recount_gateway_failure(self) -> int:
-        """The latest answer, counted as a success, was a gateway error after all.
+    def rpc_unavailable(self, now: float, policy: EjectionPolicy) -> str | None:
+        """The latest answer, counted as a success, was a gRPC UNAVAILABLE after all.
 
-        A gRPC call's UNAVAILABLE comes in an HTTP 200 answer (in its
-        trailers), told after the pool counted the 200: the streak that 200
-        reset is restored, plus one. Returns the gateway errors in a row.
+        gRPC's status comes in an HTTP 200 answer (in its trailers), told
+        after the pool counted the 200: the streak that 200 reset is
+        restored, plus one. Returns why the endpoint should be ejected now,
+        or None.
         """
         if not self.gateway_failures:
             self.gateway_failures = self.gateway_failures_reset
         self.gateway_failures_reset = 0
-        return self.count_answer(True)
+        self.gateway_failures += 1
+        return self._outlier(now, policy, "gRPC UNAVAILABLE")
+
+    def _outlier(self, now: float, policy: EjectionPolicy, last: str) -> str | None:
+        streak, limit = self.gateway_failures, policy.consecutive_gateway_failures
+        if not limit or streak < limit or self.ejected(now):
+            return None
+        return f"{streak} gateway errors in a row, the last: {last}"
 
     def outstanding(self) -> int:
         """Requests sent, or with a slot reserved, on its connections (a pure read)."""
@@ -352,6 +379,24 @@ def rotation(endpoints: Sequence[Endpoint[ConnT]], now: float) -> Sequence[Endpo
         if any(ep.usable(now) for ep in members):
             return members
     return in_rotation
+
+
+def eject_outlier(
+    endpoints: Sequence[Endpoint[ConnT]],
+    endpoint: Endpoint[ConnT],
+    now: float,
+    policy: EjectionPolicy,
+    reason: str,
+) -> float | None:
+    """Eject ``endpoint`` of ``endpoints`` for ``reason``, unless too many are out.
+
+    Never the last endpoint in play, nor more than the policy's share
+    (:func:`~.policies.may_eject`). Returns how long it is out, or None.
+    """
+    in_play = [ep for ep in endpoints if not ep.closed]
+    if not may_eject(policy, len(in_play), sum(ep.ejected(now) for ep in in_play)):
+        return None
+    return endpoint.eject(now, policy, reason)
 
 
 def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:

@@ -21,13 +21,12 @@ from .._exceptions import ConnectError, H2PoolError
 from .balancer import Balancer
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
-from .endpoint import Endpoint
+from .endpoint import Endpoint, eject_outlier
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
     backoff_delay,
     is_endpoint_failure,
-    may_eject,
 )
 from .scheduler import Scheduler
 
@@ -239,11 +238,8 @@ class Maintenance:
 
     def _eject(self, endpoint: Endpoint[Channel], now: float, reason: str) -> None:
         """Eject ``endpoint`` for ``reason``, unless too many are out already (never all)."""
-        ejection = self._settings.ejection
-        in_play = [ep for ep in self.endpoints if not ep.closed]
-        ejected = sum(ep.ejected(now) for ep in in_play)
-        if may_eject(ejection, len(in_play), ejected):
-            duration = endpoint.eject(now, ejection, reason)
+        duration = eject_outlier(self.endpoints, endpoint, now, self._settings.ejection, reason)
+        if duration is not None:
             self.scheduler.changed()
             logger.warning("ejected %s for %.1fs: %s", endpoint.address, duration, reason)
 
@@ -252,36 +248,23 @@ class Maintenance:
     ) -> None:
         """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s.
 
-        The latency feeds the balancer's estimate (a failure or a gateway
-        error may raise it, never lower it: an endpoint that fails fast must
-        not look fast); an answer counts toward outlier detection (errors are
-        counted on connections, by :meth:`_endpoint_failed`).
+        The balancer's latency estimate and outlier detection on answers
+        (:meth:`.Endpoint.answered`).
         """
         now = asyncio.get_running_loop().time()
-        if isinstance(outcome, int):
-            gateway = outcome in self._settings.ejection.gateway_statuses
-            endpoint.latency.observe(latency, now, lower=not gateway)
-            streak = endpoint.count_answer(gateway)
-            if gateway:
-                self._gateway_failed(endpoint, now, streak, f"status {outcome}")
-        else:
-            endpoint.latency.observe(latency, now, lower=False)
+        status = outcome if isinstance(outcome, int) else None
+        reason = endpoint.answered(status, latency, now, self._settings.ejection)
+        if reason is not None:
+            self._eject(endpoint, now, reason)
 
     def rpc_unavailable(self, address: str) -> None:
         """A gRPC call to ``address`` ended UNAVAILABLE in an answer the pool counted as 200."""
         endpoint = next((ep for ep in self.endpoints if ep.address == address), None)
         if endpoint is not None:
             now = asyncio.get_running_loop().time()
-            streak = endpoint.recount_gateway_failure()
-            self._gateway_failed(endpoint, now, streak, "gRPC UNAVAILABLE")
-
-    def _gateway_failed(
-        self, endpoint: Endpoint[Channel], now: float, streak: int, what: str
-    ) -> None:
-        """Eject an endpoint whose gateway errors in a row reached the policy's count."""
-        limit = self._settings.ejection.consecutive_gateway_failures
-        if limit and streak >= limit and not endpoint.ejected(now):
-            self._eject(endpoint, now, f"{streak} gateway errors in a row, the last: {what}")
+            reason = endpoint.rpc_unavailable(now, self._settings.ejection)
+            if reason is not None:
+                self._eject(endpoint, now, reason)
 
     # ------------------------------------------------------------------
     # Endpoints from DNS
