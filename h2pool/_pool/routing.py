@@ -6,7 +6,9 @@ until when, at the latest). Only connections with a free slot count: none
 that received GOAWAY, is dead, or is full under the peer's
 MAX_CONCURRENT_STREAMS once the slots reserved by other requests are counted.
 :func:`route` only reads :class:`~.endpoint.ConnectionView` properties and
-endpoint fields; it changes nothing.
+endpoint fields; it changes nothing. The endpoint is the balancer's choice
+(:mod:`.balancer`) among those in rotation that can take the stream, read
+O(1) at a time; the connection, that endpoint's least-loaded live one.
 """
 
 from __future__ import annotations
