@@ -127,17 +127,22 @@ class PeakEwma:
         endpoint that fails fast does not look fast.
         """
         latency = max(latency, _FLOOR)
-        current = self.value(now)
-        if current is None and not lower:
-            return  # a failure is no measure of speed: it stays unmeasured (probed)
-        if current is None or latency >= current:
+        estimate = self.estimate
+        if estimate is None:
+            if lower:  # a failure is no measure of speed: it stays unmeasured (probed)
+                self.estimate, self.stamp = latency, now
+            return
+        elapsed = now - self.stamp
+        weight = math.exp(-elapsed / DECAY) if elapsed > 0 else 1.0
+        current = estimate * weight  # decayed since the last sample
+        if latency >= current:
             self.estimate = latency  # the peak, at once
         elif lower:
-            weight = math.exp((self.stamp - now) / DECAY) if now > self.stamp else 1.0
             self.estimate = latency + (current - latency) * weight
         else:
             self.estimate = current
-        self.stamp = max(now, self.stamp)
+        if elapsed > 0:
+            self.stamp = now
 
 
 def cost(latency: float | None, outstanding: int) -> float:

@@ -99,6 +99,41 @@ def route(
             return Route(endpoint=endpoint, connection=conn, stale=stale)
     if in_rotation is None:
         in_rotation = rotation([ep for ep in endpoints if not ep.closed], now)
+    chosen = _balanced(in_rotation, now, functional_timeout, turn, avoid, balancer, rng)
+    if chosen is not None:
+        return chosen
+
+    # No connection can take the stream now: read every endpoint (rare).
+    expected = sum(ep.connecting * ep.max_streams for ep in in_rotation)
+    if waiting <= expected:
+        return Route()  # the connections being opened will hold them
+    count = len(in_rotation)
+    openable = []
+    for index, ep in enumerate(in_rotation):
+        opened = len(ep.ready()) + ep.connecting
+        if ep.may_connect(now) and opened < ep.max_connections:
+            openable.append((ep.address in avoid, opened, (index - turn) % count, ep))
+    if openable:
+        return Route(endpoint=min(openable, key=lambda item: item[:3])[3])
+    open_endpoints = [ep for ep in endpoints if not ep.closed]
+    later = [ep.next_attempt_at for ep in open_endpoints if ep.next_attempt_at > now]
+    later += [ep.ejected_until for ep in open_endpoints if ep.ejected_until > now]
+    return Route(wake_at=min(later) if later else None)
+
+
+def _balanced(
+    in_rotation: Sequence[Endpoint[ConnT]],
+    now: float,
+    functional_timeout: float,
+    turn: int,
+    avoid: frozenset[str],
+    balancer: Balancer,
+    rng: Callable[[], float],
+) -> Route[ConnT] | None:
+    """The balancer's endpoint of ``in_rotation`` and its best connection, if one can take it.
+
+    Apart from :func:`route`, so that the closure's cells cost nothing on its fast path.
+    """
     count = len(in_rotation)
     chosen: dict[int, tuple[ConnT, bool]] = {}
 
@@ -131,22 +166,7 @@ def route(
         return (bool(avoid) and endpoint.address in avoid, stale, score)
 
     index = pick(balancer, count, turn % count if count else 0, rank, rng)
-    if index is not None:
-        conn, stale = chosen[index]
-        return Route(endpoint=in_rotation[index], connection=conn, stale=stale)
-
-    # No connection can take the stream now: read every endpoint (rare).
-    expected = sum(ep.connecting * ep.max_streams for ep in in_rotation)
-    if waiting <= expected:
-        return Route()  # the connections being opened will hold them
-    openable = []
-    for index, ep in enumerate(in_rotation):
-        opened = len(ep.ready()) + ep.connecting
-        if ep.may_connect(now) and opened < ep.max_connections:
-            openable.append((ep.address in avoid, opened, (index - turn) % count, ep))
-    if openable:
-        return Route(endpoint=min(openable, key=lambda item: item[:3])[3])
-    open_endpoints = [ep for ep in endpoints if not ep.closed]
-    later = [ep.next_attempt_at for ep in open_endpoints if ep.next_attempt_at > now]
-    later += [ep.ejected_until for ep in open_endpoints if ep.ejected_until > now]
-    return Route(wake_at=min(later) if later else None)
+    if index is None:
+        return None
+    conn, stale = chosen[index]
+    return Route(endpoint=in_rotation[index], connection=conn, stale=stale)

@@ -139,17 +139,13 @@ class Scheduler:
         """
         self._rotation = None
 
-    def _in_rotation(self, now: float) -> Sequence[Endpoint[Channel]] | None:
-        """The endpoints in rotation at ``now``; None when one endpoint (route's fast path)."""
-        endpoints = self._endpoints
-        if len(endpoints) <= 1:
-            return None
-        if self._rotation is None or now >= self._rotation_until:
-            in_play = [ep for ep in endpoints if not ep.closed]
-            self._rotation = rotation(in_play, now)
-            ends = [ep.ejected_until for ep in in_play if ep.ejected_until > now]
-            self._rotation_until = min(ends, default=math.inf)
-        return self._rotation
+    def _rotate(self, now: float) -> Sequence[Endpoint[Channel]]:
+        """The endpoints in rotation at ``now``, kept until a change or an ejection's end."""
+        in_play = [ep for ep in self._endpoints if not ep.closed]
+        self._rotation = in_rotation = rotation(in_play, now)
+        ends = [ep.ejected_until for ep in in_play if ep.ejected_until > now]
+        self._rotation_until = min(ends, default=math.inf)
+        return in_rotation
 
     def try_acquire(
         self, connect_timeout: float | None, avoid: frozenset[str] = frozenset()
@@ -166,6 +162,9 @@ class Scheduler:
         if self._waiters:
             return None
         now = asyncio.get_running_loop().time()
+        in_rotation = self._rotation
+        if in_rotation is None or now >= self._rotation_until:
+            in_rotation = self._rotate(now)
         decision = route(
             self._endpoints,
             now,
@@ -174,7 +173,7 @@ class Scheduler:
             turn=next(self._turns),
             avoid=avoid,
             balancer=self._balancer,
-            in_rotation=self._in_rotation(now),
+            in_rotation=in_rotation,
         )
         channel, endpoint = decision.connection, decision.endpoint
         if channel is None or endpoint is None:
@@ -282,6 +281,9 @@ class Scheduler:
         if not waiters:
             return
         now = asyncio.get_running_loop().time()
+        in_rotation = self._rotation
+        if in_rotation is None or now >= self._rotation_until:
+            in_rotation = self._rotate(now)
         wake_at: float | None = None
         while waiters:
             waiter = waiters[0]
@@ -296,7 +298,7 @@ class Scheduler:
                 turn=next(self._turns),
                 avoid=waiter.avoid,
                 balancer=self._balancer,
-                in_rotation=self._in_rotation(now),
+                in_rotation=in_rotation,
             )
             channel, endpoint = decision.connection, decision.endpoint
             if channel is not None and endpoint is not None:
