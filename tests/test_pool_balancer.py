@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import random
@@ -24,6 +25,7 @@ from h2pool._pool.balancer import (
 )
 from h2pool._pool.endpoint import Endpoint, eject_outlier
 from h2pool._pool.routing import route
+from h2pool._pool.scheduler import Scheduler
 from tests.test_pool_decisions import FakeConnection, endpoint
 
 NOW = 100.0
@@ -395,8 +397,40 @@ class TestOutliers:
     def test_stats_show_the_balancer_s_view(self) -> None:
         ep = endpoint("a:1", FakeConnection(open_streams=3, reserved=1))
         stats = ep.stats(NOW)
-        assert (stats.latency, stats.outstanding, stats.score) == (None, 4, cost(None, 4))
+        assert (stats.latency, stats.outstanding, stats.score) == (None, 4, None)
         ep.latency.observe(0.02, NOW)
         stats = ep.stats(NOW)
         assert stats.latency == pytest.approx(0.02)
         assert stats.score == pytest.approx(0.02 * 5)
+
+
+class TestRotationKeptBetweenEvents:
+    async def test_an_ejection_and_its_end_change_the_rotation(self) -> None:
+        scheduler = Scheduler(
+            functional_timeout=1.0,
+            max_pending=10,
+            wait_for_ready=False,
+            open_connection=lambda endpoint, timeout: None,
+        )
+        first, second = fleet([0, 0])
+        scheduler.endpoints = [first, second]  # type: ignore[list-item]
+
+        def chosen() -> set[str]:
+            addresses = set()
+            for _ in range(20):
+                grant = scheduler.try_acquire(None)
+                assert grant is not None
+                scheduler.give_back(grant.channel)
+                addresses.add(grant.endpoint.address)
+            return addresses
+
+        assert chosen() == {"e0:1", "e1:1"}
+        now = asyncio.get_running_loop().time()
+        first.ejected_until = now + 0.05
+        assert chosen() == {"e0:1", "e1:1"}  # kept until told ...
+        scheduler.changed()
+        assert chosen() == {"e1:1"}  # ... as maintenance does on every ejection
+        await asyncio.sleep(0.06)  # the ejection ends: no event, the time says so
+        assert chosen() == {"e0:1", "e1:1"}
+        scheduler.endpoints = [first]  # type: ignore[list-item]
+        assert chosen() == {"e0:1"}

@@ -43,11 +43,10 @@ async def test_a_slow_replica_gets_little_traffic() -> None:
             print(f"p2c: the slow replica served {share:.1%} of 2,000 requests: {dict(served)}")
             assert share < 0.10
             assert await slow.count() == served[slow.address]  # the server's own count
-            stats = {ep.address: ep for ep in pool.stats().endpoints}
-            slow_stats = stats[slow.address]
-            assert slow_stats.latency is not None
-            assert slow_stats.latency > max(stats[fast1.address].latency or 1.0, 0.0)
-            assert slow_stats.score >= slow_stats.latency
+            for stats in pool.stats().endpoints:  # the balancer's view
+                assert stats.latency is not None
+                assert stats.score is not None
+                assert stats.score >= stats.latency
 
 
 @pytest.mark.parametrize("balancer", ["round_robin", "least_request"])

@@ -114,7 +114,7 @@ class EndpointStats:
         outstanding: Requests sent or about to be (slots reserved) on its
             connections.
         score: The p2c balancer's cost: ``latency x (outstanding + 1)``
-            (lowest is chosen; see docs/resilience.md).
+            (lowest is chosen; see docs/resilience.md); None before any answer.
         ejection_reason: Why it was last ejected (failures in a row, or
             gateway errors in a row), None if never.
     """
@@ -132,7 +132,7 @@ class EndpointStats:
     ping_interval: float | None
     latency: float | None
     outstanding: int
-    score: float
+    score: float | None
     ejection_reason: str | None
 
 
@@ -358,7 +358,7 @@ class Endpoint(Generic[ConnT]):
             ping_interval=self.ping_interval,
             latency=latency,
             outstanding=outstanding,
-            score=cost(latency, outstanding),
+            score=None if latency is None else cost(latency, outstanding),
             ejection_reason=self.ejection_reason,
         )
 
