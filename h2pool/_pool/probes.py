@@ -205,6 +205,7 @@ class HealthChecker:
             if verdict is Verdict.REMOVE:
                 if endpoint.address not in self._held:
                     endpoint.ejections += 1
+                    endpoint.ejection_reason = "the health check says it does not serve"
                     logger.warning("%s does not serve: out of rotation", endpoint.address)
                 self._held.add(endpoint.address)
                 # Renewed at each round while it does not serve.
