@@ -171,6 +171,8 @@ class Simulation:
         choose: The choice function (:func:`balanced` by default).
         policy: The clients' ejection policy.
         seed: Seeds every random source.
+        addresses_of: The servers client ``i`` has endpoints for (all of them by
+            default; subsetting gives each client its subset).
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class Simulation:
         choose: Choose | None = None,
         policy: h2pool.EjectionPolicy | None = None,
         seed: int = 0,
+        addresses_of: Callable[[int], Sequence[str]] | None = None,
     ) -> None:
         self.clock = Clock()
         self.servers = {server.address: server for server in servers}
@@ -189,11 +192,15 @@ class Simulation:
         self.choose = choose or balanced()
         self.policy = policy or h2pool.EjectionPolicy()
         self._rng = random.Random(seed)
-        self.clients = [self._client(f"client{i}") for i in range(clients)]
+        every = list(self.servers)
+        self.clients = [
+            self._client(f"client{i}", addresses_of(i) if addresses_of else every)
+            for i in range(clients)
+        ]
 
-    def _client(self, name: str) -> Client:
+    def _client(self, name: str, addresses: Sequence[str]) -> Client:
         endpoints: list[Endpoint[SimConnection]] = []
-        for address in self.servers:
+        for address in addresses:
             endpoint: Endpoint[SimConnection] = Endpoint(address)
             endpoint.connections = [SimConnection(self.clock)]
             endpoints.append(endpoint)

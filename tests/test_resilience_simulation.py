@@ -76,6 +76,21 @@ def test_latency_blind_balancers_feed_the_slow_endpoint_its_share(balancer: Bala
     assert simulation.ejected_by(failing.address) == 20
 
 
+def test_clients_may_see_a_subset_of_the_servers() -> None:
+    servers = [Server(f"10.0.0.{i}:80") for i in range(6)]
+    simulation = Simulation(
+        servers,
+        clients=3,
+        rate=50.0,
+        seed=4,
+        addresses_of=lambda i: ["10.0.0.0:80", f"10.0.0.{i + 1}:80"],
+    )
+    simulation.run(1.0)
+    served = simulation.served()
+    assert served["10.0.0.4:80"] == served["10.0.0.5:80"] == 0
+    assert all(served[f"10.0.0.{i}:80"] for i in range(4))
+
+
 def test_the_simulation_is_deterministic() -> None:
     def outcome(seed: int) -> dict[str, int]:
         servers, _, _ = fleet_with_a_slow_and_a_failing_endpoint(10)
