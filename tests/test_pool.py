@@ -340,6 +340,9 @@ async def test_failing_endpoints_are_ejected_but_never_all() -> None:
             stats = pool.stats().endpoints
             assert stats[1].ejections == 1
             assert "ConnectError" in (stats[1].last_error or "")
+            assert (stats[1].ejection_reason or "").startswith(
+                "2 failures in a row, the last: ConnectError"
+            )
             assert not stats[0].ejected
             assert (await pool.request("GET", "/x")).endpoint == live
     dead = h2pool.Pool(

@@ -58,6 +58,9 @@ async def test_a_replica_not_serving_gets_no_traffic_until_it_serves_again() -> 
             responses = await asyncio.gather(*(pool.request("GET", "/") for _ in range(50)))
             assert {r.endpoint for r in responses} == {f"127.0.0.1:{second.server.port}"}
             assert pool.stats().endpoints[0].ejections == 1
+            assert pool.stats().endpoints[0].ejection_reason == (
+                "the health check says it does not serve"
+            )
             first.serving = True
             await eventually(lambda: not pool.stats().endpoints[0].ejected)
             responses = await asyncio.gather(*(pool.request("GET", "/") for _ in range(50)))

@@ -83,7 +83,7 @@ def test_an_ejection_that_ends_is_no_proof_of_life() -> None:
     backup: Endpoint[FakeConnection] = Endpoint("10.0.0.2:80", tier=1)
     for _ in range(5):
         primary.record_failure(NOW, ConnectError("refused"), None)
-    primary.eject(NOW, h2pool.EjectionPolicy(base_time=1.0))
+    primary.eject(NOW, h2pool.EjectionPolicy(base_time=1.0), "failures in a row")
     later = NOW + 2.0
     assert not primary.ejected(later)
     assert not primary.usable(later)

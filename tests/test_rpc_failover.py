@@ -180,7 +180,9 @@ async def test_graceful_stop_of_a_replica_loses_no_call() -> None:
     # answer GOAWAY(last id); calls in flight finish. 20 callers keep calls going the whole
     # time, so calls start before, between and after the two GOAWAYs.
     with grpc_servers(2) as (stopping, staying):
-        async with channel_to(stopping.target, staying.target) as channel:
+        # Round robin: each replica takes half of the calls before the stop (p2c,
+        # the default, would favour whichever replica answers faster on this machine).
+        async with channel_to(stopping.target, staying.target, balancer="round_robin") as channel:
             stopped = None
 
             async def stop() -> None:

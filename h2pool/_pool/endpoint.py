@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from .._exceptions import ConnectError, H2PoolError
+from .balancer import PeakEwma, cost
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
     backoff_delay,
     ejection_duration,
+    may_eject,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Endpoint",
     "EndpointStats",
     "backup_addresses",
+    "eject_outlier",
     "rotation",
     "serving_tier",
     "split_address",
@@ -109,6 +112,14 @@ class EndpointStats:
         ping_interval: Silence before a health PING, once the peer asked
             for fewer pings (GOAWAY ``too_many_pings``); None before.
         tier: 0 for a primary endpoint, 1 for a backup (``backup_endpoints``).
+        latency: The balancer's latency estimate (peak-EWMA of the answers'
+            latencies, decayed to now), in seconds; None before any answer.
+        outstanding: Requests sent or about to be (slots reserved) on its
+            connections.
+        score: The p2c balancer's cost: ``latency x (outstanding + 1)``
+            (lowest is chosen; see docs/resilience.md); None before any answer.
+        ejection_reason: Why it was last ejected (failures in a row, or
+            gateway errors in a row), None if never.
     """
 
     address: str
@@ -123,6 +134,10 @@ class EndpointStats:
     last_error: str | None
     ping_interval: float | None
     tier: int
+    latency: float | None
+    outstanding: int
+    score: float | None
+    ejection_reason: str | None
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -156,6 +171,13 @@ class Endpoint(Generic[ConnT]):
             last success.
         tier: 0 for a primary endpoint, 1 for a backup (``backup_endpoints``):
             a tier takes requests only while no lower tier has a usable endpoint.
+        latency: The latency of its answers, for the balancer (peak-EWMA).
+        gateway_failures: Answers in a row that were gateway errors (502,
+            503, 504 by default; see ``EjectionPolicy``).
+        gateway_failures_reset: What the latest other answer reset
+            ``gateway_failures`` from: an answer the pool took for a success
+            may be recounted as a gateway error (:meth:`recount_gateway_failure`).
+        ejection_reason: Why it was last ejected.
     """
 
     address: str
@@ -174,6 +196,10 @@ class Endpoint(Generic[ConnT]):
     ping_interval: float | None = None
     closed: bool = False
     tier: int = 0
+    latency: PeakEwma = field(default_factory=PeakEwma)
+    gateway_failures: int = 0
+    gateway_failures_reset: int = 0
+    ejection_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.host, self.port = split_address(self.address)
@@ -259,18 +285,71 @@ class Endpoint(Generic[ConnT]):
         if backoff is not None:
             self.next_attempt_at = now + backoff_delay(backoff, self.consecutive_failures)
 
-    def eject(self, now: float, policy: EjectionPolicy) -> float:
-        """Take the endpoint out of rotation; returns for how long."""
+    def eject(self, now: float, policy: EjectionPolicy, reason: str) -> float:
+        """Take the endpoint out of rotation for ``reason``; returns for how long."""
         self.ejections += 1
         duration = ejection_duration(policy, self.ejections)
         self.ejected_until = now + duration
+        self.ejection_reason = reason
         self.consecutive_failures = 0
+        self.gateway_failures = self.gateway_failures_reset = 0
         return duration
+
+    def answered(
+        self, status: int | None, latency: float, now: float, policy: EjectionPolicy
+    ) -> str | None:
+        """Record an attempt's outcome: its status, or None for an error, after ``latency`` s.
+
+        The latency feeds the balancer's estimate (an error or a gateway
+        error may raise it, never lower it: an endpoint that fails fast must
+        not look fast). An answer counts toward outlier detection: a gateway
+        error adds one to the streak, any other answer resets it; errors
+        leave it alone (they are counted on connections).
+
+        Returns:
+            Why the endpoint should be ejected now, or None.
+        """
+        if status is None:
+            self.latency.observe(latency, now, lower=False)
+            return None
+        gateway = status in policy.gateway_statuses
+        self.latency.observe(latency, now, lower=not gateway)
+        if not gateway:
+            self.gateway_failures_reset, self.gateway_failures = self.gateway_failures, 0
+            return None
+        self.gateway_failures += 1
+        return self._outlier(now, policy, f"status {status}")
+
+    def rpc_unavailable(self, now: float, policy: EjectionPolicy) -> str | None:
+        """The latest answer, counted as a success, was a gRPC UNAVAILABLE after all.
+
+        gRPC's status comes in an HTTP 200 answer (in its trailers), told
+        after the pool counted the 200: the streak that 200 reset is
+        restored, plus one. Returns why the endpoint should be ejected now,
+        or None.
+        """
+        if not self.gateway_failures:
+            self.gateway_failures = self.gateway_failures_reset
+        self.gateway_failures_reset = 0
+        self.gateway_failures += 1
+        return self._outlier(now, policy, "gRPC UNAVAILABLE")
+
+    def _outlier(self, now: float, policy: EjectionPolicy, last: str) -> str | None:
+        streak, limit = self.gateway_failures, policy.consecutive_gateway_failures
+        if not limit or streak < limit or self.ejected(now):
+            return None
+        return f"{streak} gateway errors in a row, the last: {last}"
+
+    def outstanding(self) -> int:
+        """Requests sent, or with a slot reserved, on its connections (a pure read)."""
+        return sum(conn.open_streams + conn.reserved for conn in self.connections)
 
     def stats(self, now: float) -> EndpointStats:
         """A snapshot of the endpoint."""
         live = self.ready()
         rtts = [conn.rtt for conn in self.connections if conn.rtt is not None]
+        latency = self.latency.value(now)
+        outstanding = self.outstanding()
         return EndpointStats(
             address=self.address,
             state=self.state(now),
@@ -284,6 +363,10 @@ class Endpoint(Generic[ConnT]):
             last_error=self.last_error,
             ping_interval=self.ping_interval,
             tier=self.tier,
+            latency=latency,
+            outstanding=outstanding,
+            score=None if latency is None else cost(latency, outstanding),
+            ejection_reason=self.ejection_reason,
         )
 
 
@@ -313,6 +396,24 @@ def serving_tier(endpoints: Sequence[Endpoint[ConnT]], now: float) -> int:
     higher ones (backups while a primary serves) unconnected.
     """
     return max((ep.tier for ep in rotation(endpoints, now)), default=0)
+
+
+def eject_outlier(
+    endpoints: Sequence[Endpoint[ConnT]],
+    endpoint: Endpoint[ConnT],
+    now: float,
+    policy: EjectionPolicy,
+    reason: str,
+) -> float | None:
+    """Eject ``endpoint`` of ``endpoints`` for ``reason``, unless too many are out.
+
+    Never the last endpoint in play, nor more than the policy's share
+    (:func:`~.policies.may_eject`). Returns how long it is out, or None.
+    """
+    in_play = [ep for ep in endpoints if not ep.closed]
+    if not may_eject(policy, len(in_play), sum(ep.ejected(now) for ep in in_play)):
+        return None
+    return endpoint.eject(now, policy, reason)
 
 
 def unreachable(endpoints: Sequence[Endpoint[ConnT]]) -> H2PoolError | None:

@@ -28,16 +28,16 @@ from typing import Any
 
 from .._core.protocol import ConnectionEvent
 from .._exceptions import ConnectError, H2PoolError
+from .balancer import Balancer
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
-from .endpoint import Endpoint, serving_tier
+from .endpoint import Endpoint, eject_outlier, serving_tier
 from .outgoing import Observer
 from .policies import (
     ConnectionBackoff,
     EjectionPolicy,
     backoff_delay,
     is_endpoint_failure,
-    may_eject,
 )
 from .scheduler import Scheduler
 from .subset import subset
@@ -63,6 +63,7 @@ class MaintenanceSettings:
     subset_size: int | None = None
     subset_client: tuple[int, int] | None = None
     subset_seed: bytes = b""
+    balancer: Balancer = Balancer.P2C
 
 
 class Maintenance:
@@ -100,6 +101,7 @@ class Maintenance:
             max_pending=max_pending,
             wait_for_ready=wait_for_ready,
             open_connection=self.start_connect,
+            balancer=settings.balancer,
         )
         self._backups = [self._new_endpoint(address, tier=1) for address in backups]
         self.scheduler.endpoints = [
@@ -267,6 +269,7 @@ class Maintenance:
                 )
         finally:
             endpoint.connecting -= 1
+            self.scheduler.changed()
             self.maintain()
             self.scheduler.assign()
 
@@ -281,6 +284,7 @@ class Maintenance:
                 logger.warning("connection to %s failed: %s", endpoint.address, error)
                 self._endpoint_failed(endpoint, error, None)
             self.prune(endpoint)
+        self.scheduler.changed()
         self.maintain()  # replace what drained or closed
         self.scheduler.assign()
 
@@ -288,6 +292,8 @@ class Maintenance:
         """Drop the endpoint's connections that ended, closing what is left of them."""
         before = endpoint.connections
         endpoint.prune()
+        if len(endpoint.connections) != len(before):
+            self.scheduler.changed()
         for connection in before:
             if connection not in endpoint.connections:
                 connection.close()
@@ -301,24 +307,41 @@ class Maintenance:
         """Count a failure against an endpoint: maybe back off, eject, re-resolve."""
         now = asyncio.get_running_loop().time()
         endpoint.record_failure(now, error, backoff)
-        ejection = self._settings.ejection
-        if endpoint.consecutive_failures < ejection.consecutive_failures or endpoint.ejected(now):
+        failures = endpoint.consecutive_failures
+        if failures < self._settings.ejection.consecutive_failures or endpoint.ejected(now):
             return
-        in_play = [ep for ep in self.endpoints if not ep.closed]
-        ejected = sum(ep.ejected(now) for ep in in_play)
-        if may_eject(ejection, len(in_play), ejected):
-            duration = endpoint.eject(now, ejection)
-            logger.warning(
-                "ejected %s for %.1fs after repeated failures", endpoint.address, duration
-            )
+        self._eject(endpoint, now, f"{failures} failures in a row, the last: {endpoint.last_error}")
         self._schedule_resolve()
+
+    def _eject(self, endpoint: Endpoint[Channel], now: float, reason: str) -> None:
+        """Eject ``endpoint`` for ``reason``, unless too many are out already (never all)."""
+        duration = eject_outlier(self.endpoints, endpoint, now, self._settings.ejection, reason)
+        if duration is not None:
+            self.scheduler.changed()
+            logger.warning("ejected %s for %.1fs: %s", endpoint.address, duration, reason)
 
     def answered(
         self, endpoint: Endpoint[Channel], outcome: int | H2PoolError, latency: float
     ) -> None:
-        """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s."""
-        # FOUNDATION (issue #10): the balancer's latency score and outlier
-        # detection on answers are recorded here.
+        """An attempt on ``endpoint`` ended: a status code or an error, after ``latency`` s.
+
+        The balancer's latency estimate and outlier detection on answers
+        (:meth:`.Endpoint.answered`).
+        """
+        now = asyncio.get_running_loop().time()
+        status = outcome if isinstance(outcome, int) else None
+        reason = endpoint.answered(status, latency, now, self._settings.ejection)
+        if reason is not None:
+            self._eject(endpoint, now, reason)
+
+    def rpc_unavailable(self, address: str) -> None:
+        """A gRPC call to ``address`` ended UNAVAILABLE in an answer the pool counted as 200."""
+        endpoint = next((ep for ep in self.endpoints if ep.address == address), None)
+        if endpoint is not None:
+            now = asyncio.get_running_loop().time()
+            reason = endpoint.rpc_unavailable(now, self._settings.ejection)
+            if reason is not None:
+                self._eject(endpoint, now, reason)
 
     # ------------------------------------------------------------------
     # Endpoints from DNS

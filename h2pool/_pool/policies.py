@@ -152,18 +152,33 @@ class EjectionPolicy:
         max_time: Longest ejection.
         max_ejected_percent: Ejections stop when this share of endpoints is
             out; at least one endpoint is always left in, whatever the share.
+        consecutive_gateway_failures: Answers in a row with a status of
+            ``gateway_statuses`` (or gRPC calls ending UNAVAILABLE) that
+            eject an endpoint (Envoy's ``consecutive_gateway_failure``); any
+            other answer resets the count; 0 turns this off.
+        gateway_statuses: The statuses that count as gateway errors.
     """
 
     consecutive_failures: int = 5
     base_time: float = 30.0
     max_time: float = 300.0
     max_ejected_percent: float = 50.0
+    consecutive_gateway_failures: int = 5
+    gateway_statuses: frozenset[int] = field(default_factory=lambda: frozenset({502, 503, 504}))
 
     def __post_init__(self) -> None:
         check_count("consecutive_failures", self.consecutive_failures, 1)
         check_seconds("base_time", self.base_time)
         _check_max("max_time", self.max_time, self.base_time, "base_time")
         check_fraction("max_ejected_percent", self.max_ejected_percent, 0, 100, closed=True)
+        check_count("consecutive_gateway_failures", self.consecutive_gateway_failures, 0)
+        if not isinstance(self.gateway_statuses, frozenset) or not all(
+            isinstance(status, int) and 100 <= status <= 599 for status in self.gateway_statuses
+        ):
+            raise ValueError(
+                f"gateway_statuses must be a frozenset of statuses (100-599), "
+                f"not {self.gateway_statuses!r}"
+            )
 
 
 def _exponential(initial: float, multiplier: float, cap: float, step: int) -> float:

@@ -29,6 +29,7 @@ from .._core.tls import client_ssl_context
 from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
+from .balancer import check_balancer
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .deadlines import PASSED, bound, caller_deadline, remaining
@@ -138,6 +139,10 @@ class Pool(Verbs[Awaitable[Response], Content]):
             ``clients`` pools sharing the endpoints (a pod ordinal, say), for
             an exact spread (deterministic aperture); None: a random subset
             (gRFC A68), even only on average. Needs ``subset_size``.
+        balancer: Which endpoint takes each request: ``"p2c"`` (the
+            default: of two endpoints, the one with the lower latency x
+            outstanding requests, as Finagle and Linkerd), ``"round_robin"``
+            or ``"least_request"`` (see docs/resilience.md).
     """
 
     def __init__(
@@ -168,8 +173,10 @@ class Pool(Verbs[Awaitable[Response], Content]):
         backup_endpoints: Sequence[str] | None = None,
         subset_size: int | None = None,
         subset_client: tuple[int, int] | None = None,
+        balancer: Literal["p2c", "round_robin", "least_request"] = "p2c",
     ) -> None:
         parts = parse_target(target)
+        balancing = check_balancer(balancer)
         functional = check_seconds("functional_timeout", functional_timeout)
         connect = check_seconds("connect_timeout", connect_timeout)
         resolve = check_seconds("resolve_interval", resolve_interval, zero=True, unbounded=True)
@@ -246,6 +253,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             subset_size=subset_size,
             subset_client=subset_client,
             subset_seed=os.urandom(16),  # this pool's own random subset
+            balancer=balancing,
         )
         self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
@@ -299,6 +307,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             self._checker.start()
 
     def _rotation_changed(self) -> None:
+        self._scheduler.changed()
         self._maintenance.maintain()
         self._scheduler.assign()
 
@@ -427,6 +436,13 @@ class Pool(Verbs[Awaitable[Response], Content]):
             yield response
         finally:
             await response.aclose()
+
+    def _unavailable(self, address: str) -> None:
+        """For h2pool.rpc: a call to ``address`` ended UNAVAILABLE in an HTTP 200 answer.
+
+        It counts as a gateway error of that endpoint (outlier detection).
+        """
+        self._maintenance.rpc_unavailable(address)
 
     def stats(self) -> PoolStats:
         """A snapshot of every endpoint and of the requests in the pool."""

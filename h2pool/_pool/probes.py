@@ -232,6 +232,7 @@ class HealthChecker:
         if verdict is Verdict.REMOVE:
             if endpoint.address not in self._held:
                 endpoint.ejections += 1
+                endpoint.ejection_reason = "the health check says it does not serve"
                 logger.warning("%s does not serve: out of rotation", endpoint.address)
             self._hold(endpoint, now)  # renewed at each round while it does not serve
         elif verdict is Verdict.RESTORE:

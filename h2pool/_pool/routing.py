@@ -6,14 +6,18 @@ until when, at the latest). Only connections with a free slot count: none
 that received GOAWAY, is dead, or is full under the peer's
 MAX_CONCURRENT_STREAMS once the slots reserved by other requests are counted.
 :func:`route` only reads :class:`~.endpoint.ConnectionView` properties and
-endpoint fields; it changes nothing.
+endpoint fields; it changes nothing. The endpoint is the balancer's choice
+(:mod:`.balancer`) among those in rotation that can take the stream, read
+O(1) at a time; the connection, that endpoint's least-loaded live one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from typing import Generic, NamedTuple
 
+from .balancer import Balancer, Key, cost, pick
 from .endpoint import ConnT, Endpoint, rotation
 
 __all__ = ["Route", "route"]
@@ -50,6 +54,9 @@ def route(
     functional_timeout: float,
     turn: int = 0,
     avoid: frozenset[str] = frozenset(),
+    balancer: Balancer = Balancer.P2C,
+    in_rotation: Sequence[Endpoint[ConnT]] | None = None,
+    rng: Callable[[], float] = random.random,
 ) -> Route[ConnT]:
     """Decide where a new stream goes.
 
@@ -59,17 +66,24 @@ def route(
         waiting: Streams waiting for capacity, this one included.
         functional_timeout: Silence after which a connection counts as stale.
         turn: A counter that rotates ties between endpoints, so equally
-            loaded endpoints share the load.
+            loaded endpoints share the load (and round robin's turn).
         avoid: The addresses of endpoints to use only if no other can take
             the stream now: a retry (or a hedge) goes elsewhere when it can
             (as Envoy's previous-hosts retry predicate), so that one failing
             endpoint cannot fail all of a request's attempts.
+        balancer: Which endpoint of the rotation takes the stream (see
+            :mod:`.balancer`).
+        in_rotation: :func:`~.endpoint.rotation` of the open ``endpoints``
+            at ``now``, if the caller keeps it (the scheduler does, so that
+            a request reads O(1) endpoints); computed here otherwise.
+        rng: Uniform random numbers in [0, 1), for p2c's samples.
 
     Returns:
-        Use the least-loaded live connection with a free slot, preferring
-        proven-live connections and the least-loaded endpoint. Otherwise
-        open a connection where one may be opened, unless the connections
-        already being opened will hold every waiting stream. Otherwise wait.
+        Use a connection with a free slot of the endpoint the balancer picks
+        among those that have one (not avoided if it can), its least-loaded
+        connection, preferring proven-live ones. Otherwise open a connection
+        where one may be opened, unless the connections already being opened
+        will hold every waiting stream. Otherwise wait.
     """
     if len(endpoints) == 1 and len(endpoints[0].connections) == 1:
         # The commonest case, decided without the general search: the same
@@ -83,50 +97,76 @@ def route(
         ):
             stale = now - conn.last_received >= functional_timeout
             return Route(endpoint=endpoint, connection=conn, stale=stale)
-    open_endpoints = [ep for ep in endpoints if not ep.closed]
-    in_rotation = rotation(open_endpoints, now)
-    count = len(in_rotation)
-    best: tuple[Endpoint[ConnT], ConnT] | None = None
-    best_key: tuple[bool, bool, float, int, float] | None = None
-    ready_counts = []
-    for index, endpoint in enumerate(in_rotation):
-        # One pass reads each connection once (this runs for every request).
-        candidates = []
-        ready = taken = capacity = 0
-        for conn in endpoint.connections:
-            if not conn.accepting_streams:
-                continue
-            ready += 1
-            limit = conn.max_streams
-            used = conn.open_streams + conn.reserved
-            taken += used
-            capacity += limit
-            if used < limit:
-                candidates.append((conn, used / limit))
-        ready_counts.append(ready)
-        if not candidates:
-            continue
-        load = taken / capacity
-        order = (index - turn) % count
-        avoided = endpoint.address in avoid
-        for conn, fill in candidates:
-            stale = now - conn.last_received >= functional_timeout
-            key = (avoided, stale, load, order, fill)
-            if best_key is None or key < best_key:
-                best, best_key = (endpoint, conn), key
-    if best is not None and best_key is not None:
-        return Route(endpoint=best[0], connection=best[1], stale=best_key[1])
+    if in_rotation is None:
+        in_rotation = rotation([ep for ep in endpoints if not ep.closed], now)
+    chosen = _balanced(in_rotation, now, functional_timeout, turn, avoid, balancer, rng)
+    if chosen is not None:
+        return chosen
 
+    # No connection can take the stream now: read every endpoint (rare).
     expected = sum(ep.connecting * ep.max_streams for ep in in_rotation)
     if waiting <= expected:
         return Route()  # the connections being opened will hold them
-    openable = [
-        (ep.address in avoid, ready + ep.connecting, (index - turn) % count, ep)
-        for index, (ep, ready) in enumerate(zip(in_rotation, ready_counts, strict=True))
-        if ep.may_connect(now) and ready + ep.connecting < ep.max_connections
-    ]
+    count = len(in_rotation)
+    openable = []
+    for index, ep in enumerate(in_rotation):
+        opened = len(ep.ready()) + ep.connecting
+        if ep.may_connect(now) and opened < ep.max_connections:
+            openable.append((ep.address in avoid, opened, (index - turn) % count, ep))
     if openable:
         return Route(endpoint=min(openable, key=lambda item: item[:3])[3])
+    open_endpoints = [ep for ep in endpoints if not ep.closed]
     later = [ep.next_attempt_at for ep in open_endpoints if ep.next_attempt_at > now]
     later += [ep.ejected_until for ep in open_endpoints if ep.ejected_until > now]
     return Route(wake_at=min(later) if later else None)
+
+
+def _balanced(
+    in_rotation: Sequence[Endpoint[ConnT]],
+    now: float,
+    functional_timeout: float,
+    turn: int,
+    avoid: frozenset[str],
+    balancer: Balancer,
+    rng: Callable[[], float],
+) -> Route[ConnT] | None:
+    """The balancer's endpoint of ``in_rotation`` and its best connection, if one can take it.
+
+    Apart from :func:`route`, so that the closure's cells cost nothing on its fast path.
+    """
+    count = len(in_rotation)
+    chosen: dict[int, tuple[ConnT, bool]] = {}
+
+    def rank(index: int) -> Key | None:
+        # Reads one endpoint's connections (a few): its best one, and its load.
+        endpoint = in_rotation[index]
+        if endpoint.closed:
+            return None
+        best: ConnT | None = None
+        best_key = (True, 1.0)
+        outstanding = 0
+        for conn in endpoint.connections:
+            used = conn.open_streams + conn.reserved
+            outstanding += used
+            limit = conn.max_streams
+            if used < limit and conn.accepting_streams:
+                key = (now - conn.last_received >= functional_timeout, used / limit)
+                if best is None or key < best_key:
+                    best, best_key = conn, key
+        if best is None:
+            return None
+        stale = best_key[0]
+        chosen[index] = (best, stale)
+        if balancer is Balancer.P2C:
+            score = cost(endpoint.latency.value(now), outstanding)
+        elif balancer is Balancer.LEAST_REQUEST:
+            score = float(outstanding)
+        else:
+            score = 0.0
+        return (bool(avoid) and endpoint.address in avoid, stale, score)
+
+    index = pick(balancer, count, turn % count if count else 0, rank, rng)
+    if index is None:
+        return None
+    conn, stale = chosen[index]
+    return Route(endpoint=in_rotation[index], connection=conn, stale=stale)

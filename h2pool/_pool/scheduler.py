@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
+import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from .._exceptions import (
@@ -27,8 +29,9 @@ from .._exceptions import (
     PoolOverloaded,
     PoolTimeout,
 )
+from .balancer import Balancer
 from .channel import Channel
-from .endpoint import Endpoint, unreachable
+from .endpoint import Endpoint, rotation, unreachable
 from .outgoing import Observer
 from .routing import route
 from .timeouts import bounded
@@ -88,6 +91,7 @@ class Scheduler:
         wait_for_ready: When every endpoint is failing, wait (True) or fail
             the waiting requests with the last connection error.
         open_connection: Starts a connection attempt (see ``OpenConnection``).
+        balancer: Which endpoint takes each request (see :mod:`.balancer`).
     """
 
     def __init__(
@@ -97,14 +101,22 @@ class Scheduler:
         max_pending: int,
         wait_for_ready: bool,
         open_connection: OpenConnection,
+        balancer: Balancer = Balancer.P2C,
     ) -> None:
-        self.endpoints: list[Endpoint[Channel]] = []
+        self._endpoints: list[Endpoint[Channel]] = []
         self._functional_timeout = functional_timeout
         self._max_pending = max_pending
         self._wait_for_ready = wait_for_ready
         self._open_connection = open_connection
+        self._balancer = balancer
+        # The rotation, kept between events (a request reads O(1) endpoints):
+        # until changed() or until the earliest ejection in it ends.
+        self._rotation: Sequence[Endpoint[Channel]] | None = None
+        self._rotation_until = math.inf
         self._waiters: deque[_Waiter] = deque()
-        self._turns = itertools.count()
+        # From a random turn, so that pools started together do not all
+        # send their first requests to the same endpoint.
+        self._turns = itertools.count(random.randrange(1 << 16))
         self._timer: asyncio.TimerHandle | None = None
         self._closed: H2PoolError | None = None
 
@@ -112,6 +124,32 @@ class Scheduler:
     def pending(self) -> int:
         """Requests waiting for a slot."""
         return len(self._waiters)
+
+    @property
+    def endpoints(self) -> list[Endpoint[Channel]]:
+        """The pool's endpoints (setting them is a change of the rotation)."""
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, endpoints: list[Endpoint[Channel]]) -> None:
+        self._endpoints = endpoints
+        self.changed()
+
+    def changed(self) -> None:
+        """Something the rotation depends on may have changed (not a slot freed).
+
+        An endpoint failed, connected, was ejected or came back; a connection
+        drained or closed; the endpoints changed.
+        """
+        self._rotation = None
+
+    def _rotate(self, now: float) -> Sequence[Endpoint[Channel]]:
+        """The endpoints in rotation at ``now``, kept until a change or an ejection's end."""
+        in_play = [ep for ep in self._endpoints if not ep.closed]
+        self._rotation = in_rotation = rotation(in_play, now)
+        ends = [ep.ejected_until for ep in in_play if ep.ejected_until > now]
+        self._rotation_until = min(ends, default=math.inf)
+        return in_rotation
 
     def try_acquire(
         self,
@@ -131,14 +169,19 @@ class Scheduler:
             raise self._closed.copy() from self._closed
         if self._waiters:
             return None
-        endpoints = self.endpoints
+        now = asyncio.get_running_loop().time()
+        in_rotation = self._rotation
+        if in_rotation is None or now >= self._rotation_until:
+            in_rotation = self._rotate(now)
         decision = route(
-            endpoints,
-            asyncio.get_running_loop().time(),
+            self._endpoints,
+            now,
             waiting=1,
             functional_timeout=self._functional_timeout,
             turn=next(self._turns),
             avoid=avoid,
+            balancer=self._balancer,
+            in_rotation=in_rotation,
         )
         channel, endpoint = decision.connection, decision.endpoint
         if channel is None or endpoint is None:
@@ -249,6 +292,9 @@ class Scheduler:
         if not waiters:
             return
         now = asyncio.get_running_loop().time()
+        in_rotation = self._rotation
+        if in_rotation is None or now >= self._rotation_until:
+            in_rotation = self._rotate(now)
         wake_at: float | None = None
         while waiters:
             waiter = waiters[0]
@@ -256,12 +302,14 @@ class Scheduler:
                 waiters.popleft()
                 continue
             decision = route(
-                self.endpoints,
+                self._endpoints,
                 now,
                 waiting=len(waiters),
                 functional_timeout=self._functional_timeout,
                 turn=next(self._turns),
                 avoid=waiter.avoid,
+                balancer=self._balancer,
+                in_rotation=in_rotation,
             )
             channel, endpoint = decision.connection, decision.endpoint
             if channel is not None and endpoint is not None:

@@ -316,7 +316,15 @@ class Call:
         opened = opening_status(response.status_code, fields)
         if opened is None:
             self._opened(fields)
+        elif response.status_code == 200:
+            self._count_unavailable(opened)
         return opened
+
+    def _count_unavailable(self, status: Status) -> None:
+        """A status from the server in an HTTP 200 answer: UNAVAILABLE counts as a
+        gateway error of its endpoint (the pool's outlier detection)."""
+        if status.code is StatusCode.UNAVAILABLE and self.endpoint is not None:
+            self._invocation.pool._unavailable(self.endpoint)
 
     def _retry_delay(self, status: Status) -> float | None:
         """Seconds before the next attempt of a call whose attempt ended with ``status``.
@@ -398,6 +406,7 @@ class Call:
         trailers = fields_of(response.trailers)
         status = final_status(trailers)
         if status.code is not StatusCode.OK:
+            self._count_unavailable(status)
             raise self._fail(status)
         try:
             decoder = self._invocation.decoder(fields_of(response.headers))

@@ -239,6 +239,7 @@ class _StreamingCall(Call):
 
     def _end(self, status: Status) -> None:
         """The body ended with ``status``; a unary response must have had its message."""
+        self._count_unavailable(status)
         if status.code is StatusCode.OK and not self._response_streaming and self._received != 1:
             status = Status(
                 StatusCode.INTERNAL,
