@@ -21,7 +21,7 @@ from .._messages import adopt_fields
 from .budget import RetryBudget, Spending
 from .channel import Channel, Fetched, Reply
 from .endpoint import Endpoint
-from .hedging import HedgePolicy, Verdict, judge
+from .hedging import HedgePolicy, Verdict, avoided, judge
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
 from .response import Body, Response
@@ -259,7 +259,7 @@ class Attempts:
                     if sent and not self._spend(now):
                         next_at = None  # a refused hedge is not sent: the others go on
                     else:
-                        copy = dataclasses.replace(request, avoid=_avoided(request, copies))
+                        copy = dataclasses.replace(request, avoid=avoided(request, copies.values()))
                         task = loop.create_task(
                             self.send(copy, deadline, read_body=read_body, policy=self._per_hedge)
                         )
@@ -279,7 +279,8 @@ class Attempts:
                 )
                 for task in done:
                     copy = copies.pop(task)
-                    request.avoid |= copy.avoid
+                    # The next copies avoid it too, whatever it answered.
+                    request.avoid = avoided(request, (copy,))
                     request.last_error = copy.last_error or request.last_error
                     request.response_headers = copy.response_headers or request.response_headers
                     error = task.exception()
@@ -363,18 +364,6 @@ def _refused(error: H2PoolError) -> H2PoolError:
     refused._reason = f"{error.reason}; not retried: the retry budget is spent"
     refused.args = (f"{error}; not retried: the retry budget is spent",)
     return refused
-
-
-def _avoided(
-    request: OutgoingRequest, copies: dict[asyncio.Task[Response], OutgoingRequest]
-) -> frozenset[str]:
-    """What a new copy of a hedged request avoids: the endpoints its copies failed on or use."""
-    avoid = request.avoid
-    for copy in copies.values():
-        avoid |= copy.avoid
-        if copy.sent_to is not None:
-            avoid |= {copy.sent_to}
-    return avoid
 
 
 async def _discard(outcome: Response | H2PoolError | None) -> None:

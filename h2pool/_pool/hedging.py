@@ -12,13 +12,15 @@ rule it follows is here.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .._exceptions import H2PoolError, H2ProtocolError, PoolClosed, PoolOverloaded, PoolTimeout
 from .checks import check_count, check_seconds
+from .outgoing import OutgoingRequest
 from .policies import IDEMPOTENT_METHODS
 
-__all__ = ["HedgePolicy", "Verdict", "hedge_for", "judge"]
+__all__ = ["HedgePolicy", "Verdict", "avoided", "hedge_for", "judge"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,3 +94,18 @@ def judge(outcome: H2PoolError | int, policy: HedgePolicy) -> Verdict:
     if isinstance(outcome, PoolClosed | PoolOverloaded | PoolTimeout | H2ProtocolError):
         return Verdict.WAIT
     return Verdict.NEXT
+
+
+def avoided(request: OutgoingRequest, copies: Iterable[OutgoingRequest]) -> frozenset[str]:
+    """The endpoints a new copy of ``request`` avoids: those its copies failed on or use.
+
+    Routing takes any other endpoint in rotation first, so that each copy
+    goes to a different endpoint while there is one (one stalled replica
+    must not hold every copy).
+    """
+    avoid = request.avoid
+    for copy in copies:
+        avoid |= copy.avoid
+        if copy.sent_to is not None:
+            avoid |= {copy.sent_to}
+    return avoid
