@@ -59,9 +59,10 @@ class Attempts:
 
     Attributes:
         active: Requests in flight (sent, or holding an unread response).
+        spending: The retry budget's counts (None: no budget); the rpc
+            channel's retries spend it too.
         retries: Retries made, transparent ones included.
         hedges: Copies of hedged requests sent after the first.
-        refusals: Retries and hedges the retry budget refused.
     """
 
     def __init__(
@@ -78,11 +79,10 @@ class Attempts:
         # failures are the hedge loop's to judge.
         self._per_hedge = dataclasses.replace(retry, max_attempts=1)
         self._answered = answered
-        self._spending = None if budget is None else Spending(budget)
+        self.spending = None if budget is None else Spending(budget)
         self.active = 0
         self.retries = 0
         self.hedges = 0
-        self.refusals = 0
         self._idle: asyncio.Event | None = None
 
     async def wait_idle(self) -> None:
@@ -98,11 +98,7 @@ class Attempts:
 
     def _spend(self, now: float) -> bool:
         """Whether the retry budget allows one more retry or hedge now (counted if so)."""
-        spending = self._spending
-        if spending is None or spending.try_spend(now):
-            return True
-        self.refusals += 1
-        return False
+        return self.spending is None or self.spending.try_spend(now)
 
     async def send(
         self,
@@ -131,8 +127,8 @@ class Attempts:
         clock = asyncio.get_running_loop().time
         if policy is None:
             policy = self._retry
-            if self._spending is not None:
-                self._spending.deposit(clock())
+            if self.spending is not None:
+                self.spending.deposit(clock())
             if hedge is not None:
                 return await self._hedged(request, deadline, read_body, hedge)
         while True:

@@ -72,7 +72,7 @@ class Spending:
     time moves on (at most :data:`BUCKETS` of them).
     """
 
-    __slots__ = ("_budget", "_requests", "_retries", "_second", "requests", "retries")
+    __slots__ = ("_budget", "_requests", "_retries", "_second", "refused", "requests", "retries")
 
     def __init__(self, budget: RetryBudget) -> None:
         self._budget = budget
@@ -83,6 +83,8 @@ class Spending:
         """Requests counted in the window."""
         self.retries = 0
         """Retries and hedges counted in the window."""
+        self.refused = 0
+        """Retries and hedges refused since the start."""
 
     def _advance(self, now: float) -> int:
         """Move the window to ``now``, clearing the buckets it left; the current slot."""
@@ -105,6 +107,7 @@ class Spending:
         """Count a retry or hedge at ``now`` if the budget allows it; whether it does."""
         slot = self._advance(now)
         if not allows_retry(self._budget, self.requests, self.retries, self._retries[slot]):
+            self.refused += 1
             return False
         self._retries[slot] += 1
         self.retries += 1

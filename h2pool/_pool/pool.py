@@ -28,7 +28,7 @@ from .._core.tls import client_ssl_context
 from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
-from .budget import DEFAULT_RETRY_BUDGET, RetryBudget
+from .budget import DEFAULT_RETRY_BUDGET, RetryBudget, Spending
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .endpoint import EndpointStats
@@ -56,7 +56,8 @@ class PoolStats:
         closed: Whether the pool is closed or closing.
         retries: Retries made since the pool started (transparent ones included).
         hedges: Copies of hedged requests sent after the first.
-        budget_refusals: Retries and hedges the retry budget refused.
+        budget_refusals: Retries and hedges the retry budget refused (the
+            rpc channel's retries included).
     """
 
     endpoints: tuple[EndpointStats, ...]
@@ -435,6 +436,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
     def stats(self) -> PoolStats:
         """A snapshot of every endpoint and of the requests in the pool."""
         now = asyncio.get_running_loop().time()
+        spending = self._attempts.spending
         return PoolStats(
             endpoints=tuple(ep.stats(now) for ep in self._maintenance.endpoints),
             active=self._attempts.active,
@@ -442,8 +444,13 @@ class Pool(Verbs[Awaitable[Response], Content]):
             closed=self._closing,
             retries=self._attempts.retries,
             hedges=self._attempts.hedges,
-            budget_refusals=self._attempts.refusals,
+            budget_refusals=0 if spending is None else spending.refused,
         )
+
+    @property
+    def _retry_spending(self) -> Spending | None:
+        """The retry budget's counts, which the rpc channel's retries spend too."""
+        return self._attempts.spending
 
     # ------------------------------------------------------------------
     # Building and bounding requests
