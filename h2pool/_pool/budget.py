@@ -86,8 +86,8 @@ class Spending:
         self.refused = 0
         """Retries and hedges refused since the start."""
 
-    def _advance(self, now: float) -> int:
-        """Move the window to ``now``, clearing the buckets it left; the current slot."""
+    def _slot(self, now: float) -> int:
+        """The bucket of ``now``, the window moved on to it (the buckets it left cleared)."""
         second = int(now)
         if second > self._second:
             for passed in range(self._second + 1, min(second, self._second + BUCKETS) + 1):
@@ -100,12 +100,12 @@ class Spending:
 
     def deposit(self, now: float) -> None:
         """Count a request (its first attempt) sent at ``now``."""
-        self._requests[self._advance(now)] += 1
+        self._requests[self._slot(now)] += 1
         self.requests += 1
 
     def try_spend(self, now: float) -> bool:
         """Count a retry or hedge at ``now`` if the budget allows it; whether it does."""
-        slot = self._advance(now)
+        slot = self._slot(now)
         if not allows_retry(self._budget, self.requests, self.retries, self._retries[slot]):
             self.refused += 1
             return False
