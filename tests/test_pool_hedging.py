@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -362,3 +363,39 @@ def test_sync_pool_passes_hedge_through() -> None:
 def test_invalid_hedging_and_budgets_are_refused(make: Any, message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         make()
+
+
+async def test_hedged_requests_cancelled_in_bulk_leave_no_slot_behind() -> None:
+    async def jittery(proto: h2pool.H2Protocol, stream_id: int, _: h2pool.HeaderList) -> None:
+        await asyncio.sleep(random.random() * 0.004)
+        await proto.start_response(stream_id, {":status": "200"}, end_stream=True)
+
+    hedge = h2pool.HedgePolicy(delay=0.001, max_attempts=3)
+    budget = h2pool.RetryBudget(ratio=10.0)  # every hedge allowed
+    async with (
+        Server(jittery, concurrency=20) as first,
+        Server(jittery, concurrency=20) as second,
+        h2pool.Pool(
+            "http://svc",
+            endpoints=[f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"],
+            hedge=hedge,
+            retry_budget=budget,
+            max_connections=1,
+        ) as pool,
+    ):
+        rng = random.Random(10)
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.ensure_future(pool.get("/")) for _ in range(1000)]
+        for task in tasks:
+            loop.call_later(rng.random() * 0.1, task.cancel)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(
+            isinstance(o, h2pool.Response | asyncio.CancelledError | h2pool.PoolOverloaded)
+            for o in outcomes
+        ), {type(o) for o in outcomes}
+        assert pool.stats().hedges > 0
+        assert_idle(pool)
+        # The servers allow 20 streams each: 60 concurrent hedged requests all succeed.
+        responses = await asyncio.gather(*(pool.get("/") for _ in range(60)))
+        assert [r.status_code for r in responses] == [200] * 60
+        assert_idle(pool)
