@@ -48,8 +48,10 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._messages import Headers, Request
+from ._pool.budget import RetryBudget
 from ._pool.deadlines import deadline
 from ._pool.endpoint import ConnectivityState, EndpointStats
+from ._pool.hedging import HedgePolicy
 from ._pool.policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from ._pool.pool import Pool, PoolStats
 from ._pool.probes import HealthCheck, Probe
@@ -94,6 +96,7 @@ __all__ = [
     "Headers",
     "HeadersIn",
     "HealthCheck",
+    "HedgePolicy",
     "LocalProtocolError",
     "PingBudget",
     "Pool",
@@ -108,6 +111,7 @@ __all__ = [
     "RequestTimeout",
     "Response",
     "ResponseNotRead",
+    "RetryBudget",
     "RetryPolicy",
     "StreamClosed",
     "StreamError",

@@ -278,6 +278,25 @@ async def test_retry_throttling_stops_retries(grpc_server: GrpcTestServer) -> No
         assert grpc_server.log.calls_with_id(third_id) == 2
 
 
+async def test_retries_of_calls_spend_the_pools_retry_budget(grpc_server: GrpcTestServer) -> None:
+    spent = h2pool.RetryBudget(ratio=0.0, min_per_second=0.0)
+    async with h2pool.rpc.Channel(
+        f"http://{grpc_server.target}", service_config=_retry(maxAttempts=5), retry_budget=spent
+    ) as channel:
+        call_id, metadata = _failing(100)
+        with pytest.raises(h2pool.rpc.RpcError):
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+        assert grpc_server.log.calls_with_id(call_id) == 1  # the retry policy allowed 5
+        assert channel.pool.stats().budget_refusals == 1
+    async with h2pool.rpc.Channel(
+        f"http://{grpc_server.target}", service_config=_retry(maxAttempts=5)
+    ) as channel:  # the default budget: 10 retries a second at least
+        call_id, metadata = _failing(100)
+        with pytest.raises(h2pool.rpc.RpcError):
+            await start_one(channel, Rpc.UNARY, metadata=metadata, timeout=10)
+        assert grpc_server.log.calls_with_id(call_id) == 5
+
+
 # --- Invalid configs ----------------------------------------------------------------------------
 
 

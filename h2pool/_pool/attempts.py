@@ -1,20 +1,27 @@
-"""Attempts of a request: one exchange on one connection, and the loop that retries it.
+"""Attempts of a request: one exchange on one connection, the loop that retries it,
+and the loop that hedges it.
 
-The loop is plain async code: it runs an attempt, asks :func:`decide_retry`
-what to do with the outcome, sleeps if told to, and goes again. No rule of
-its own.
+The loops are plain async code: the retry loop runs an attempt, asks
+:func:`decide_retry` what to do with the outcome, asks the retry budget
+whether a retry may be made, sleeps if told to, and goes again; the hedge
+loop runs copies of a request as :mod:`.hedging` decides. No rule of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
-from .._exceptions import H2PoolError, ReadTimeout
+from h2.errors import ErrorCodes
+
+from .._exceptions import H2PoolError, ReadTimeout, StreamReset
 from .._messages import adopt_fields
+from .budget import RetryBudget, Spending
 from .channel import Channel, Fetched, Reply
 from .endpoint import Endpoint
+from .hedging import HedgePolicy, Verdict, avoided, judge
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
 from .response import Body, Response
@@ -27,25 +34,55 @@ logger = logging.getLogger("h2pool.pool")
 
 #: Told of every attempt's outcome on an endpoint: a status code, or the error
 #: that ended it, and the seconds from sending to the answer (for balancing and
-#: outlier detection; called synchronously, must not raise).
+#: outlier detection; called synchronously, must not raise). An attempt
+#: cancelled after it was sent (a hedge that lost, a request its caller
+#: cancelled) ends with a ``StreamReset`` whose ``error_code`` is CANCEL: the
+#: reset this side sent, no failure of the endpoint.
 Answered = Callable[[Endpoint[Channel], "int | H2PoolError", float], None]
 
 # Nothing used yet (immutable: each decision returns the next value).
 _FRESH = Tries()
 
 
+def _cancelled() -> StreamReset:
+    return StreamReset("cancelled by this side", error_code=ErrorCodes.CANCEL)
+
+
 class Attempts:
-    """Sends requests through the scheduler's slots, retried as the policy decides.
+    """Sends requests through the scheduler's slots, retried and hedged as the policies decide.
+
+    Args:
+        scheduler: Hands out the slots.
+        retry: The pool's retry policy.
+        answered: Told of every attempt's outcome.
+        budget: The pool's retry budget, or None for none.
 
     Attributes:
         active: Requests in flight (sent, or holding an unread response).
+        spending: The retry budget's counts (None: no budget); the rpc
+            channel's retries spend it too.
+        retries: Retries made, transparent ones included.
+        hedges: Copies of hedged requests sent after the first.
     """
 
-    def __init__(self, scheduler: Scheduler, retry: RetryPolicy, answered: Answered) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        retry: RetryPolicy,
+        answered: Answered,
+        budget: RetryBudget | None = None,
+    ) -> None:
         self._scheduler = scheduler
         self._retry = retry
+        # One copy of a hedged request: only its uncounted retries (a request
+        # never processed, a drain), as gRFC A6 allows them to hedges; its
+        # failures are the hedge loop's to judge.
+        self._per_hedge = dataclasses.replace(retry, max_attempts=1)
         self._answered = answered
+        self.spending = None if budget is None else Spending(budget)
         self.active = 0
+        self.retries = 0
+        self.hedges = 0
         self._idle: asyncio.Event | None = None
 
     async def wait_idle(self) -> None:
@@ -59,18 +96,41 @@ class Attempts:
         if not self.active and self._idle is not None:
             self._idle.set()
 
+    def _spend(self, now: float) -> bool:
+        """Whether the retry budget allows one more retry or hedge now (counted if so)."""
+        return self.spending is None or self.spending.try_spend(now)
+
     async def send(
-        self, request: OutgoingRequest, deadline: float | None, *, read_body: bool
+        self,
+        request: OutgoingRequest,
+        deadline: float | None,
+        *,
+        read_body: bool,
+        hedge: HedgePolicy | None = None,
+        policy: RetryPolicy | None = None,
     ) -> Response:
         """Run attempts until one succeeds or :func:`decide_retry` says stop.
 
         One coroutine for the whole attempt (slot, exchange, body): every
         await level is paid again on each wake-up, so there are few.
+
+        Args:
+            request: The request.
+            deadline: Its total deadline (event-loop time), or None.
+            read_body: Read the whole body (``request()``), or not (``stream()``).
+            hedge: Its hedging policy: its copies run in :meth:`_hedged`.
+            policy: Given for one copy of a hedged request (which the budget
+                counted already); None: the pool's retry policy.
         """
         tries = _FRESH
-        policy = self._retry
         scheduler = self._scheduler
         clock = asyncio.get_running_loop().time
+        if policy is None:
+            policy = self._retry
+            if self.spending is not None:
+                self.spending.deposit(clock())
+            if hedge is not None:
+                return await self._hedged(request, deadline, read_body, hedge)
         while True:
             address: str | None = None
             grant = None
@@ -82,7 +142,7 @@ class Attempts:
                     grant = await self._acquire(request, grant)
                 self.active += 1
                 channel = grant.channel
-                address = grant.endpoint.address
+                address = request.sent_to = grant.endpoint.address
                 sent_at = clock()
                 # Both take the reservation.
                 if read_body:  # request(): the whole body, inside the request's deadline
@@ -125,23 +185,35 @@ class Attempts:
                 request.last_error = exc
                 outcome: H2PoolError | int = exc
                 retry_after = None
+            except asyncio.CancelledError:
+                if address is not None and grant is not None:
+                    self._answered(grant.endpoint, _cancelled(), clock() - sent_at)
+                raise
             else:
                 self._answered(grant.endpoint, response.status_code, clock() - sent_at)
                 if response.status_code not in policy.statuses:
                     return response  # the common case: no decision to make
                 outcome = response.status_code
                 retry_after = parse_retry_after(response.header("retry-after"))
+            now = clock()
             decision = decide_retry(
                 outcome,
                 method=request.method,
                 replayable=request.replayable,
                 tries=tries,
-                now=asyncio.get_running_loop().time(),
+                now=now,
                 deadline=deadline,
                 policy=policy,
                 retry_after=retry_after,
                 connected=address is not None,
             )
+            if decision.action is RetryAction.RETRY and decision.budgeted and not self._spend(now):
+                logger.info(
+                    "%s: not retried (%s): the retry budget is spent", request.target, outcome
+                )
+                if isinstance(outcome, H2PoolError):
+                    raise _refused(outcome) from outcome
+                return response
             if decision.action is RetryAction.STOP:
                 if isinstance(outcome, H2PoolError):
                     raise outcome
@@ -155,9 +227,83 @@ class Attempts:
                 decision.reason,
                 outcome,
             )
+            self.retries += 1
             tries = decision.tries
             if decision.delay:
                 await asyncio.sleep(decision.delay)
+
+    async def _hedged(
+        self, request: OutgoingRequest, deadline: float | None, read_body: bool, hedge: HedgePolicy
+    ) -> Response:
+        """Send copies of ``request`` as ``hedge`` says; the first final answer wins.
+
+        Each copy is a task running :meth:`send` with its own copy of the
+        request (so that its endpoint, failures and response headers are its
+        own), avoiding the endpoints of the copies in flight and of those
+        that failed. When the request ends (an answer won, it failed, or its
+        caller cancelled it) the copies still running are cancelled, which
+        resets their streams (RST_STREAM CANCEL) and frees their slots, and
+        a response that raced in is closed.
+        """
+        loop = asyncio.get_running_loop()
+        copies: dict[asyncio.Task[Response], OutgoingRequest] = {}
+        last: Response | H2PoolError | None = None
+        sent = 0
+        next_at: float | None = loop.time()  # the first copy goes now
+        try:
+            while True:
+                now = loop.time()
+                if next_at is not None and now >= next_at:
+                    if sent and not self._spend(now):
+                        next_at = None  # a refused hedge is not sent: the others go on
+                    else:
+                        copy = dataclasses.replace(request, avoid=avoided(request, copies.values()))
+                        task = loop.create_task(
+                            self.send(copy, deadline, read_body=read_body, policy=self._per_hedge)
+                        )
+                        copies[task] = copy
+                        self.hedges += bool(sent)
+                        sent += 1
+                        next_at = now + hedge.delay if sent < hedge.max_attempts else None
+                if not copies:  # every copy sent has ended, none with a final answer
+                    if isinstance(last, Response):
+                        response, last = last, None
+                        return response
+                    assert last is not None
+                    raise last
+                timeout = None if next_at is None else max(0.0, next_at - loop.time())
+                done, _ = await asyncio.wait(
+                    copies, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    copy = copies.pop(task)
+                    # The next copies avoid it too, whatever it answered.
+                    request.avoid = avoided(request, (copy,))
+                    request.last_error = copy.last_error or request.last_error
+                    request.response_headers = copy.response_headers or request.response_headers
+                    error = task.exception()
+                    if error is not None and not isinstance(error, H2PoolError):
+                        raise error
+                    outcome = error if error is not None else task.result()
+                    verdict = judge(
+                        outcome if isinstance(outcome, H2PoolError) else outcome.status_code, hedge
+                    )
+                    await _discard(last)
+                    last = None
+                    if verdict is Verdict.WIN:
+                        return task.result()
+                    last = outcome
+                    if (
+                        verdict is Verdict.NEXT
+                        and sent < hedge.max_attempts
+                        and next_at is not None
+                    ):
+                        next_at = loop.time()  # A6: a non-fatal answer sends the next copy now
+                    elif verdict is Verdict.WAIT:
+                        next_at = None
+        finally:
+            await _cancel_all(copies)
+            await _discard(last)
 
     def _per_try(self) -> Expiring:
         """The bound of one attempt on its connection (``RetryPolicy.per_try_timeout``)."""
@@ -209,3 +355,33 @@ class Attempts:
                 return grant
             scheduler.give_back(grant.channel)
             grant = None
+
+
+def _refused(error: H2PoolError) -> H2PoolError:
+    """``error``, saying that the retry budget refused to retry it."""
+    refused = error.copy()
+    refused._reason = f"{error.reason}; not retried: the retry budget is spent"
+    refused.args = (f"{error}; not retried: the retry budget is spent",)
+    return refused
+
+
+async def _discard(outcome: Response | H2PoolError | None) -> None:
+    """Close a response that will not be returned (an error needs nothing)."""
+    if isinstance(outcome, Response):
+        await outcome.aclose()
+
+
+async def _cancel_all(copies: dict[asyncio.Task[Response], OutgoingRequest]) -> None:
+    """Cancel the copies of a hedged request still running; close what they answered.
+
+    Cancelling a copy resets its stream (RST_STREAM CANCEL) and frees its
+    slot at once; the wait is for that to happen, not for the server.
+    """
+    for task in copies:
+        task.cancel()
+    while copies:
+        done, _ = await asyncio.wait(copies)
+        for task in done:
+            del copies[task]
+            if not task.cancelled() and task.exception() is None:
+                await task.result().aclose()  # answered as it was cancelled

@@ -116,6 +116,8 @@ class OutgoingRequest:
             failed after they arrived (for the error that ends the request).
         avoid: The endpoints of its failed attempts (Envoy's previous
             hosts): a retry goes elsewhere when another endpoint can take it.
+        sent_to: The endpoint of its latest attempt (the copies of a hedged
+            request avoid those of the others in flight).
         observer: Told of the steps of sending it, on every attempt, or None.
     """
 
@@ -131,6 +133,7 @@ class OutgoingRequest:
     last_error: H2PoolError | None = None
     response_headers: list[tuple[str, str]] | None = None
     avoid: frozenset[str] = frozenset()
+    sent_to: str | None = None
     observer: Observer | None = None
 
     @property

@@ -245,12 +245,18 @@ class RetryDecision:
         delay: Seconds to wait before the retry.
         tries: The request's use of retries, once this retry is made.
         reason: Why, for logs.
+        budgeted: Whether the retry spends the pool's retry budget: every
+            retry counted as an attempt does; the transparent retry of a
+            request the server never processed, and the retries of streams
+            cut off by a GOAWAY drain, do not (the server did no work for
+            them, or chose to stop it: they multiply no load).
     """
 
     action: RetryAction
     delay: float = 0.0
     tries: Tries = Tries()
     reason: str = ""
+    budgeted: bool = False
 
 
 def _backoff(policy: RetryPolicy, step: int, rng: random.Random | None) -> float:
@@ -283,7 +289,7 @@ def _counted(
     if deadline is not None and now + delay >= deadline:
         return _stop(f"{reason}; no time left for another attempt")
     counted = Tries(tries.attempts + 1, tries.transparent, tries.drained)
-    return RetryDecision(RetryAction.RETRY, delay, counted, reason)
+    return RetryDecision(RetryAction.RETRY, delay, counted, reason, budgeted=True)
 
 
 def decide_retry(
@@ -326,7 +332,9 @@ def decide_retry(
        counting, at most ``MAX_DRAIN_RETRIES`` (10) times. Other connection failures
        and stream resets are counted retries.
 
-    A retry whose delay would end past ``deadline`` is not made.
+    A retry whose delay would end past ``deadline`` is not made. Counted
+    retries are ``budgeted``: the pool makes them only if its retry budget
+    allows (see :mod:`.budget`).
 
     Args:
         outcome: The attempt's error, or the status of its response.

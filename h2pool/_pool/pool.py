@@ -30,10 +30,12 @@ from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
 from .balancer import check_balancer
+from .budget import DEFAULT_RETRY_BUDGET, RetryBudget, Spending
 from .checks import check_count, check_flag, check_seconds
 from .connect import ChannelSettings
 from .deadlines import PASSED, bound, caller_deadline, remaining
 from .endpoint import EndpointStats, backup_addresses
+from .hedging import HedgePolicy, hedge_for
 from .maintenance import Maintenance, MaintenanceSettings
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
@@ -56,12 +58,19 @@ class PoolStats:
         active: Requests in flight (sent, or holding an unread response).
         pending: Requests waiting for a connection.
         closed: Whether the pool is closed or closing.
+        retries: Retries made since the pool started (transparent ones included).
+        hedges: Copies of hedged requests sent after the first.
+        budget_refusals: Retries and hedges the retry budget refused (the
+            rpc channel's retries included).
     """
 
     endpoints: tuple[EndpointStats, ...]
     active: int
     pending: int
     closed: bool
+    retries: int = 0
+    hedges: int = 0
+    budget_refusals: int = 0
 
 
 class Pool(Verbs[Awaitable[Response], Content]):
@@ -112,6 +121,14 @@ class Pool(Verbs[Awaitable[Response], Content]):
         max_pending: Requests allowed to wait for a connection; more fail
             with ``PoolOverloaded`` at once.
         retry: When and how failed requests are retried.
+        retry_budget: How many retries and hedges the pool allows itself,
+            as a share of its recent requests (on by default: 20% on top of
+            10 per second), so that an outage cannot multiply the load on
+            the replicas; None: no budget (each request's own policy only).
+        hedge: Hedge idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
+            DELETE, with a body in memory): send a copy to another endpoint
+            when no answer came within ``delay``; the first final answer
+            wins. None (the default): no hedging, unless a request asks.
         backoff: Delays between connection attempts to a failing endpoint.
         ejection: When failing endpoints are taken out of rotation.
         config: HTTP/2 settings of each connection.
@@ -162,6 +179,8 @@ class Pool(Verbs[Awaitable[Response], Content]):
         connect_timeout: float = 5.0,
         max_pending: int = 1000,
         retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = DEFAULT_RETRY_BUDGET,
+        hedge: HedgePolicy | None = None,
         backoff: ConnectionBackoff | None = None,
         ejection: EjectionPolicy | None = None,
         config: H2Config | None = None,
@@ -188,6 +207,11 @@ class Pool(Verbs[Awaitable[Response], Content]):
             raise TypeError(
                 f"ping_budget must be a PingBudget or None, not {type(ping_budget).__name__}"
             )
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise TypeError(
+                f"retry_budget must be a RetryBudget or None, not {type(retry_budget).__name__}"
+            )
+        self._hedge = _checked_hedge(hedge)
         check_count("min_connections", min_connections, 0)
         check_count("max_connections", max_connections, 1)
         check_count("http1_max_connections", http1_max_connections, 1)
@@ -268,7 +292,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         )
         self._scheduler = self._maintenance.scheduler
         self._attempts = Attempts(
-            self._scheduler, retry or RetryPolicy(), self._maintenance.answered
+            self._scheduler, retry or RetryPolicy(), self._maintenance.answered, retry_budget
         )
         self._deadlines = DeadlineTimers()
         self._closing = False
@@ -344,6 +368,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         json: Any = None,
         timeout: Timeouts | float | object | None = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: HedgePolicy | object | None = DEFAULT,
     ) -> Response:
         """Send a request and read its whole response.
 
@@ -372,6 +397,10 @@ class Pool(Verbs[Awaitable[Response], Content]):
             wait_for_ready: When every endpoint is failing, wait for one
                 (True) or fail at once (False); None: the pool's
                 ``wait_for_ready``.
+            hedge: Hedge this request as this policy says: given here, the
+                caller says the request is safe to send more than once,
+                whatever its method (a body in memory is needed). None: not
+                hedged. Defaults to the pool's ``hedge`` (idempotent methods only).
 
         Raises:
             RequestTimeout: The total timeout ran out (also a ``TimeoutError``,
@@ -395,6 +424,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             json,
             timeout,
             wait_for_ready,
+            hedge,
             read_body=True,
         )
 
@@ -410,6 +440,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         json: Any = None,
         timeout: Timeouts | float | object | None = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: HedgePolicy | object | None = DEFAULT,
         _observer: Observer | None = None,
     ) -> AsyncIterator[Response]:
         """Send a request; the response body is read as the caller iterates.
@@ -429,6 +460,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
             json,
             timeout,
             wait_for_ready,
+            hedge,
             read_body=False,
             observer=_observer,
         )
@@ -447,12 +479,21 @@ class Pool(Verbs[Awaitable[Response], Content]):
     def stats(self) -> PoolStats:
         """A snapshot of every endpoint and of the requests in the pool."""
         now = asyncio.get_running_loop().time()
+        spending = self._attempts.spending
         return PoolStats(
             endpoints=tuple(ep.stats(now) for ep in self._maintenance.endpoints),
             active=self._attempts.active,
             pending=self._scheduler.pending,
             closed=self._closing,
+            retries=self._attempts.retries,
+            hedges=self._attempts.hedges,
+            budget_refusals=0 if spending is None else spending.refused,
         )
+
+    @property
+    def _retry_spending(self) -> Spending | None:
+        """The retry budget's counts, which the rpc channel's retries spend too."""
+        return self._attempts.spending
 
     # ------------------------------------------------------------------
     # Building and bounding requests
@@ -467,6 +508,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         json: object,
         timeout: object,
         wait_for_ready: bool | None,
+        hedge: object,
         *,
         read_body: bool,
         observer: Observer | None = None,
@@ -494,6 +536,14 @@ class Pool(Verbs[Awaitable[Response], Content]):
         )
         request.wait_for_ready = wait_for_ready
         request.observer = observer
+        hedging = None
+        if hedge is not DEFAULT or self._hedge is not None:
+            hedging = hedge_for(
+                request.method,
+                streamed=request.upload is not None,
+                given=None if hedge is DEFAULT else _checked_hedge(hedge),
+                pool=self._hedge if hedge is DEFAULT else None,
+            )
         started = time.perf_counter()  # Response.elapsed counts from here
         total = timeouts.total
         caller = caller_deadline()  # h2pool.deadline(): the hot path's one context read
@@ -521,7 +571,9 @@ class Pool(Verbs[Awaitable[Response], Content]):
                     if self._maintenance.unresolved:
                         ready = self._wait_for_ready if wait_for_ready is None else wait_for_ready
                         await self._maintenance.ensure_endpoints(ready, observer)
-                    response = await self._attempts.send(request, deadline, read_body=read_body)
+                    response = await self._attempts.send(
+                        request, deadline, read_body=read_body, hedge=hedging
+                    )
                     return response._sent(request, self._origin, started, by_caller)
                 finally:
                     if watched is not None:
@@ -572,3 +624,9 @@ class Pool(Verbs[Awaitable[Response], Content]):
     def _check_open(self) -> None:
         if self._closing:
             raise PoolClosed("the pool is closed")
+
+
+def _checked_hedge(hedge: object) -> HedgePolicy | None:
+    if hedge is not None and not isinstance(hedge, HedgePolicy):
+        raise TypeError(f"hedge must be a HedgePolicy or None, not {type(hedge).__name__}")
+    return hedge

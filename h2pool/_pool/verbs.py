@@ -18,7 +18,7 @@ R = TypeVar("R", covariant=True)
 C = TypeVar("C", contravariant=True)  # the bodies it takes (sync iterables too for SyncPool)
 
 DEFAULT: Any = object()
-"""The ``timeout`` default: "the pool's timeout" (None means no bound)."""
+"""The ``timeout`` and ``hedge`` default: "the pool's" (None means no bound, no hedging)."""
 
 
 class Verbs(Generic[R, C]):
@@ -35,6 +35,7 @@ class Verbs(Generic[R, C]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """Send a request and read its whole response (see :meth:`h2pool.Pool.request`)."""
         raise NotImplementedError  # pragma: no cover - each pool defines it
@@ -47,6 +48,7 @@ class Verbs(Generic[R, C]):
         headers: HeadersIn | None = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("GET", ...)``."""
         return self.request(
@@ -56,6 +58,7 @@ class Verbs(Generic[R, C]):
             headers=headers,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def head(
@@ -66,6 +69,7 @@ class Verbs(Generic[R, C]):
         headers: HeadersIn | None = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("HEAD", ...)``."""
         return self.request(
@@ -75,6 +79,7 @@ class Verbs(Generic[R, C]):
             headers=headers,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def options(
@@ -85,6 +90,7 @@ class Verbs(Generic[R, C]):
         headers: HeadersIn | None = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("OPTIONS", ...)``."""
         return self.request(
@@ -94,6 +100,7 @@ class Verbs(Generic[R, C]):
             headers=headers,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def delete(
@@ -104,6 +111,7 @@ class Verbs(Generic[R, C]):
         headers: HeadersIn | None = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("DELETE", ...)``."""
         return self.request(
@@ -113,6 +121,7 @@ class Verbs(Generic[R, C]):
             headers=headers,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def post(
@@ -125,6 +134,7 @@ class Verbs(Generic[R, C]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("POST", ...)``."""
         return self.request(
@@ -136,6 +146,7 @@ class Verbs(Generic[R, C]):
             json=json,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def put(
@@ -148,6 +159,7 @@ class Verbs(Generic[R, C]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("PUT", ...)``."""
         return self.request(
@@ -159,6 +171,7 @@ class Verbs(Generic[R, C]):
             json=json,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
 
     def patch(
@@ -171,6 +184,7 @@ class Verbs(Generic[R, C]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> R:
         """``request("PATCH", ...)``."""
         return self.request(
@@ -182,4 +196,5 @@ class Verbs(Generic[R, C]):
             json=json,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )

@@ -276,7 +276,6 @@ class Channel:
         else:
             config = self.options.service_config or parse_service_config(None)
         self.service_config: ServiceConfig = config
-        self.throttle = RetryThrottle(config.throttling) if config.throttling else None
         self.compression = Compression(compression or 0)
         self.interceptors = list(interceptors or ())
         for interceptor in self.interceptors:
@@ -311,6 +310,8 @@ class Channel:
                 check=endpoint_check(health_check_service), interval=health_check_interval
             )
         self.pool = Pool(target, endpoints=endpoints, headers=headers, **pool_options)
+        # retryThrottling (A6) and the pool's retry budget bound the calls' retries together.
+        self.throttle = RetryThrottle(config.throttling, self.pool._retry_spending)
         self._calls: set[Any] = set()
         self._closing = False
 

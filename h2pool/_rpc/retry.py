@@ -3,12 +3,21 @@
 These are the retries a service config asks for, of calls the server
 answered. Calls the server never processed (GOAWAY, REFUSED_STREAM) are the
 pool's transparent retries, and are not decided here.
+
+Two bounds hold together. The service config's ``retryThrottling`` is A6's
+token bucket, kept exactly as gRPC defines it (a service config shared with
+grpcio clients throttles the same way): it watches the share of *failures*,
+and stops retries while they outnumber successes by more than the config
+says. The pool's :class:`~h2pool.RetryBudget` watches the share of
+*retries*, and bounds the rpc calls' retries with the pool's own: one budget
+for everything the channel's pool sends again.
 """
 
 from __future__ import annotations
 
 import random
 
+from .._pool.budget import Spending
 from .config import MethodRetry, Throttling
 from .status import StatusCode
 
@@ -18,19 +27,23 @@ _RNG = random.Random()
 
 
 class RetryThrottle:
-    """A channel's retry throttle: a token bucket that retryable failures drain (gRFC A6).
+    """A channel's retry throttle: A6's token bucket, and the pool's retry budget.
 
-    Retries stop while ``tokens`` is at or below half of ``max_tokens``, so
-    a failing server does not get every call several times over.
+    The token bucket (when the service config has ``retryThrottling``) is
+    drained by retryable failures: retries stop while ``tokens`` is at or
+    below half of ``max_tokens``, so a failing server does not get every
+    call several times over. The pool's budget (``spending``, None when the
+    pool has none) is spent by each retry made.
     """
 
-    __slots__ = ("_max_tokens", "_token_ratio", "tokens")
+    __slots__ = ("_max_tokens", "_spending", "_token_ratio", "tokens")
 
-    def __init__(self, throttling: Throttling) -> None:
-        self._max_tokens = throttling.max_tokens
-        self._token_ratio = throttling.token_ratio
-        self.tokens: float = throttling.max_tokens
-        """The tokens left, between 0 and ``max_tokens``."""
+    def __init__(self, throttling: Throttling | None, spending: Spending | None = None) -> None:
+        self._max_tokens = 0.0 if throttling is None else throttling.max_tokens
+        self._token_ratio = 0.0 if throttling is None else throttling.token_ratio
+        self._spending = spending
+        self.tokens: float = self._max_tokens
+        """The tokens left, between 0 and ``max_tokens`` (0 without ``retryThrottling``)."""
 
     def record_failure(self) -> None:
         """A response whose status is one of the policy's retryable codes: one token less."""
@@ -42,8 +55,12 @@ class RetryThrottle:
 
     @property
     def allows_retry(self) -> bool:
-        """Whether retries may happen: more than half the tokens are left."""
-        return self.tokens > self._max_tokens / 2
+        """Whether A6 lets retries happen: more than half the tokens are left (or no bucket)."""
+        return not self._max_tokens or self.tokens > self._max_tokens / 2
+
+    def spend(self, now: float) -> bool:
+        """Whether the pool's retry budget allows a retry at ``now`` (counted if so)."""
+        return self._spending is None or self._spending.try_spend(now)
 
 
 def parse_pushback(value: str) -> float | None:
@@ -80,7 +97,8 @@ def decide_rpc_retry(
             the caller: a committed call is never retried (A6).
         attempts: The attempts made so far, the one that just ended included.
         policy: The method's retry policy, if any.
-        throttle: The channel's retry throttle, if any.
+        throttle: The channel's retry throttle, if any; a retry decided
+            here spends the pool's retry budget through it.
         pushback: The ``grpc-retry-pushback-ms`` trailer, if any: a valid
             value is the delay to use, an invalid or negative one says stop.
         now: The current time, on the clock of ``deadline``.
@@ -108,6 +126,8 @@ def decide_rpc_retry(
         delay = (rng or _RNG).uniform(0, min(bound, policy.max_backoff))
     if deadline is not None and now + delay >= deadline:
         return None
+    if throttle is not None and not throttle.spend(now):
+        return None  # the pool's retry budget is spent
     return delay
 
 

@@ -30,15 +30,18 @@ SyncContent = Content | Iterable[bytes]
 _BLOCKING_INSTEAD = {"aread": "read()", "aiter_bytes": "iter_bytes()", "aclose": "close()"}
 
 
-def forwarded(*, timeout: Any, **given: Any) -> dict[str, Any]:
+def forwarded(*, timeout: Any, hedge: Any = DEFAULT, **given: Any) -> dict[str, Any]:
     """The keywords to pass on to ``Pool.request()`` or ``Pool.stream()``: those given.
 
-    None (and ``DEFAULT`` for ``timeout``, where None means "no bound")
-    means "the pool's default": such keywords are left out.
+    None (and ``DEFAULT`` for ``timeout`` and ``hedge``, where None means
+    "no bound" and "no hedging") means "the pool's default": such keywords
+    are left out.
     """
     options = {name: value for name, value in given.items() if value is not None}
     if timeout is not DEFAULT:
         options["timeout"] = timeout
+    if hedge is not DEFAULT:
+        options["hedge"] = hedge
     return options
 
 
@@ -141,6 +144,7 @@ class SyncPool(Verbs[Response, SyncContent]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> Response:
         """Send a request and read its whole response, blocking this thread.
 
@@ -163,6 +167,7 @@ class SyncPool(Verbs[Response, SyncContent]):
             json=json,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
         return self._loop.call(
             functools.partial(self._pool.request, method, path, **options), upload=upload
@@ -180,6 +185,7 @@ class SyncPool(Verbs[Response, SyncContent]):
         json: Any = None,
         timeout: Any = DEFAULT,
         wait_for_ready: bool | None = None,
+        hedge: Any = DEFAULT,
     ) -> Iterator[SyncResponse]:
         """Send a request; the response body is read as the caller iterates.
 
@@ -197,6 +203,7 @@ class SyncPool(Verbs[Response, SyncContent]):
             json=json,
             timeout=timeout,
             wait_for_ready=wait_for_ready,
+            hedge=hedge,
         )
         held = Held(self._pool.stream(method, path, **options))
         response = self._loop.call(held.enter, upload=upload, abandon=held.release)
