@@ -114,6 +114,25 @@ async def test_another_answer_resets_the_count() -> None:
             assert bad_ejected()
 
 
+async def test_a_retry_of_a_503_goes_to_another_replica() -> None:
+    # Envoy's previous hosts: the replica that answered 503 is avoided by the
+    # retry while another can take it (ejection and the budget are off here,
+    # so only that rule keeps a retry from landing on the same replica).
+    with Replica() as good, Replica(status=503) as bad:
+        async with h2pool.Pool(
+            "http://svc.test",
+            endpoints=[good.address, bad.address],
+            retry=h2pool.RetryPolicy(max_attempts=2, statuses=frozenset({503})),
+            ejection=h2pool.EjectionPolicy(consecutive_gateway_failures=0),
+            retry_budget=None,
+        ) as pool:
+            responses = [await pool.get("/") for _ in range(40)]
+            assert {r.status_code for r in responses} == {200}
+            assert {r.endpoint for r in responses} == {good.address}
+            assert await good.count() == 40
+            assert 0 < await bad.count() < 40  # p2c sent some first attempts there
+
+
 async def test_the_last_replica_is_never_ejected() -> None:
     with Replica(status=503) as only:
         async with h2pool.Pool(

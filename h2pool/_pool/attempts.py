@@ -195,6 +195,7 @@ class Attempts:
                     return response  # the common case: no decision to make
                 outcome = response.status_code
                 retry_after = parse_retry_after(response.header("retry-after"))
+                request.avoid |= {address}  # a retry of this answer, too, goes elsewhere
             now = clock()
             decision = decide_retry(
                 outcome,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
@@ -25,23 +24,20 @@ from typing import Any, Literal
 from .._core.config import H2Config
 from .._core.headers import HeadersIn
 from .._core.health import DEFAULT_PING_BUDGET, PingBudget
-from .._core.tls import client_ssl_context
 from .._exceptions import H2PoolError, PoolClosed, RequestTimeout
 from .._messages import Request
 from .attempts import Attempts
-from .balancer import check_balancer
 from .budget import DEFAULT_RETRY_BUDGET, RetryBudget, Spending
-from .checks import check_count, check_flag, check_seconds
-from .connect import ChannelSettings
+from .checks import check_count, check_flag
 from .deadlines import PASSED, bound, caller_deadline, remaining
 from .endpoint import EndpointStats, backup_addresses
 from .hedging import HedgePolicy, hedge_for
-from .maintenance import Maintenance, MaintenanceSettings
+from .maintenance import Maintenance
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
 from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .probes import HealthCheck, HealthChecker
 from .response import Response
-from .subset import check_subset
+from .settings import maintenance_settings
 from .timeouts import DeadlineTimers, Timeouts
 from .urls import QueryParams, parse_target
 from .verbs import DEFAULT, Verbs
@@ -195,48 +191,34 @@ class Pool(Verbs[Awaitable[Response], Content]):
         balancer: Literal["p2c", "round_robin", "least_request"] = "p2c",
     ) -> None:
         parts = parse_target(target)
-        balancing = check_balancer(balancer)
-        functional = check_seconds("functional_timeout", functional_timeout)
-        connect = check_seconds("connect_timeout", connect_timeout)
-        resolve = check_seconds("resolve_interval", resolve_interval, zero=True, unbounded=True)
-        assert functional is not None
-        assert connect is not None
-        assert resolve is not None
-        check_seconds("tcp_keepalive", tcp_keepalive, optional=True)
-        if ping_budget is not None and not isinstance(ping_budget, PingBudget):
-            raise TypeError(
-                f"ping_budget must be a PingBudget or None, not {type(ping_budget).__name__}"
-            )
+        self._timeouts = Timeouts.coerce(timeout)
+        settings = maintenance_settings(
+            parts,
+            ssl=ssl,
+            functional_timeout=functional_timeout,
+            connect_timeout=connect_timeout,
+            timeouts=self._timeouts,
+            http1=http1,
+            min_connections=min_connections,
+            max_connections=max_connections,
+            http1_max_connections=http1_max_connections,
+            max_streams_per_connection=max_streams_per_connection,
+            backoff=backoff,
+            ejection=ejection,
+            config=config,
+            resolve_interval=resolve_interval,
+            ping_budget=ping_budget,
+            tcp_keepalive=tcp_keepalive,
+            subset_size=subset_size,
+            subset_client=subset_client,
+            balancer=balancer,
+        )
         if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
             raise TypeError(
                 f"retry_budget must be a RetryBudget or None, not {type(retry_budget).__name__}"
             )
         self._hedge = _checked_hedge(hedge)
-        check_count("min_connections", min_connections, 0)
-        check_count("max_connections", max_connections, 1)
-        check_count("http1_max_connections", http1_max_connections, 1)
-        check_count("max_streams_per_connection", max_streams_per_connection, 1)
         check_count("max_pending", max_pending, 0)
-        if min_connections > max_connections:
-            raise ValueError("min_connections must be <= max_connections")
-        tls = parts.scheme == "https"
-        if isinstance(http1, str) and http1 != "never":
-            raise ValueError(
-                f"http1 must be a bool, 'never' or a collection of endpoints: {http1!r}"
-            )
-        alpn = ("h2",) if http1 == "never" else ("h2", "http/1.1")
-        if not tls and ssl not in (None, False):
-            raise ValueError("ssl is only for https targets")
-        host, port = parts.host, parts.port
-        context: ssl_module.SSLContext | None = None
-        if tls:
-            if isinstance(ssl, ssl_module.SSLContext):
-                context = ssl
-                # As httpcore does: the context offers what the pool speaks.
-                context.set_alpn_protocols(list(alpn))
-            else:
-                context = client_ssl_context(verify=ssl is not False, alpn=alpn)
-        self._timeouts = Timeouts.coerce(timeout)
         # What responses' URLs start with (never the userinfo: URLs show in messages).
         self._origin = f"{parts.scheme}://{parts.authority}"
         self._extra_headers = checked_headers(headers) if headers is not None else []
@@ -248,45 +230,14 @@ class Pool(Verbs[Awaitable[Response], Content]):
         if endpoints is not None and not endpoints:
             raise ValueError("endpoints must not be empty")
         backups = backup_addresses(backup_endpoints, endpoints)
-        check_subset(subset_size, subset_client)
-        settings = MaintenanceSettings(
-            channel=ChannelSettings(
-                scheme=parts.scheme,
-                authority=parts.authority,
-                server_hostname=host,
-                ssl=context,
-                functional_timeout=functional,
-                max_streams=max_streams_per_connection,
-                config=config,
-                ping_budget=ping_budget,
-                tcp_keepalive=tcp_keepalive,
-                http1_fallback=http1 != "never",
-            ),
-            # "never": no endpoint forced to HTTP/1.1 (and no fallback above).
-            http1=http1
-            if isinstance(http1, bool)
-            else frozenset(() if http1 == "never" else http1),
-            min_connections=min_connections,
-            max_connections=max_connections,
-            http1_max_connections=http1_max_connections,
-            # A Timeouts(connect=...) given as the pool's timeout bounds every attempt.
-            connect_timeout=self._timeouts.connect or connect,
-            backoff=backoff or ConnectionBackoff(),
-            ejection=ejection or EjectionPolicy(),
-            resolve_interval=resolve,
-            subset_size=subset_size,
-            subset_client=subset_client,
-            subset_seed=os.urandom(16),  # this pool's own random subset
-            balancer=balancing,
-        )
         self._wait_for_ready = wait_for_ready
         self._maintenance = Maintenance(
             settings,
-            host=host,
-            port=port,
+            host=parts.host,
+            port=parts.port,
             endpoints=list(endpoints) if endpoints is not None else None,
             backups=backups,
-            functional_timeout=functional,
+            functional_timeout=settings.channel.functional_timeout,
             max_pending=max_pending,
             wait_for_ready=wait_for_ready,
         )
