@@ -391,6 +391,9 @@ async def test_hedged_requests_cancelled_in_bulk_leave_no_slot_behind() -> None:
             max_connections=1,
         ) as pool,
     ):
+        # Both connections up first: on a loaded machine, cancellations within
+        # 0.1 s could otherwise all come before any stream (and any hedge).
+        await eventually(lambda: all(ep.connections for ep in pool.stats().endpoints))
         rng = random.Random(10)
         loop = asyncio.get_running_loop()
         tasks = [asyncio.ensure_future(pool.get("/")) for _ in range(1000)]
