@@ -80,6 +80,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and exit code 2, as the others."""
 
@@ -116,11 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     message.add_argument("--data-file", help="the request message, from a file (- for stdin)")
     rpc.add_argument("-k", "--insecure", action="store_true", help="skip TLS verification")
     _common(rpc)
+
+    bench = commands.add_parser("bench", help="a load generator; the report to stdout")
+    bench.add_argument("url", help="http://host[:port]/path or https://...")
+    bench.add_argument("-n", "--requests", type=_count, help="requests in all (100)")
+    bench.add_argument("-c", "--clients", type=_count, default=10, help="concurrent clients (10)")
+    bench.add_argument("--connections", type=_count, default=1, help="connections per endpoint (1)")
+    bench.add_argument("--duration", type=_positive, help="seconds to run (with -n: first bound)")
+    bench.add_argument("--rate", type=_positive, help="open loop: requests started per second")
+    bench.add_argument("-k", "--insecure", action="store_true", help="skip TLS verification")
+    _common(bench, verbose=False)
     return parser
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="details on stderr")
+def _common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:
+    if verbose:
+        parser.add_argument("-v", "--verbose", action="store_true", help="details on stderr")
     parser.add_argument("--endpoints", type=split_list, help="host:port,host:port to use")
     parser.add_argument(
         "--timeout", type=_positive, default=30.0, help="seconds for the whole call (30)"

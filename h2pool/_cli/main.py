@@ -7,9 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from .arguments import parse
+from .bench import bench
 from .failures import Exit, classify, describe
 from .get import get
 from .rpc import rpc
+
+_COMMANDS = {"get": get, "rpc": rpc, "bench": bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = sys.stderr
     try:
         args = parse(sys.argv[1:] if argv is None else argv)
-        run = get if args.command == "get" else rpc
+        run = _COMMANDS[args.command]
         return int(asyncio.run(run(args, sys.stdout.buffer, stderr, sys.stdin.buffer)))
     except KeyboardInterrupt:
         return int(Exit.INTERRUPTED)
