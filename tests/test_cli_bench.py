@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pty
+import sys
 from collections import Counter
 
 import pytest
@@ -15,7 +19,7 @@ from h2pool._cli.failures import CommandError, Exit
 from h2pool._cli.load import Tally, is_late, percentile, report, start_time
 from tests.peers import Nghttpd
 from tests.servers import Server, hello
-from tests.test_cli import refused_port, run
+from tests.test_cli import ROOT, refused_port, run
 
 # --- Pure ------------------------------------------------------------------------------------
 
@@ -142,3 +146,37 @@ async def test_bench_every_request_failed() -> None:
     assert report_of(ran.stdout)["errors"] == "errors: ConnectError 3"
     assert ran.stderr.startswith("h2pool: error: every request failed; the first: GET ")
     assert len(ran.stderr.splitlines()) == 1
+
+
+async def test_bench_progress_only_on_a_terminal() -> None:
+    """With stderr a terminal (a pty), a progress line is drawn, then wiped before the report."""
+    master, terminal = pty.openpty()
+    try:
+        async with Server(hello) as server:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "h2pool",
+                "bench",
+                f"http://127.0.0.1:{server.port}/",
+                "-n",
+                "50",
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=terminal,
+            )
+            os.close(terminal)
+            terminal = -1
+            out, _ = await asyncio.wait_for(process.communicate(), 30)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's other end is closed
+            while chunk := os.read(master, 4096):
+                drawn += chunk
+    finally:
+        os.close(master)
+        if terminal != -1:
+            os.close(terminal)
+    assert process.returncode == 0
+    assert drawn.startswith(b"\r0/50 requests, 0 failed ")
+    assert drawn.endswith(b"\r\x1b[K")
+    assert out.startswith(b"50 requests in ")
