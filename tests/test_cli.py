@@ -8,6 +8,7 @@ code, no traceback.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from h2pool._rpc.errors import RpcError
 from h2pool._rpc.status import StatusCode
 from tests.peers import GrpcEchoServer, Nghttpd
 from tests.peers.documents import INDEX_HTML, SMALL_TXT
-from tests.servers import Server, echo, mute_listener
+from tests.servers import Server, echo, hold, mute_listener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,6 +197,49 @@ async def test_server_that_never_answers() -> None:
     assert_one_error(ran, Exit.TIMEOUT, f"127.0.0.1:{port}")
 
 
+async def test_http2_server_that_never_answers_the_request() -> None:
+    async with Server(hold(asyncio.Event())) as server:
+        ran = await run("get", f"http://127.0.0.1:{server.port}/slow", "--timeout", "0.5")
+    assert_one_error(ran, Exit.TIMEOUT, f"http://127.0.0.1:{server.port}/slow", "timed out")
+
+
+async def test_unreadable_body_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    ran = await run("get", "http://127.0.0.1:1/", "-d", f"@{missing}")
+    assert_one_error(ran, Exit.USAGE, str(missing))
+
+
+async def test_reader_leaving_early_is_no_error() -> None:
+    """``h2pool get URL | head -c 10``: no traceback, no "Exception ignored" at exit."""
+    reader, writer = os.pipe()
+    async with Server(echo) as server:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "h2pool",
+                "get",
+                f"http://127.0.0.1:{server.port}/",
+                "-d",
+                "@-",
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=writer,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(writer)
+        try:
+            assert process.stdin is not None
+            process.stdin.write(b"x" * 1_000_000)  # more than a pipe holds
+            process.stdin.close()
+            assert await asyncio.to_thread(os.read, reader, 10) == b"x" * 10
+        finally:
+            os.close(reader)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert (process.returncode, err) == (0, b"")
+
+
 # --- rpc: against grpcio -------------------------------------------------------------------
 
 
@@ -214,6 +258,8 @@ async def test_rpc_status_not_ok(grpc_echo_server: GrpcEchoServer) -> None:
     assert_one_error(ran, 64 + StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
     slow = await run("rpc", url, "/test.Echo/Slow", "--data-hex", b"5".hex(), "--timeout", "0.3")
     assert_one_error(slow, 64 + StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
+    not_hex = await run("rpc", url, "/test.Echo/Unary", "--data-hex", "zz")
+    assert_one_error(not_hex, Exit.USAGE, "--data-hex")
     bad = await run("rpc", url, "test.Echo/Unary")
     assert_one_error(bad, Exit.USAGE, "/package.Service/Method")
     refused = await run("rpc", f"http://127.0.0.1:{refused_port()}", "/test.Echo/Unary")

@@ -1,7 +1,7 @@
-"""The ``h2pool`` command: one request, one raw gRPC call, from a shell.
+"""The ``h2pool`` command: one request, one raw gRPC call, or a load test, from a shell.
 
-The top layer: it uses the public API only (``h2pool.Pool``), and nothing
-below imports it.
+The top layer (see docs/cli.md): it drives ``Pool`` and the rpc ``Channel``
+as an application does, and nothing below imports it.
 """
 
 from .main import main
