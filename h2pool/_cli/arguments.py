@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 
 from .failures import CommandError, Exit
 
-__all__ = ["Target", "build_parser", "parse_header", "split_url"]
+__all__ = [
+    "Target",
+    "build_parser",
+    "parse",
+    "parse_header",
+    "parse_json",
+    "read_input",
+    "split_list",
+    "split_url",
+]
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -66,6 +75,21 @@ def parse_json(text: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise CommandError(f"--json is not JSON: {exc}") from None
+
+
+def read_input(name: str, stdin: BinaryIO) -> bytes:
+    """The bytes of the file ``name`` an option gives, or of stdin for ``-``.
+
+    Raises:
+        CommandError: The file cannot be read.
+    """
+    if name == "-":
+        return stdin.read()
+    try:
+        with open(name, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read {name!r}: {exc.strerror}") from None
 
 
 def split_list(text: str) -> list[str]:

@@ -15,6 +15,7 @@ from .._pool.pool import Pool
 from .arguments import split_url
 from .failures import CommandError, Exit, describe
 from .load import Tally, is_late, report, start_time
+from .pools import command_pool
 
 # Seconds between two progress lines on a terminal.
 _PROGRESS_EVERY = 0.25
@@ -116,19 +117,13 @@ async def bench(
     target = split_url(args.url)
     if args.requests is None and args.duration is None:
         args.requests = 100
-    try:
-        pool = Pool(
-            target.base,
-            endpoints=args.endpoints,
-            ssl=False if args.insecure else None,
-            timeout=args.timeout,
-            connect_timeout=min(args.timeout, 5.0),
-            min_connections=args.connections,
-            max_connections=args.connections,
-            max_pending=max(1000, args.clients),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), Exit.BAD_URL) from None
+    pool = command_pool(
+        args,
+        target.base,
+        min_connections=args.connections,
+        max_connections=args.connections,
+        max_pending=max(1000, args.clients),
+    )
     async with pool:
         run = _Run(pool, target.path, args)
         async with _progress(run, stderr):

@@ -6,10 +6,10 @@ import argparse
 import time
 from typing import Any, BinaryIO, TextIO
 
-from .._pool.pool import Pool
-from .arguments import parse_header, parse_json, split_url
-from .failures import CommandError, Exit
+from .arguments import parse_header, parse_json, read_input, split_url
+from .failures import Exit
 from .output import fields, note
+from .pools import command_pool
 
 
 def read_data(data: str, stdin: BinaryIO) -> bytes:
@@ -20,29 +20,7 @@ def read_data(data: str, stdin: BinaryIO) -> bytes:
     """
     if not data.startswith("@"):
         return data.encode()
-    name = data[1:]
-    if name == "-":
-        return stdin.read()
-    try:
-        with open(name, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise CommandError(f"cannot read {name!r}: {exc.strerror}") from None
-
-
-def make_pool(args: argparse.Namespace, base: str) -> Pool:
-    """The pool one command uses: fails fast, bounded by ``--timeout``."""
-    try:
-        return Pool(
-            base,
-            endpoints=args.endpoints,
-            ssl=False if args.insecure else None,
-            timeout=args.timeout,
-            connect_timeout=min(args.timeout, 5.0),
-            min_connections=1,
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), Exit.BAD_URL) from None
+    return read_input(data[1:], stdin)
 
 
 async def get(args: argparse.Namespace, stdout: BinaryIO, stderr: TextIO, stdin: BinaryIO) -> Exit:
@@ -63,7 +41,7 @@ async def get(args: argparse.Namespace, stdout: BinaryIO, stderr: TextIO, stdin:
         body["json"] = parse_json(args.json_body)
     method = (args.method or ("POST" if body else "GET")).upper()
     verbose = args.verbose
-    async with make_pool(args, target.base) as pool:
+    async with command_pool(args, target.base) as pool:
         started = time.perf_counter()
         response = await pool.request(method, target.path, headers=headers, **body)
         elapsed = time.perf_counter() - started

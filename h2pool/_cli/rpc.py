@@ -8,9 +8,10 @@ from typing import BinaryIO, TextIO
 from .._rpc.channel import Channel
 from .._rpc.errors import RpcError
 from .._rpc.metadata import Metadata
-from .arguments import split_url
+from .arguments import read_input, split_url
 from .failures import CommandError, Exit
 from .output import fields, note
+from .pools import checked_target, pool_options
 
 
 def read_message(args: argparse.Namespace, stdin: BinaryIO) -> bytes:
@@ -26,13 +27,7 @@ def read_message(args: argparse.Namespace, stdin: BinaryIO) -> bytes:
             raise CommandError(f"--data-hex is not hex: {exc}") from None
     if args.data_file is None:
         return b""
-    if args.data_file == "-":
-        return stdin.read()
-    try:
-        with open(args.data_file, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.data_file!r}: {exc.strerror}") from None
+    return read_input(args.data_file, stdin)
 
 
 def _metadata(metadata: Metadata | None, stderr: TextIO) -> None:
@@ -51,15 +46,8 @@ async def rpc(args: argparse.Namespace, stdout: BinaryIO, stderr: TextIO, stdin:
     if not args.method.startswith("/") or args.method.count("/") != 2:
         raise CommandError(f"bad method {args.method!r}: expected /package.Service/Method")
     message = read_message(args, stdin)
-    try:
-        channel = Channel(
-            target.base,
-            endpoints=args.endpoints,
-            ssl=False if args.insecure else None,
-            connect_timeout=min(args.timeout, 5.0),
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc), Exit.BAD_URL) from None
+    with checked_target():
+        channel = Channel(target.base, **pool_options(args))
     async with channel:
         call = channel.unary_unary(args.method)(message, timeout=args.timeout)
         try:
