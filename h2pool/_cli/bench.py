@@ -69,9 +69,8 @@ class _Run:
             due = start_time(self.issued, rate)
             if self.ends is not None and self.started + due >= self.ends:
                 break
-            wait = self.started + due - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # Behind schedule, still yield: the requests already started get sent.
+            await asyncio.sleep(max(0.0, self.started + due - time.perf_counter()))
             if is_late(due, time.perf_counter() - self.started, rate):
                 self.tally.late += 1
             self.issued += 1
