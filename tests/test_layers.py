@@ -1,5 +1,5 @@
 """The layers import only downward: _messages -> _exceptions -> _core -> _pool -> _rpc -> _sync
--> _adapters.
+-> _adapters -> _cli.
 
 See docs/architecture.md.
 """
@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "h2pool"
 
 # Each layer, and the layers it may import from (itself included).
-LAYERS = ["_messages", "_exceptions", "_core", "_pool", "_rpc", "_sync", "_adapters"]
+LAYERS = ["_messages", "_exceptions", "_core", "_pool", "_rpc", "_sync", "_adapters", "_cli"]
 
 
 def layer_of(module: str) -> int | None:
