@@ -13,24 +13,26 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 import h2pool
 from h2pool import events
 from h2pool._pool import pool as pool_module
-from tests.servers import Server, hello
+from tests.servers import Handler, Server, hello
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
+
+E = TypeVar("E", bound=events.Event)
 
 RETRY_503 = h2pool.RetryPolicy(
     max_attempts=3, statuses=frozenset({503}), backoff_initial=0.001, backoff_max=0.002
 )
 
 
-def answering(status: int, delay: float = 0.0) -> Callable[..., object]:
+def answering(status: int, delay: float = 0.0) -> Handler:
     async def handler(proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList) -> None:
         await proto.read_stream(stream_id, -1)
         await asyncio.sleep(delay)
@@ -40,7 +42,7 @@ def answering(status: int, delay: float = 0.0) -> Callable[..., object]:
     return handler
 
 
-def of(kind: type[events.Event], told: list[events.Event]) -> list[events.Event]:
+def of(kind: type[E], told: list[events.Event]) -> list[E]:
     return [event for event in told if isinstance(event, kind)]
 
 
@@ -54,7 +56,8 @@ async def test_a_connection_is_opened_then_ended_and_each_request_finishes() -> 
             await pool.get("/b")
     opened = of(events.ConnectionOpened, told)
     ended = of(events.ConnectionEnded, told)
-    assert len(opened) == 1 and len(ended) == 1, told
+    assert len(opened) == 1, told
+    assert len(ended) == 1, told
     assert told.index(opened[0]) < told.index(ended[0])
     assert opened[0].endpoint == ended[0].endpoint == address
     assert opened[0].connection == ended[0].connection
@@ -69,12 +72,14 @@ async def test_a_connection_is_opened_then_ended_and_each_request_finishes() -> 
 
 async def test_a_goaway_tells_the_connection_draining_and_a_new_one_opens() -> None:
     told: list[events.Event] = []
-    async with Server(hello) as server:
-        async with h2pool.Pool(f"http://127.0.0.1:{server.port}", on_event=told.append) as pool:
-            await pool.get("/")
-            server.protocols[0].send_goaway()
-            await eventually(lambda: bool(of(events.ConnectionDraining, told)))
-            await pool.get("/")  # on a new connection
+    async with (
+        Server(hello) as server,
+        h2pool.Pool(f"http://127.0.0.1:{server.port}", on_event=told.append) as pool,
+    ):
+        await pool.get("/")
+        server.protocols[0].send_goaway()
+        await eventually(lambda: bool(of(events.ConnectionDraining, told)))
+        await pool.get("/")  # on a new connection
     first = of(events.ConnectionOpened, told)[0]
     draining = of(events.ConnectionDraining, told)
     # The first: the server's GOAWAY; any other: the pool's own as it closed.
@@ -142,27 +147,32 @@ async def test_an_endpoint_ejected_for_gateway_errors_is_told_with_the_reason() 
                 await pool.get("/")
     [ejected] = of(events.EndpointEjected, told)
     assert ejected.endpoint == bad_address
-    assert ejected.duration > 0 and "503" in ejected.reason or "gateway" in ejected.reason
+    assert ejected.duration > 0
+    assert "503" in ejected.reason
 
 
 async def test_a_hedged_copy_is_told() -> None:
     told: list[events.Event] = []
-    async with Server(answering(200, delay=0.3)) as slow, Server(hello) as fast:
-        async with h2pool.Pool(
+    async with (
+        Server(answering(200, delay=0.3)) as slow,
+        Server(hello) as fast,
+        h2pool.Pool(
             "http://svc",
             endpoints=[f"127.0.0.1:{slow.port}", f"127.0.0.1:{fast.port}"],
             hedge=h2pool.HedgePolicy(delay=0.02),
             on_event=told.append,
-        ) as pool:
-            await pool.start()
-            await eventually(lambda: len(of(events.ConnectionOpened, told)) == 2)
-            for _ in range(4):
-                await pool.get("/")
+        ) as pool,
+    ):
+        await pool.start()
+        await eventually(lambda: len(of(events.ConnectionOpened, told)) == 2)
+        for _ in range(4):
+            await pool.get("/")
     hedged = of(events.RequestHedged, told)
     assert hedged, told
     assert all(e.copies == 2 and e.method == "GET" for e in hedged)
     finished = of(events.RequestFinished, told)
-    assert len(finished) == 4 and all(e.status == 200 for e in finished)
+    assert len(finished) == 4
+    assert all(e.status == 200 for e in finished)
     assert sum(e.attempts for e in finished) == 4 + len(hedged)
 
 
@@ -177,29 +187,31 @@ async def test_a_listener_that_raises_is_logged_once_and_removed(
         calls += 1
         raise RuntimeError("listener bug")
 
-    async with Server(hello) as server:
-        async with h2pool.Pool(f"http://127.0.0.1:{server.port}", on_event=broken) as pool:
-            pool.add_listener(told.append)
-            with caplog.at_level(logging.ERROR, logger="h2pool"):
-                assert (await pool.get("/")).status_code == 200
-                assert (await pool.get("/")).status_code == 200
+    async with (
+        Server(hello) as server,
+        h2pool.Pool(f"http://127.0.0.1:{server.port}", on_event=broken) as pool,
+    ):
+        pool.add_listener(told.append)
+        with caplog.at_level(logging.ERROR, logger="h2pool"):
+            assert (await pool.get("/")).status_code == 200
+            assert (await pool.get("/")).status_code == 200
     assert calls == 1
     records = [r for r in caplog.records if "listener raised" in r.getMessage()]
     assert len(records) == 1
-    assert records[0].exc_info is not None and "listener bug" in str(records[0].exc_info[1])
+    assert records[0].exc_info is not None
+    assert "listener bug" in str(records[0].exc_info[1])
     assert len(of(events.RequestFinished, told)) == 2  # the others still told
 
 
 async def test_a_removed_listener_is_no_longer_told() -> None:
     told: list[events.Event] = []
-    async with Server(hello) as server:
-        async with h2pool.Pool(f"http://127.0.0.1:{server.port}") as pool:
-            pool.add_listener(told.append)
-            await pool.get("/")
-            pool.remove_listener(told.append)
-            pool.remove_listener(told.append)  # twice: nothing
-            count = len(told)
-            await pool.get("/")
+    async with Server(hello) as server, h2pool.Pool(f"http://127.0.0.1:{server.port}") as pool:
+        pool.add_listener(told.append)
+        await pool.get("/")
+        pool.remove_listener(told.append)
+        pool.remove_listener(told.append)  # twice: nothing
+        count = len(told)
+        await pool.get("/")
     assert len(told) == count
     with pytest.raises(TypeError, match="callable"):
         pool.add_listener("not callable")  # type: ignore[arg-type]
@@ -210,10 +222,9 @@ async def test_without_a_listener_no_event_is_even_built(monkeypatch: pytest.Mon
         raise AssertionError("an event built with no listener")
 
     monkeypatch.setattr(pool_module, "request_finished", built)
-    async with Server(hello) as server:
-        async with h2pool.Pool(f"http://127.0.0.1:{server.port}") as pool:
-            assert (await pool.get("/")).status_code == 200
-            assert pool._events.listening == []
+    async with Server(hello) as server, h2pool.Pool(f"http://127.0.0.1:{server.port}") as pool:
+        assert (await pool.get("/")).status_code == 200
+        assert pool._events.listening == []
 
 
 def test_events_are_frozen() -> None:
@@ -231,16 +242,19 @@ async def test_log_records_name_the_endpoint_and_connection(
             async with h2pool.Pool(f"http://{address}", retry=RETRY_503) as pool:
                 await pool.get("/x")
     opened = [r for r in caplog.records if "open with" in r.getMessage()]
-    assert opened and opened[0].levelno == logging.DEBUG
+    assert opened
+    assert opened[0].levelno == logging.DEBUG
     assert opened[0].h2pool_endpoint == address  # type: ignore[attr-defined]
     assert isinstance(opened[0].h2pool_connection, int)  # type: ignore[attr-defined]
     assert address in opened[0].getMessage()
     retried = [r for r in caplog.records if "retried" in r.getMessage()]
-    assert retried and all(r.levelno == logging.INFO for r in retried)
+    assert retried
+    assert all(r.levelno == logging.INFO for r in retried)
     assert retried[0].h2pool_endpoint == address  # type: ignore[attr-defined]
     assert retried[0].h2pool_request == "GET /x"  # type: ignore[attr-defined]
     closed = [r for r in caplog.records if "closed" in r.getMessage() and r.name == "h2pool.pool"]
-    assert closed and all(r.levelno == logging.DEBUG for r in closed)
+    assert closed
+    assert all(r.levelno == logging.DEBUG for r in closed)
 
 
 def test_nothing_reaches_stderr_without_logging_configured() -> None:
