@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 
 import h2pool
-from h2pool import events
+from h2pool import events, rpc
 from h2pool._pool import pool as pool_module
 from tests.servers import Handler, Server, hello
 from tests.waiting import eventually
@@ -284,3 +284,26 @@ def test_nothing_reaches_stderr_without_logging_configured() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "failed as expected"
     assert done.stderr == ""
+
+
+async def _grpc_ok(proto: h2pool.H2Protocol, stream_id: int, headers: h2pool.HeaderList) -> None:
+    """A gRPC unary method answering an empty message with status OK."""
+    await proto.read_stream(stream_id, -1)
+    await proto.start_response(stream_id, {":status": "200", "content-type": "application/grpc"})
+    await proto.send_data(stream_id, b"\x00\x00\x00\x00\x00")
+    await proto.send_trailers(stream_id, {"grpc-status": "0"})
+
+
+async def test_the_rpc_channel_passes_on_event_to_its_pool() -> None:
+    told: list[events.Event] = []
+    async with Server(_grpc_ok) as server:
+        address = f"127.0.0.1:{server.port}"
+        async with rpc.insecure_channel(address, on_event=told.append) as channel:
+            assert await channel.unary_unary("/pkg.Service/Method")(b"") == b""
+    [finished] = of(events.RequestFinished, told)
+    assert (finished.endpoint, finished.method, finished.path) == (
+        address,
+        "POST",
+        "/pkg.Service/Method",
+    )
+    assert finished.status == 200
