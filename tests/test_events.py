@@ -70,16 +70,22 @@ async def test_a_connection_is_opened_then_ended_and_each_request_finishes() -> 
     assert all(e.endpoint == address and e.duration > 0 for e in finished)
 
 
-async def test_a_goaway_tells_the_connection_draining_and_a_new_one_opens() -> None:
+async def test_a_goaway_tells_the_connection_draining_and_a_new_one_opens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     told: list[events.Event] = []
     async with (
         Server(hello) as server,
         h2pool.Pool(f"http://127.0.0.1:{server.port}", on_event=told.append) as pool,
     ):
         await pool.get("/")
-        server.protocols[0].send_goaway()
-        await eventually(lambda: bool(of(events.ConnectionDraining, told)))
-        await pool.get("/")  # on a new connection
+        with caplog.at_level(logging.DEBUG, logger="h2pool"):
+            server.protocols[0].send_goaway()  # graceful, as a server's idle close
+            await eventually(lambda: bool(of(events.ConnectionDraining, told)))
+            await pool.get("/")  # on a new connection
+    assert [r for r in caplog.records if "draining" in r.getMessage()]
+    routine = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert routine == []  # a graceful GOAWAY is routine: DEBUG only
     first = of(events.ConnectionOpened, told)[0]
     draining = of(events.ConnectionDraining, told)
     # The first: the server's GOAWAY; any other: the pool's own as it closed.
