@@ -20,6 +20,7 @@ import pytest
 import h2pool
 from h2pool import events, rpc
 from h2pool._pool import pool as pool_module
+from tests.peers.replica import Replica
 from tests.servers import Handler, Server, hello
 from tests.waiting import eventually
 
@@ -313,3 +314,25 @@ async def test_the_rpc_channel_passes_on_event_to_its_pool() -> None:
         "/pkg.Service/Method",
     )
     assert finished.status == 200
+
+
+async def test_an_endpoint_back_after_failing_is_told_restored() -> None:
+    told: list[events.Event] = []
+    backoff = h2pool.ConnectionBackoff(initial=0.05, max=0.1)
+    with Replica() as replica:
+        async with h2pool.Pool(
+            f"http://{replica.address}", backoff=backoff, on_event=told.append
+        ) as pool:
+            await pool.get("/")
+            replica.kill()
+            await eventually(lambda: bool(of(events.ConnectionEnded, told)), timeout=10)
+            replica.start()
+            await eventually(lambda: bool(of(events.EndpointRestored, told)), timeout=10)
+            assert (await pool.get("/")).status_code == 200
+    [restored] = of(events.EndpointRestored, told)
+    assert restored.endpoint == replica.address
+    assert restored.failure
+    # Told as the connection that proves it back opens, just before its ConnectionOpened.
+    following = told[told.index(restored) + 1]
+    assert isinstance(following, events.ConnectionOpened)
+    assert following.endpoint == replica.address

@@ -23,6 +23,7 @@ __all__ = [
     "ConnectionEnded",
     "ConnectionOpened",
     "EndpointEjected",
+    "EndpointRestored",
     "Event",
     "Listener",
     "Listeners",
@@ -100,6 +101,17 @@ class EndpointEjected(Event):
 
     duration: float
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointRestored(Event):
+    """``endpoint`` connected again after failing: it takes requests again.
+
+    Attributes:
+        failure: The failure it had before (``str`` of the error).
+    """
+
+    failure: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -38,6 +38,7 @@ from .events import (
     ConnectionEnded,
     ConnectionOpened,
     EndpointEjected,
+    EndpointRestored,
     Listeners,
 )
 from .outgoing import Observer
@@ -279,10 +280,12 @@ class Maintenance:
             else:
                 channel.set_listener(self._on_connection_event)
                 http1 = channel.http_version == "HTTP/1.1"
-                failed = endpoint.last_failure is not None
+                failure = endpoint.last_failure
                 endpoint.add(channel, http1, settings.http1_max_connections)
-                if failed and self.recovered is not None:
-                    self.recovered(endpoint)
+                if failure is not None:
+                    self._restored(endpoint.address, failure)
+                    if self.recovered is not None:
+                        self.recovered(endpoint)
                 number = self._ids[channel] = next(self._next_id)
                 logger.debug(
                     "%s: connection %d open with %s (rtt %s)",
@@ -306,6 +309,17 @@ class Maintenance:
             self.scheduler.changed()
             self.maintain()
             self.scheduler.assign()
+
+    def _restored(self, address: str, failure: BaseException) -> None:
+        """``address`` connected again after ``failure``: log it, tell the listeners."""
+        logger.info(
+            "%s: connected again after failing (%s)",
+            address,
+            failure,
+            extra={"h2pool_endpoint": address},
+        )
+        if self.events.listening:
+            self.events.emit(EndpointRestored(endpoint=address, failure=str(failure)))
 
     def _on_connection_event(self, connection: Channel, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.SLOT_FREED:
