@@ -25,6 +25,7 @@ import pytest
 import trustme
 
 import h2pool
+import h2pool.events
 import h2pool.rpc
 from tests.peers.grpc_codegen import GreeterServer, generate
 from tests.peers.grpc_server import GrpcTestServer
@@ -183,7 +184,9 @@ async def test_example_runs(where: str, source: str, stand_ins: StandIns) -> Non
     assert out or "print(" not in code, f"{where} printed nothing"
 
 
-@pytest.mark.parametrize("module", [h2pool, h2pool.rpc], ids=["h2pool", "h2pool.rpc"])
+@pytest.mark.parametrize(
+    "module", [h2pool, h2pool.rpc, h2pool.events], ids=["h2pool", "h2pool.rpc", "h2pool.events"]
+)
 def test_reference_lists_every_public_name(module: types.ModuleType) -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
     prefix = re.escape(module.__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from h2.errors import ErrorCodes
 
@@ -21,6 +21,7 @@ from .._messages import adopt_fields
 from .budget import RetryBudget, Spending
 from .channel import Channel, Fetched, Reply
 from .endpoint import Endpoint
+from .events import Listeners, RequestHedged, RequestRetried, RetryBudgetExhausted
 from .hedging import HedgePolicy, Verdict, avoided, judge
 from .outgoing import OutgoingRequest
 from .policies import RetryAction, RetryPolicy, Tries, decide_retry, parse_retry_after
@@ -56,6 +57,7 @@ class Attempts:
         retry: The pool's retry policy.
         answered: Told of every attempt's outcome.
         budget: The pool's retry budget, or None for none.
+        events: The pool's event listeners.
 
     Attributes:
         active: Requests in flight (sent, or holding an unread response).
@@ -71,8 +73,10 @@ class Attempts:
         retry: RetryPolicy,
         answered: Answered,
         budget: RetryBudget | None = None,
+        events: Listeners | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._events = events or Listeners()
         self._retry = retry
         # One copy of a hedged request: only its uncounted retries (a request
         # never processed, a drain), as gRFC A6 allows them to hedges; its
@@ -143,6 +147,7 @@ class Attempts:
                 self.active += 1
                 channel = grant.channel
                 address = request.sent_to = grant.endpoint.address
+                request.attempts += 1
                 sent_at = clock()
                 # Both take the reservation.
                 if read_body:  # request(): the whole body, inside the request's deadline
@@ -209,9 +214,23 @@ class Attempts:
                 connected=address is not None,
             )
             if decision.action is RetryAction.RETRY and decision.budgeted and not self._spend(now):
+                where = address or ""
                 logger.info(
-                    "%s: not retried (%s): the retry budget is spent", request.target, outcome
+                    "%s: %s not retried (%s): the retry budget is spent",
+                    where,
+                    request.target,
+                    outcome,
+                    extra={"h2pool_endpoint": where, "h2pool_request": request.target},
                 )
+                if self._events.listening:
+                    self._events.emit(
+                        RetryBudgetExhausted(
+                            endpoint=where,
+                            method=request.method,
+                            path=request.path,
+                            outcome=_named(outcome),
+                        )
+                    )
                 if isinstance(outcome, H2PoolError):
                     raise _refused(outcome) from outcome
                 return response
@@ -221,13 +240,27 @@ class Attempts:
                 return response
             if not isinstance(outcome, H2PoolError):
                 await response.aclose()
+            where = address or ""
             logger.info(
-                "%s: retrying in %.3fs (%s): %s",
+                "%s: %s retried in %.3fs (%s): %s",
+                where,
                 request.target,
                 decision.delay,
                 decision.reason,
                 outcome,
+                extra={"h2pool_endpoint": where, "h2pool_request": request.target},
             )
+            if self._events.listening:
+                self._events.emit(
+                    RequestRetried(
+                        endpoint=where,
+                        method=request.method,
+                        path=request.path,
+                        reason=str(decision.reason),
+                        outcome=_named(outcome),
+                        delay=decision.delay,
+                    )
+                )
             self.retries += 1
             tries = decision.tries
             if decision.delay:
@@ -258,13 +291,27 @@ class Attempts:
                     if sent and not self._spend(now):
                         next_at = None  # a refused hedge is not sent: the others go on
                     else:
-                        copy = dataclasses.replace(request, avoid=avoided(request, copies.values()))
+                        copy = dataclasses.replace(
+                            request,
+                            avoid=avoided(request, copies.values()),
+                            sent_to=None,
+                            attempts=0,
+                        )
                         task = loop.create_task(
                             self.send(copy, deadline, read_body=read_body, policy=self._per_hedge)
                         )
                         copies[task] = copy
                         self.hedges += bool(sent)
                         sent += 1
+                        if sent > 1 and self._events.listening:
+                            self._events.emit(
+                                RequestHedged(
+                                    endpoint=_first_sent(copies.values()),
+                                    method=request.method,
+                                    path=request.path,
+                                    copies=sent,
+                                )
+                            )
                         next_at = now + hedge.delay if sent < hedge.max_attempts else None
                 if not copies:  # every copy sent has ended, none with a final answer
                     if isinstance(last, Response):
@@ -278,6 +325,8 @@ class Attempts:
                 )
                 for task in done:
                     copy = copies.pop(task)
+                    request.attempts += copy.attempts
+                    request.sent_to = copy.sent_to or request.sent_to
                     # The next copies avoid it too, whatever it answered.
                     request.avoid = avoided(request, (copy,))
                     request.last_error = copy.last_error or request.last_error
@@ -303,6 +352,7 @@ class Attempts:
                     elif verdict is Verdict.WAIT:
                         next_at = None
         finally:
+            request.attempts += sum(copy.attempts for copy in copies.values())
             await _cancel_all(copies)
             await _discard(last)
 
@@ -356,6 +406,16 @@ class Attempts:
                 return grant
             scheduler.give_back(grant.channel)
             grant = None
+
+
+def _first_sent(copies: Iterable[OutgoingRequest]) -> str:
+    """The endpoint of the first copy of a hedged request routed so far ("" if none)."""
+    return next((copy.sent_to for copy in copies if copy.sent_to), "")
+
+
+def _named(outcome: int | H2PoolError) -> int | str:
+    """An attempt's outcome in an event: the status code, or the error's class name."""
+    return outcome if isinstance(outcome, int) else type(outcome).__name__
 
 
 def _refused(error: H2PoolError) -> H2PoolError:

@@ -20,6 +20,7 @@ pool's subset (:func:`.subset.subset`) becomes endpoints of the pool.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
@@ -32,6 +33,14 @@ from .balancer import Balancer
 from .channel import Channel
 from .connect import ChannelSettings, open_channel
 from .endpoint import Endpoint, eject_outlier, serving_tier
+from .events import (
+    ConnectionDraining,
+    ConnectionEnded,
+    ConnectionOpened,
+    EndpointEjected,
+    EndpointRestored,
+    Listeners,
+)
 from .outgoing import Observer
 from .policies import (
     ConnectionBackoff,
@@ -122,6 +131,11 @@ class Maintenance:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self.closing = False
+        #: The pool's event listeners.
+        self.events = Listeners()
+        # Each open connection's id in events and log records.
+        self._ids: dict[Channel, int] = {}
+        self._next_id = itertools.count(1)
 
     @property
     def endpoints(self) -> list[Endpoint[Channel]]:
@@ -185,7 +199,11 @@ class Maintenance:
         """A lower tier serves again: shut the connections of the higher tiers down gracefully."""
         for endpoint in self.endpoints:
             if endpoint.tier > tier and endpoint.connections:
-                logger.info("%s is a backup no longer needed: closing", endpoint.address)
+                logger.info(
+                    "%s: a backup no longer needed: closing",
+                    endpoint.address,
+                    extra={"h2pool_endpoint": endpoint.address},
+                )
                 for connection in endpoint.connections:
                     # No bound but the requests' own: those in flight finish.
                     self.spawn(connection.shutdown(timeout=None))
@@ -246,7 +264,12 @@ class Maintenance:
                 observer=observer,
             )
         except H2PoolError as exc:
-            logger.warning("connecting to %s failed: %s", endpoint.address, exc)
+            logger.warning(
+                "connecting to %s failed: %s",
+                endpoint.address,
+                exc,
+                extra={"h2pool_endpoint": endpoint.address},
+            )
             exc.endpoint = endpoint.address  # kept as its last failure: requests name it
             self._endpoint_failed(endpoint, exc, settings.backoff)
         else:
@@ -257,21 +280,46 @@ class Maintenance:
             else:
                 channel.set_listener(self._on_connection_event)
                 http1 = channel.http_version == "HTTP/1.1"
-                failed = endpoint.last_failure is not None
+                failure = endpoint.last_failure
                 endpoint.add(channel, http1, settings.http1_max_connections)
-                if failed and self.recovered is not None:
-                    self.recovered(endpoint)
+                if failure is not None:
+                    self._restored(endpoint.address, failure)
+                    if self.recovered is not None:
+                        self.recovered(endpoint)
+                number = self._ids[channel] = next(self._next_id)
                 logger.debug(
-                    "connected to %s with %s (rtt %s)",
+                    "%s: connection %d open with %s (rtt %s)",
                     endpoint.address,
+                    number,
                     channel.http_version,
                     channel.rtt,
+                    extra={"h2pool_endpoint": endpoint.address, "h2pool_connection": number},
                 )
+                if self.events.listening:
+                    self.events.emit(
+                        ConnectionOpened(
+                            endpoint=endpoint.address,
+                            connection=number,
+                            http_version=channel.http_version,
+                            rtt=channel.rtt,
+                        )
+                    )
         finally:
             endpoint.connecting -= 1
             self.scheduler.changed()
             self.maintain()
             self.scheduler.assign()
+
+    def _restored(self, address: str, failure: BaseException) -> None:
+        """``address`` connected again after ``failure``: log it, tell the listeners."""
+        logger.info(
+            "%s: connected again after failing (%s)",
+            address,
+            failure,
+            extra={"h2pool_endpoint": address},
+        )
+        if self.events.listening:
+            self.events.emit(EndpointRestored(endpoint=address, failure=str(failure)))
 
     def _on_connection_event(self, connection: Channel, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.SLOT_FREED:
@@ -280,13 +328,56 @@ class Maintenance:
         endpoint = next((ep for ep in self.endpoints if connection in ep.connections), None)
         if endpoint is not None:
             error = connection.error
+            self._tell(endpoint.address, connection, event)
             if event is ConnectionEvent.CLOSED and error and is_endpoint_failure(error):
-                logger.warning("connection to %s failed: %s", endpoint.address, error)
+                logger.warning(
+                    "%s: connection %s failed: %s",
+                    endpoint.address,
+                    self._ids.get(connection),
+                    error,
+                    extra={
+                        "h2pool_endpoint": endpoint.address,
+                        "h2pool_connection": self._ids.get(connection),
+                    },
+                )
                 self._endpoint_failed(endpoint, error, None)
             self.prune(endpoint)
         self.scheduler.changed()
         self.maintain()  # replace what drained or closed
         self.scheduler.assign()
+
+    def _tell(self, address: str, connection: Channel, event: ConnectionEvent) -> None:
+        """Log a connection's draining or end; tell the listeners."""
+        if event is ConnectionEvent.DRAINING:
+            number = self._ids.get(connection)
+            told: ConnectionDraining | ConnectionEnded | None = None
+            if number is not None:
+                told = ConnectionDraining(endpoint=address, connection=number)
+            logger.debug(
+                "%s: connection %s draining (GOAWAY)",
+                address,
+                number,
+                extra={"h2pool_endpoint": address, "h2pool_connection": number},
+            )
+        elif event is ConnectionEvent.CLOSED:
+            number = self._ids.pop(connection, None)
+            error = connection.error
+            told = None
+            if number is not None:  # told once, after its ConnectionOpened
+                told = ConnectionEnded(
+                    endpoint=address, connection=number, error=None if error is None else str(error)
+                )
+            logger.debug(
+                "%s: connection %s closed%s",
+                address,
+                number,
+                "" if error is None else f": {error}",
+                extra={"h2pool_endpoint": address, "h2pool_connection": number},
+            )
+        else:
+            return
+        if told is not None and self.events.listening:
+            self.events.emit(told)
 
     def prune(self, endpoint: Endpoint[Channel]) -> None:
         """Drop the endpoint's connections that ended, closing what is left of them."""
@@ -297,6 +388,7 @@ class Maintenance:
         for connection in before:
             if connection not in endpoint.connections:
                 connection.close()
+                self._tell(endpoint.address, connection, ConnectionEvent.CLOSED)
 
     def _endpoint_failed(
         self,
@@ -318,7 +410,17 @@ class Maintenance:
         duration = eject_outlier(self.endpoints, endpoint, now, self._settings.ejection, reason)
         if duration is not None:
             self.scheduler.changed()
-            logger.warning("ejected %s for %.1fs: %s", endpoint.address, duration, reason)
+            logger.warning(
+                "%s: ejected for %.1fs: %s",
+                endpoint.address,
+                duration,
+                reason,
+                extra={"h2pool_endpoint": endpoint.address},
+            )
+            if self.events.listening:
+                self.events.emit(
+                    EndpointEjected(endpoint=endpoint.address, duration=duration, reason=reason)
+                )
 
     def answered(
         self, endpoint: Endpoint[Channel], outcome: int | H2PoolError, latency: float
@@ -408,7 +510,9 @@ class Maintenance:
         try:
             infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA refuses
-            logger.warning("resolving %s failed: %s", self._host, exc)
+            logger.warning(
+                "resolving %s failed: %s", self._host, exc, extra={"h2pool_endpoint": self._host}
+            )
             failure = ConnectError(f"cannot resolve {self._host!r}: {exc}")
             failure.__cause__ = exc
             infos = []

@@ -119,6 +119,7 @@ class OutgoingRequest:
         sent_to: The endpoint of its latest attempt (the copies of a hedged
             request avoid those of the others in flight).
         observer: Told of the steps of sending it, on every attempt, or None.
+        attempts: Attempts sent on a connection so far (hedged copies included).
     """
 
     method: str
@@ -135,6 +136,7 @@ class OutgoingRequest:
     avoid: frozenset[str] = frozenset()
     sent_to: str | None = None
     observer: Observer | None = None
+    attempts: int = 0
 
     @property
     def target(self) -> str:

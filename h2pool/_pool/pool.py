@@ -18,7 +18,6 @@ import contextlib
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._core.config import H2Config
@@ -30,7 +29,8 @@ from .attempts import Attempts
 from .budget import DEFAULT_RETRY_BUDGET, RetryBudget, Spending
 from .checks import check_count, check_flag
 from .deadlines import PASSED, bound, caller_deadline, remaining
-from .endpoint import EndpointStats, backup_addresses
+from .endpoint import backup_addresses
+from .events import Listener, request_finished
 from .hedging import HedgePolicy, hedge_for
 from .maintenance import Maintenance
 from .outgoing import Content, Observer, OutgoingRequest, build_request, checked_headers
@@ -38,35 +38,12 @@ from .policies import ConnectionBackoff, EjectionPolicy, RetryPolicy
 from .probes import HealthCheck, HealthChecker
 from .response import Response
 from .settings import maintenance_settings
+from .stats import PoolStats
 from .timeouts import DeadlineTimers, Timeouts
 from .urls import QueryParams, parse_target
 from .verbs import DEFAULT, Verbs
 
 __all__ = ["Content", "Pool", "PoolStats"]
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of the pool, for people and metrics exporters.
-
-    Attributes:
-        endpoints: One snapshot per endpoint.
-        active: Requests in flight (sent, or holding an unread response).
-        pending: Requests waiting for a connection.
-        closed: Whether the pool is closed or closing.
-        retries: Retries made since the pool started (transparent ones included).
-        hedges: Copies of hedged requests sent after the first.
-        budget_refusals: Retries and hedges the retry budget refused (the
-            rpc channel's retries included).
-    """
-
-    endpoints: tuple[EndpointStats, ...]
-    active: int
-    pending: int
-    closed: bool
-    retries: int = 0
-    hedges: int = 0
-    budget_refusals: int = 0
 
 
 class Pool(Verbs[Awaitable[Response], Content]):
@@ -156,6 +133,8 @@ class Pool(Verbs[Awaitable[Response], Content]):
             default: of two endpoints, the one with the lower latency x
             outstanding requests, as Finagle and Linkerd), ``"round_robin"``
             or ``"least_request"`` (see docs/resilience.md).
+        on_event: A listener told of the pool's events (``h2pool.events``),
+            synchronously: it must not block (see :meth:`add_listener`).
     """
 
     def __init__(
@@ -189,6 +168,7 @@ class Pool(Verbs[Awaitable[Response], Content]):
         subset_size: int | None = None,
         subset_client: tuple[int, int] | None = None,
         balancer: Literal["p2c", "round_robin", "least_request"] = "p2c",
+        on_event: Listener | None = None,
     ) -> None:
         parts = parse_target(target)
         self._timeouts = Timeouts.coerce(timeout)
@@ -242,8 +222,15 @@ class Pool(Verbs[Awaitable[Response], Content]):
             wait_for_ready=wait_for_ready,
         )
         self._scheduler = self._maintenance.scheduler
+        self._events = self._maintenance.events
+        if on_event is not None:
+            self._events.add(on_event)
         self._attempts = Attempts(
-            self._scheduler, retry or RetryPolicy(), self._maintenance.answered, retry_budget
+            self._scheduler,
+            retry or RetryPolicy(),
+            self._maintenance.answered,
+            retry_budget,
+            self._events,
         )
         self._deadlines = DeadlineTimers()
         self._closing = False
@@ -420,6 +407,19 @@ class Pool(Verbs[Awaitable[Response], Content]):
         finally:
             await response.aclose()
 
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` of every event of the pool (``h2pool.events``) from now on.
+
+        It is called synchronously from the pool's own code and must return
+        quickly: work that waits is for it to schedule (``loop.create_task``,
+        a queue). One that raises is logged and removed.
+        """
+        self._events.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop telling ``listener`` of events (nothing if it was not listening)."""
+        self._events.remove(listener)
+
     def _unavailable(self, address: str) -> None:
         """For h2pool.rpc: a call to ``address`` ended UNAVAILABLE in an HTTP 200 answer.
 
@@ -525,13 +525,18 @@ class Pool(Verbs[Awaitable[Response], Content]):
                     response = await self._attempts.send(
                         request, deadline, read_body=read_body, hedge=hedging
                     )
+                    if self._events.listening:
+                        self._events.emit(request_finished(request, response.status_code, started))
                     return response._sent(request, self._origin, started, by_caller)
                 finally:
                     if watched is not None:
                         watched.discard(scope)
         except (H2PoolError, TimeoutError) as exc:
-            if scope.expired():
-                raise self._timed_out(request, by_caller) from None
+            timed_out = self._timed_out(request, by_caller) if scope.expired() else None
+            if self._events.listening:
+                self._events.emit(request_finished(request, timed_out or exc, started))
+            if timed_out is not None:
+                raise timed_out from None
             if isinstance(exc, H2PoolError):
                 raise self._failed(request, exc) from exc
             raise

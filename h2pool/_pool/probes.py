@@ -233,12 +233,20 @@ class HealthChecker:
             if endpoint.address not in self._held:
                 endpoint.ejections += 1
                 endpoint.ejection_reason = "the health check says it does not serve"
-                logger.warning("%s does not serve: out of rotation", endpoint.address)
+                logger.warning(
+                    "%s: does not serve: out of rotation",
+                    endpoint.address,
+                    extra={"h2pool_endpoint": endpoint.address},
+                )
             self._hold(endpoint, now)  # renewed at each round while it does not serve
         elif verdict is Verdict.RESTORE:
             self._held.discard(endpoint.address)
             endpoint.ejected_until = 0.0
-            logger.info("%s serves again: back in rotation", endpoint.address)
+            logger.info(
+                "%s: serves again: back in rotation",
+                endpoint.address,
+                extra={"h2pool_endpoint": endpoint.address},
+            )
 
     def _hold(self, endpoint: Endpoint[Channel], now: float) -> None:
         """Out of rotation until the next round's check at the latest."""
@@ -251,8 +259,17 @@ class HealthChecker:
             async with asyncio.timeout(self._check.timeout):
                 return bool(await self._check.check(probe))
         except (H2PoolError, TimeoutError) as exc:
-            logger.debug("health check of %s gave no answer: %s", endpoint.address, exc)
+            logger.debug(
+                "%s: the health check gave no answer: %s",
+                endpoint.address,
+                exc,
+                extra={"h2pool_endpoint": endpoint.address},
+            )
             return None
         except Exception:
-            logger.exception("the health check of %s raised", endpoint.address)
+            logger.exception(
+                "%s: the health check raised",
+                endpoint.address,
+                extra={"h2pool_endpoint": endpoint.address},
+            )
             return None

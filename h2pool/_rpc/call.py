@@ -370,9 +370,13 @@ class Call:
         if replayable and not self._stop_retried:
             self._stop_retried = True
             logger.info(
-                "%s: sent again: %s was stopping and never ran it",
-                self._invocation.method,
+                "%s: %s sent again: the server was stopping and never ran it",
                 response.endpoint,
+                self._invocation.method,
+                extra={
+                    "h2pool_endpoint": response.endpoint,
+                    "h2pool_request": self._invocation.method,
+                },
             )
             return None
         return Status(
